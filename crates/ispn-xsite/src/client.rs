@@ -12,7 +12,7 @@ use tokio::sync::OnceCell;
 
 use crate::api::{Entry, ItemStream, SiteApi};
 use crate::auth::{AuthState, Chosen, Credentials, Mechanism, NotOffered, choose};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Subject};
 use crate::json_stream::{ArraySplitter, decode_key};
 use crate::model::{
     ApiFlavor, BackupStatus, CacheResults, ContainerInfo, ContainerSiteStatus, Health, NodeStatuses,
@@ -92,13 +92,6 @@ impl fmt::Debug for Client {
             .field("version", &self.detected.get().map(|(v, _)| v.raw.as_str()))
             .finish_non_exhaustive()
     }
-}
-
-/// What an error answer is about, so that a 404 can name the missing cache or site.
-#[derive(Clone, Copy, Default)]
-struct Subject<'a> {
-    cache: Option<&'a CacheName>,
-    site: Option<&'a SiteName>,
 }
 
 impl Client {
@@ -272,39 +265,7 @@ impl Client {
     }
 
     fn status_error(&self, what: &str, status: StatusCode, body: &[u8], subject: Subject<'_>) -> Error {
-        let text = String::from_utf8_lossy(body).trim().to_owned();
-        let endpoint = self.endpoint.clone();
-        match status {
-            StatusCode::UNAUTHORIZED => Error::Unauthorized { endpoint, user: self.auth.user().to_owned() },
-            StatusCode::FORBIDDEN => Error::Forbidden { endpoint, what: what.to_owned(), user: self.auth.user().to_owned() },
-            StatusCode::NOT_FOUND => {
-                if let Some(cache) = subject.cache {
-                    if text.contains("ISPN012010") || text.contains("not found amongst the configured caches") {
-                        return Error::UnknownCache { endpoint, cache: cache.clone() };
-                    }
-                    if text.contains("does not have backup sites") {
-                        return Error::NoBackups { endpoint, cache: cache.clone() };
-                    }
-                }
-                if let Some(site) = subject.site {
-                    if text.contains("does not backup to site") || text.is_empty() {
-                        return Error::UnknownSite { endpoint, cache: subject.cache.cloned(), site: site.clone() };
-                    }
-                }
-                Error::Server {
-                    endpoint,
-                    what: what.to_owned(),
-                    status: 404,
-                    body: if text.is_empty() { "not found (is the context path right?)".to_owned() } else { text },
-                }
-            }
-            other => Error::Server {
-                endpoint,
-                what: what.to_owned(),
-                status: other.as_u16(),
-                body: if text.is_empty() { other.canonical_reason().unwrap_or("no body").to_owned() } else { text },
-            },
-        }
+        Error::from_answer(&self.endpoint, what, self.auth.user(), status.as_u16(), &String::from_utf8_lossy(body), subject)
     }
 
     fn parse<T: serde::de::DeserializeOwned>(&self, what: &str, body: &[u8]) -> Result<T> {
@@ -568,7 +529,7 @@ impl SiteApi for Client {
         let request = self.requests().await?.get(cache, key);
         match self.send_ok(request, Subject { cache: Some(cache), site: None }).await {
             Ok(body) => Ok(Some(String::from_utf8_lossy(&body).into_owned())),
-            Err(Error::Server { status: 404, .. }) => Ok(None),
+            Err(e) if e.is_plain_not_found() => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -582,7 +543,7 @@ impl SiteApi for Client {
         let request = self.requests().await?.delete(cache, key);
         match self.send_ok(request, Subject { cache: Some(cache), site: None }).await {
             Ok(_) => Ok(true),
-            Err(Error::Server { status: 404, .. }) => Ok(false),
+            Err(e) if e.is_plain_not_found() => Ok(false),
             Err(e) => Err(e),
         }
     }

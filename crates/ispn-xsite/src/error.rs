@@ -94,7 +94,7 @@ pub enum Error {
         site: SiteName,
     },
     /// Any other non-success answer, with the server's text.
-    #[error("{endpoint}: {what} answered HTTP {status}: {body}")]
+    #[error("{endpoint}: {what} answered HTTP {status}: {}", if body.is_empty() { "(no body)" } else { body.as_str() })]
     Server {
         /// The base URL.
         endpoint: String,
@@ -145,6 +145,54 @@ impl Error {
             Self::Server { status, .. } => Some(*status),
             _ => None,
         }
+    }
+}
+
+/// What a request is about, so that a 404 can name the missing cache or site.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Subject<'a> {
+    /// The cache in the path, if any.
+    pub cache: Option<&'a CacheName>,
+    /// The site in the path, if any.
+    pub site: Option<&'a SiteName>,
+}
+
+impl Error {
+    /// Classifies a non-success HTTP answer the way the server means it.
+    ///
+    /// Infinispan's error bodies are plain text; 404 in particular covers a missing cache
+    /// (`ISPN012010`), a cache without backups, an unknown site, a missing key (empty body) and an
+    /// unknown path, and only the body tells them apart. `fake-ispn` uses this same function for
+    /// its in-memory API, so the fake and the HTTP client cannot disagree on error types.
+    pub fn from_answer(endpoint: &str, what: &str, user: &str, status: u16, body: &str, subject: Subject<'_>) -> Self {
+        let text = body.trim().to_owned();
+        let endpoint = endpoint.to_owned();
+        match status {
+            401 => Self::Unauthorized { endpoint, user: user.to_owned() },
+            403 => Self::Forbidden { endpoint, what: what.to_owned(), user: user.to_owned() },
+            404 => {
+                if let Some(cache) = subject.cache {
+                    if text.contains("ISPN012010") || text.contains("not found amongst the configured caches") {
+                        return Self::UnknownCache { endpoint, cache: cache.clone() };
+                    }
+                    if text.contains("does not have backup sites") {
+                        return Self::NoBackups { endpoint, cache: cache.clone() };
+                    }
+                }
+                if let Some(site) = subject.site {
+                    if text.contains("does not backup to site") || text.is_empty() {
+                        return Self::UnknownSite { endpoint, cache: subject.cache.cloned(), site: site.clone() };
+                    }
+                }
+                Self::Server { endpoint, what: what.to_owned(), status, body: text }
+            }
+            _ => Self::Server { endpoint, what: what.to_owned(), status, body: text },
+        }
+    }
+
+    /// A 404 with an empty body: a missing key (or, for a wrong context path, a missing resource).
+    pub fn is_plain_not_found(&self) -> bool {
+        matches!(self, Self::Server { status: 404, body, .. } if body.is_empty())
     }
 }
 

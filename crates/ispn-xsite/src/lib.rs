@@ -25,7 +25,7 @@ pub use api::{Entry, ItemStream, SiteApi};
 pub use auth::{Credentials, Mechanism};
 #[cfg(feature = "client")]
 pub use client::{Client, ClientConfig, TlsMode};
-pub use error::{Error, Result};
+pub use error::{Error, Result, Subject};
 pub use model::*;
 pub use names::{CacheName, NameError, SiteName};
 pub use requests::{ClearScope, Requests};

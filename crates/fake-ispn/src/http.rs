@@ -1,0 +1,489 @@
+//! The HTTP front end: Infinispan's REST v2 routing, authentication and answer formats over the
+//! shared [`World`].
+//!
+//! Routing follows the real server rather than axum's router: the path is split on `/`, empty
+//! segments are dropped (so a trailing slash never matters), each segment is percent-decoded with
+//! `+` read as a space, and `?action=` selects the operation.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::Response;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use ispn_xsite::{CacheName, SiteAction, TakeOfflineConfig};
+use tokio::sync::watch;
+
+use crate::auth::{NonceBook, Verdict, challenge, verify};
+use crate::direct::lock;
+use crate::model::{Failure, RequestFault, World};
+
+/// Flags the fake accepts in the `flags` header (a subset of `org.infinispan.context.Flag`).
+const KNOWN_FLAGS: [&str; 10] = [
+    "SKIP_XSITE_BACKUP",
+    "SKIP_CACHE_LOAD",
+    "SKIP_CACHE_STORE",
+    "SKIP_LOCKING",
+    "IGNORE_RETURN_VALUES",
+    "FORCE_WRITE_LOCK",
+    "ZERO_LOCK_ACQUISITION_TIMEOUT",
+    "SKIP_INDEXING",
+    "SKIP_LISTENER_NOTIFICATION",
+    "SKIP_STATISTICS",
+];
+
+/// Per-site state of the HTTP front end.
+#[derive(Debug)]
+pub(crate) struct SiteService {
+    pub(crate) world: Arc<Mutex<World>>,
+    pub(crate) site: usize,
+    pub(crate) nonces: Mutex<NonceBook>,
+    /// Fires when the server shuts down, so that requests stalled by a fault end too.
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+pub(crate) fn router(service: Arc<SiteService>) -> axum::Router {
+    axum::Router::new().fallback(handle).with_state(service)
+}
+
+enum Reply {
+    Json(StatusCode, serde_json::Value),
+    Text(StatusCode, String),
+    Empty(StatusCode),
+    Value(String, bool),
+    Keys(Vec<Arc<str>>),
+    Entries(Vec<(Arc<str>, Arc<str>)>),
+}
+
+impl Reply {
+    fn failure(failure: Failure) -> Self {
+        match failure {
+            Failure::Http(status, body) if body.is_empty() => {
+                Self::Empty(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+            }
+            Failure::Http(status, body) => {
+                Self::Text(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), body)
+            }
+            Failure::Unreachable | Failure::Timeout { .. } => {
+                Self::Text(StatusCode::SERVICE_UNAVAILABLE, "fake-ispn: unavailable".to_owned())
+            }
+        }
+    }
+
+    fn from<T>(outcome: Result<T, Failure>, ok: impl FnOnce(T) -> Self) -> Self {
+        match outcome {
+            Ok(value) => ok(value),
+            Err(failure) => Self::failure(failure),
+        }
+    }
+
+    fn json<T: serde::Serialize>(value: T) -> Self {
+        Self::Json(StatusCode::OK, serde_json::to_value(value).unwrap_or(serde_json::Value::Null))
+    }
+
+    fn bad_request(text: &str) -> Self {
+        Self::Text(StatusCode::BAD_REQUEST, text.to_owned())
+    }
+
+    fn not_found() -> Self {
+        Self::Text(StatusCode::NOT_FOUND, "Resource not found".to_owned())
+    }
+
+    fn not_allowed() -> Self {
+        Self::Text(StatusCode::METHOD_NOT_ALLOWED, "Not allowed".to_owned())
+    }
+}
+
+fn decode_component(segment: &str) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                match (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+                    (Some(hi), Some(lo)) => {
+                        out.push(hi << 4 | lo);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(raw: Option<&str>) -> Self {
+        Self(
+            raw.unwrap_or_default()
+                .split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                    (decode_component(k), decode_component(v))
+                })
+                .collect(),
+        )
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+/// What `?action=` selected: nothing, a known verb, or an invalid request.
+fn action<'a>(query: &'a Query, allowed: &[&str]) -> Result<Option<&'a str>, Reply> {
+    match query.get("action") {
+        None => Ok(None),
+        Some("") => Err(Reply::bad_request("Invalid action")),
+        Some(a) if allowed.contains(&a) => Ok(Some(a)),
+        Some(_) => Err(Reply::bad_request("Invalid 'action' parameter supplied")),
+    }
+}
+
+fn site_action(verb: &str) -> Option<SiteAction> {
+    Some(match verb {
+        "take-offline" => SiteAction::TakeOffline,
+        "bring-online" => SiteAction::BringOnline,
+        "start-push-state" => SiteAction::StartPushState,
+        "cancel-push-state" => SiteAction::CancelPushState,
+        "cancel-receive-state" => SiteAction::CancelReceiveState,
+        _ => return None,
+    })
+}
+
+fn forbidden(user: &str) -> Reply {
+    Reply::Text(
+        StatusCode::FORBIDDEN,
+        format!("ISPN000287: Unauthorized access: subject 'Subject with principal(s): [{user}]' lacks 'ADMIN' permission"),
+    )
+}
+
+async fn handle(State(service): State<Arc<SiteService>>, request: axum::extract::Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, 64 * 1024 * 1024).await.unwrap_or_default();
+    let target = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".to_owned());
+    let segments: Vec<String> = parts.uri.path().split('/').filter(|s| !s.is_empty()).map(decode_component).collect();
+    let query = Query::parse(parts.uri.query());
+
+    let Some(("rest", rest)) = segments.split_first().map(|(f, r)| (f.as_str(), r)) else {
+        return respond(Reply::not_found());
+    };
+    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+
+    let personality = lock(&service.world).personality(service.site);
+    let anonymous = matches!(rest.as_slice(), ["v2", "container", "health", "status"] if personality.has_container_paths())
+        || matches!(rest.as_slice(), ["v2", "cache-managers", "default", "health", "status"]);
+
+    let mut user = String::new();
+    if !anonymous {
+        let verdict = {
+            let world = lock(&service.world);
+            let nonces = service.nonces.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let authorization = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+            verify(
+                &nonces,
+                world.mechanisms(service.site),
+                |name| world.user(service.site, name).cloned(),
+                &parts.method,
+                &target,
+                authorization,
+            )
+        };
+        match verdict {
+            Verdict::User(name) => user = name,
+            Verdict::BadUri => return respond(Reply::bad_request("ISPN012034: Digest URI does not match the request")),
+            Verdict::Challenge(mechanisms) => {
+                let mut nonces = service.nonces.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut response = Response::new(Body::empty());
+                *response.status_mut() = StatusCode::UNAUTHORIZED;
+                for mechanism in mechanisms {
+                    response.headers_mut().append(header::WWW_AUTHENTICATE, challenge(&mut nonces, mechanism));
+                }
+                return response;
+            }
+        }
+    }
+
+    let fault = {
+        let mut world = lock(&service.world);
+        world.advance();
+        world.record(service.site, format!("{} {}", parts.method, target));
+        world.next_request_fault(service.site)
+    };
+    match fault {
+        Some(RequestFault::Unavailable) => {
+            return respond(Reply::Text(StatusCode::SERVICE_UNAVAILABLE, "fake-ispn: injected 503".to_owned()));
+        }
+        Some(RequestFault::Timeout) => {
+            stall(&service).await;
+            return respond(Reply::Text(StatusCode::SERVICE_UNAVAILABLE, "fake-ispn: stalled request".to_owned()));
+        }
+        Some(RequestFault::LostAnswer) => {
+            let _ = dispatch(&service, &parts.method, &rest, &query, &parts.headers, &body, &user);
+            stall(&service).await;
+            return respond(Reply::Text(StatusCode::SERVICE_UNAVAILABLE, "fake-ispn: stalled request".to_owned()));
+        }
+        None => {}
+    }
+    respond(dispatch(&service, &parts.method, &rest, &query, &parts.headers, &body, &user))
+}
+
+/// Holds a request until the client gives up (or the server stops).
+async fn stall(service: &SiteService) {
+    let mut shutdown = service.shutdown.clone();
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        _ = shutdown.wait_for(|stopped| *stopped) => {}
+    }
+}
+
+fn dispatch(
+    service: &SiteService,
+    method: &Method,
+    rest: &[&str],
+    query: &Query,
+    headers: &HeaderMap,
+    body: &Bytes,
+    user: &str,
+) -> Reply {
+    let mut world = lock(&service.world);
+    let site = service.site;
+    let personality = world.personality(site);
+    let admin = world.user(site, user).is_some_and(|u| u.admin);
+    match rest {
+        ["v2", "server"] if *method == Method::GET => Reply::json(personality.server_info()),
+        ["v2", "container", tail @ ..] if personality.has_container_paths() => {
+            container(&mut world, site, method, tail, query, admin, user)
+        }
+        ["v2", "container"] => Reply::bad_request("Invalid action"),
+        ["v2", "cache-managers", name, tail @ ..] => {
+            if !personality.has_container_paths() && *name != "default" {
+                return Reply::Empty(StatusCode::NOT_FOUND);
+            }
+            container(&mut world, site, method, tail, query, admin, user)
+        }
+        ["v2", "caches"] if *method == Method::GET => Reply::json(world.cache_names(site)),
+        ["v2", "caches", cache, tail @ ..] => {
+            let Ok(cache) = CacheName::new(*cache) else { return Reply::failure(Failure::no_cache(cache)) };
+            cache_resource(&mut world, site, method, &cache, tail, query, headers, body, admin, user)
+        }
+        _ => Reply::not_found(),
+    }
+}
+
+fn container(world: &mut World, site: usize, method: &Method, tail: &[&str], query: &Query, admin: bool, user: &str) -> Reply {
+    match (tail, method) {
+        ([], &Method::GET) => Reply::json(world.container_info(site)),
+        (["health"], &Method::GET) => Reply::json(world.health(site)),
+        (["health", "status"], &Method::GET) => Reply::Text(StatusCode::OK, "HEALTHY".to_owned()),
+        (["x-site", "backups", ..], _) if !admin => forbidden(user),
+        (["x-site", "backups"], &Method::GET) => Reply::json(world.container_backups(site)),
+        (["x-site", "backups", target], &Method::GET) => {
+            Reply::from(world.container_site_status(site, target), Reply::json)
+        }
+        (["x-site", "backups", target], &Method::POST) => {
+            match action(query, &["take-offline", "bring-online", "start-push-state", "cancel-push-state"]) {
+                Ok(Some(verb)) => {
+                    let action = site_action(verb).expect("listed verbs are actions");
+                    Reply::json(
+                        world
+                            .container_site_action(site, target, action)
+                            .0
+                            .into_iter()
+                            .map(|(c, o)| {
+                                let text = match o {
+                                    ispn_xsite::CacheOutcome::Ok => "ok".to_owned(),
+                                    ispn_xsite::CacheOutcome::Failed(t) => t,
+                                };
+                                (c.to_string(), text)
+                            })
+                            .collect::<std::collections::BTreeMap<_, _>>(),
+                    )
+                }
+                Ok(None) => Reply::not_allowed(),
+                Err(reply) => reply,
+            }
+        }
+        ([], _) | (["health"], _) | (["x-site", "backups"], _) | (["x-site", "backups", _], _) => Reply::not_allowed(),
+        _ => Reply::not_found(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn cache_resource(
+    world: &mut World,
+    site: usize,
+    method: &Method,
+    cache: &CacheName,
+    tail: &[&str],
+    query: &Query,
+    headers: &HeaderMap,
+    body: &Bytes,
+    admin: bool,
+    user: &str,
+) -> Reply {
+    if matches!(tail.first(), Some(&"x-site")) && !admin {
+        return forbidden(user);
+    }
+    match (tail, method) {
+        ([], &Method::GET) => match action(query, &["size", "keys", "entries"]) {
+            Ok(Some("size")) => Reply::from(world.size(site, cache.as_str()), Reply::json),
+            Ok(Some("keys")) => Reply::from(world.keys(site, cache.as_str()), Reply::Keys),
+            Ok(Some("entries")) => Reply::from(world.entries(site, cache.as_str()), Reply::Entries),
+            Ok(_) => Reply::from(world.size(site, cache.as_str()), |size| {
+                let has_backup = world.require_backups(site, cache).is_ok();
+                Reply::json(serde_json::json!({"size": size, "has_remote_backup": has_backup}))
+            }),
+            Err(reply) => reply,
+        },
+        ([], &Method::POST) => match action(query, &["clear"]) {
+            Ok(Some(_)) => {
+                let mut skip_xsite = false;
+                for flag in headers.get("flags").and_then(|v| v.to_str().ok()).unwrap_or_default().split(',') {
+                    let flag = flag.trim();
+                    if flag.is_empty() {
+                        continue;
+                    }
+                    if !KNOWN_FLAGS.contains(&flag) {
+                        return Reply::bad_request(&format!("No enum constant org.infinispan.context.Flag.{flag}"));
+                    }
+                    skip_xsite |= flag == "SKIP_XSITE_BACKUP";
+                }
+                Reply::from(world.clear(site, cache.as_str(), skip_xsite), |()| Reply::Empty(StatusCode::NO_CONTENT))
+            }
+            Ok(None) => Reply::not_allowed(),
+            Err(reply) => reply,
+        },
+        (["x-site", "backups"], &Method::GET) => match action(query, &["push-state-status"]) {
+            Ok(Some(_)) => Reply::from(world.push_state_status(site, cache), Reply::json),
+            Ok(None) => Reply::from(world.cache_backups(site, cache), Reply::json),
+            Err(reply) => reply,
+        },
+        (["x-site", "backups", target], &Method::GET) => Reply::from(world.cache_site_nodes(site, cache, target), Reply::json),
+        (["x-site", "backups", target], &Method::POST) => match action(
+            query,
+            &["take-offline", "bring-online", "start-push-state", "cancel-push-state", "cancel-receive-state"],
+        ) {
+            Ok(Some(verb)) => {
+                let action = site_action(verb).expect("listed verbs are actions");
+                Reply::from(world.cache_site_action(site, cache, target, action), |()| Reply::Empty(StatusCode::OK))
+            }
+            Ok(None) => Reply::not_allowed(),
+            Err(reply) => reply,
+        },
+        (["x-site", "backups", target, "take-offline-config"], &Method::GET) => {
+            Reply::from(world.take_offline_config(site, cache, target), Reply::json)
+        }
+        (["x-site", "backups", target, "take-offline-config"], &Method::PUT) => {
+            if body.is_empty() {
+                return Reply::bad_request("ISPN012031: The request body is empty");
+            }
+            let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+                return Reply::bad_request("Invalid JSON");
+            };
+            let (Some(after_failures), Some(min_wait)) =
+                (value.get("after_failures").and_then(|v| v.as_i64()), value.get("min_wait").and_then(|v| v.as_i64()))
+            else {
+                return Reply::bad_request("ISPN012044: Both 'after_failures' and 'min_wait' are required");
+            };
+            let config = TakeOfflineConfig { after_failures: after_failures as i32, min_wait };
+            Reply::from(world.set_take_offline_config(site, cache, target, config), |changed| {
+                Reply::Empty(if changed { StatusCode::NO_CONTENT } else { StatusCode::NOT_MODIFIED })
+            })
+        }
+        (["x-site", "local"], &Method::POST) => match action(query, &["clear-push-state-status"]) {
+            Ok(Some(_)) => Reply::from(world.clear_push_state_status(site, cache), Reply::json),
+            Ok(None) => Reply::not_allowed(),
+            Err(reply) => reply,
+        },
+        ([key], &Method::GET) => {
+            let plain = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/plain"));
+            Reply::from(world.get(site, cache.as_str(), key), |value| match value {
+                Some(v) => Reply::Value(v, plain),
+                None => Reply::Empty(StatusCode::NOT_FOUND),
+            })
+        }
+        ([key], &Method::PUT | &Method::POST) => {
+            let value = String::from_utf8_lossy(body);
+            Reply::from(world.put(site, cache.as_str(), key, &value), |()| Reply::Empty(StatusCode::NO_CONTENT))
+        }
+        ([key], &Method::DELETE) => Reply::from(world.delete(site, cache.as_str(), key), |found| {
+            Reply::Empty(if found { StatusCode::NO_CONTENT } else { StatusCode::NOT_FOUND })
+        }),
+        _ => Reply::not_found(),
+    }
+}
+
+fn respond(reply: Reply) -> Response {
+    let (status, content_type, body) = match reply {
+        Reply::Json(status, value) => (status, Some("application/json"), Body::from(value.to_string())),
+        Reply::Text(status, text) => (status, Some("text/plain"), Body::from(text)),
+        Reply::Empty(status) => (status, None, Body::empty()),
+        Reply::Value(value, plain) => {
+            if plain {
+                (StatusCode::OK, Some("text/plain"), Body::from(value))
+            } else {
+                (StatusCode::OK, Some("application/json"), Body::from(wrapped(&value).to_string()))
+            }
+        }
+        Reply::Keys(keys) => (StatusCode::OK, Some("application/json"), stream_array(keys, |out, key| {
+            // Like the real server: only `"` is escaped in key listings.
+            out.push('"');
+            out.push_str(&key.replace('"', "\\\""));
+            out.push('"');
+        })),
+        Reply::Entries(entries) => (StatusCode::OK, Some("application/json"), stream_array(entries, |out, (k, v)| {
+            out.push_str(&serde_json::json!({"key": wrapped(k), "value": wrapped(v)}).to_string());
+        })),
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    if let Some(content_type) = content_type {
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    }
+    response
+}
+
+/// A protostream-encoded string as the real server renders it in JSON.
+fn wrapped(value: &str) -> serde_json::Value {
+    serde_json::json!({"_type": "string", "_value": value})
+}
+
+/// Streams a JSON array in chunks, so that a million keys never become one string.
+fn stream_array<T: Send + Sync + 'static>(items: Vec<T>, render: fn(&mut String, &T)) -> Body {
+    const PER_CHUNK: usize = 1000;
+    let total = items.len();
+    let chunks = futures::stream::iter((0..total.div_ceil(PER_CHUNK).max(1)).map(move |i| i * PER_CHUNK));
+    let items = Arc::new(items);
+    let stream = futures::StreamExt::map(chunks, move |start| {
+        let end = (start + PER_CHUNK).min(total);
+        let mut out = String::with_capacity((end - start) * 24 + 2);
+        if start == 0 {
+            out.push('[');
+        }
+        for i in start..end {
+            if i > 0 {
+                out.push(',');
+            }
+            render(&mut out, &items[i]);
+        }
+        if end == total {
+            out.push(']');
+        }
+        Ok::<_, std::convert::Infallible>(Bytes::from(out))
+    });
+    Body::from_stream(stream)
+}
