@@ -1,1 +1,74 @@
-fn main() {}
+//! Project automation (<https://github.com/matklad/cargo-xtask>): `cargo xtask <task>`.
+//!
+//! - `ci`: what CI runs: formatting, lints, the test suite, then `e2e` for both real versions.
+//! - `ispn up|down|status`: a real two-site Infinispan Server pair on 127.0.0.1 (testenv/).
+//! - `e2e`: the contract suite and the end-to-end scenarios against real pairs.
+//! - `bench`: the benchmarks behind docs/benchmarks.md.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod ispn;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "usage: cargo xtask <task>
+
+tasks:
+  ci                               formatting, clippy, tests, then e2e for every real version
+  ispn up [--version V] [--tls] [--nodes N]
+                                   start a real two-site Infinispan pair on 127.0.0.1
+  ispn down                        stop every pair started by `ispn up`
+  ispn status                      show the pairs started by `ispn up`
+  e2e [--version V]...             run the contract suite and end-to-end scenarios on real pairs
+                                   (default: every supported version)
+
+versions: 15 (15.0.21.Final, Keycloak 26.0-26.4), 16 (16.0.7, Keycloak 26.6+), or an exact version";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["ci", rest @ ..] => ci(rest),
+        ["ispn", rest @ ..] => ispn::command(rest),
+        ["e2e", rest @ ..] => ispn::e2e(rest),
+        [] | ["help" | "--help" | "-h"] => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown task {other:?}\n\n{USAGE}"),
+    }
+}
+
+/// The workspace root (the parent of this crate's manifest directory).
+pub fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+/// Runs a command from the project root, failing with its exit status.
+pub fn run(command: &mut Command) -> Result<()> {
+    eprintln!("$ {command:?}");
+    let status = command.current_dir(project_root()).status().with_context(|| format!("cannot start {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
+}
+
+fn ci(args: &[&str]) -> Result<()> {
+    if !args.is_empty() {
+        bail!("ci takes no arguments");
+    }
+    let started = std::time::Instant::now();
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    run(cargo().args(["test", "--workspace", "--all-targets"]))?;
+    ispn::e2e(&[])?;
+    eprintln!("ci: everything passed in {:.0?}", started.elapsed());
+    Ok(())
+}

@@ -695,10 +695,7 @@ impl World {
                 Ok(())
             }
             SiteAction::StartPushState => self.start_push(site, cache, &target_name),
-            SiteAction::CancelPushState => {
-                self.cancel_push(site, cache, &target_name);
-                Ok(())
-            }
+            SiteAction::CancelPushState => self.cancel_push(site, cache, &target_name),
             SiteAction::CancelReceiveState => {
                 if let Some(c) = self.sites[site].caches.get_mut(cache) {
                     c.receiving = None;
@@ -777,10 +774,11 @@ impl World {
             let backup = &self.sites[site].caches[cache].backups[target];
             (backup.target, backup.strategy == Strategy::Sync, backup.transfer.is_some())
         };
+        let unable = |why: String| Failure::site_op(target.as_str(), &format!("Unable to pushState to '{target}'. {why}"));
         if running {
-            // The real server builds an "already in progress" error and forgets to return it:
-            // a duplicate start answers 200 and changes nothing.
-            return Ok(());
+            // Checked on 16.0.7: a second start while SENDING fails on the receiving side
+            // ("already receiving") and answers 500; the running push is not disturbed.
+            return Err(unable(format!("ISPN000217: Received exception from {target}, see cause for remote stack trace")));
         }
         let fails_to_start = {
             let faults = &mut self.sites[site].caches.get_mut(cache).map(|c| &mut c.faults);
@@ -793,7 +791,6 @@ impl World {
             }
         };
         let reachable = self.linked(site, target_index) && self.sites[target_index].caches.contains_key(cache);
-        let unable = |why: String| Failure::site_op(target.as_str(), &format!("Unable to pushState to '{target}'. {why}"));
         if sync && reachable {
             let receiver = self.sites[target_index].caches.get(cache).and_then(|c| c.receiving.as_ref());
             if let Some(r) = receiver {
@@ -817,7 +814,9 @@ impl World {
                     error_after: None,
                 });
             }
-            return Err(unable(format!("ISPN000217: Received exception from {target}, see cause for remote stack trace")));
+            return Err(unable(format!(
+                "ISPN000476: Timed out waiting for responses for request 1 from {target} after 4.5 seconds"
+            )));
         }
         if sync {
             if let Some(c) = self.sites[target_index].caches.get_mut(cache) {
@@ -836,21 +835,34 @@ impl World {
         Ok(())
     }
 
-    fn cancel_push(&mut self, site: usize, cache: &CacheName, target: &SiteName) {
-        let Some(backup) = self.sites[site].caches.get_mut(cache).and_then(|c| c.backups.get_mut(target)) else { return };
+    fn cancel_push(&mut self, site: usize, cache: &CacheName, target: &SiteName) -> Outcome<()> {
+        let Some(backup) = self.sites[site].caches.get_mut(cache).and_then(|c| c.backups.get_mut(target)) else {
+            return Ok(());
+        };
         let (target_index, sync) = (backup.target, backup.strategy == Strategy::Sync);
         if backup.transfer.take().is_some() {
             backup.push = PushStatus::Canceled;
         }
-        // The "finish receiving" message goes out only if the receiver can be reached.
-        if sync && self.linked(site, target_index) {
-            let me = self.sites[site].spec.name.clone();
-            if let Some(c) = self.sites[target_index].caches.get_mut(cache) {
-                if c.receiving.as_ref().is_some_and(|r| r.from == me) {
-                    c.receiving = None;
-                }
+        if !sync {
+            return Ok(());
+        }
+        // The "finish receiving" message must reach the receiver. Checked on 16.0.7: with the
+        // receiver down the call answers 500, yet the status has already turned CANCELED.
+        if !self.linked(site, target_index) {
+            return Err(Failure::site_op(
+                target.as_str(),
+                &format!(
+                    "Unable to perform operation. Error=org.infinispan.remoting.transport.jgroups.SuspectException: ISPN000400: Node site:{target} was suspected"
+                ),
+            ));
+        }
+        let me = self.sites[site].spec.name.clone();
+        if let Some(c) = self.sites[target_index].caches.get_mut(cache) {
+            if c.receiving.as_ref().is_some_and(|r| r.from == me) {
+                c.receiving = None;
             }
         }
+        Ok(())
     }
 
     /// Push status of `cache` towards every backup site.
@@ -961,13 +973,15 @@ impl World {
             self.note_backup_failure(site, &cache_name, target, now);
         }
         if let Some((target, _)) = failures.iter().find(|(_, fatal)| *fatal) {
-            return Err(Failure::http(
-                500,
-                format!(
-                    "ISPN000476: Timed out waiting for responses for request from {} to site {target}; the write was rolled back (backup failure policy FAIL)",
-                    self.sites[site].spec.name
+            // The bodies the real server (16.0.7) sends: a failed write answers the literal text
+            // "null"; a failed clear names the cache and the unreachable site.
+            let body = match op {
+                Op::Clear => format!(
+                    "ISPN000709: Failed to backup cache `{cache}` to one or more remote sites: ISPN000476: Timed out waiting for responses for request 1 from {target} after 4.5 seconds\n    {target}"
                 ),
-            ));
+                _ => "null".to_owned(),
+            };
+            return Err(Failure::http(500, body));
         }
         if let Some(c) = self.sites[site].caches.get_mut(cache) {
             for backup in c.backups.values_mut() {

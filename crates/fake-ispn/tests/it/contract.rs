@@ -185,6 +185,16 @@ async fn fill(site: &Client, c: &CacheName, prefix: &str, n: usize) {
     }
 }
 
+/// Writes `n` entries with 32 requests in flight (a real server takes seconds otherwise).
+async fn fill_fast(site: &Client, c: &CacheName, prefix: &str, n: usize) {
+    use futures::StreamExt;
+    futures::stream::iter(0..n)
+        .map(|i| async move { site.put(c, &format!("{prefix}-{i:05}"), &format!("value-{prefix}-{i}")).await.unwrap() })
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+}
+
 async fn all_keys(site: &Client, c: &CacheName) -> BTreeSet<String> {
     site.keys(c).await.unwrap().try_collect().await.unwrap()
 }
@@ -451,6 +461,22 @@ contract! {
         fill(&pair.a, work, "r", 5).await;
         push_until_ok(&pair, work).await;
         assert_eq!(pair.b.push_state_status(work).await.unwrap().for_site(&pair.a_name), Some(PushStatus::Idle));
+    };
+
+    second_start_while_sending_fails_and_leaves_the_push_running => |pair| async move {
+        let work = pair.work();
+        fill_fast(&pair.a, work, "dup", 5000).await;
+        pair.a.cache_site_action(work, &pair.b_name, SiteAction::StartPushState).await.unwrap();
+        let again = pair.a.cache_site_action(work, &pair.b_name, SiteAction::StartPushState).await;
+        assert!(matches!(&again, Err(Error::Server { status: 500, body, .. }) if body.contains("Unable to pushState")), "{again:?}");
+        eventually("push OK", || async {
+            match pair.a.push_state_status(work).await.unwrap().for_site(&pair.b_name) {
+                Some(PushStatus::Ok) => Some(()),
+                Some(PushStatus::Sending) => None,
+                other => panic!("{other:?}"),
+            }
+        }).await;
+        assert_eq!(pair.b.size(work).await.unwrap(), 5000);
     };
 
     container_push_answers_ok_per_cache => |pair| async move {

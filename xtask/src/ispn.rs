@@ -1,0 +1,559 @@
+//! A real two-site Infinispan Server pair on 127.0.0.1, from Maven Central jars, without Docker.
+//!
+//! The server zip is not attached to `infinispan-distribution` on Maven Central for the versions
+//! served here, so the server is assembled from `infinispan-server-runtime` and its runtime
+//! dependencies (plus, on 15.x, the `loader` classifier jar that `Bootstrap` needs for its log
+//! manager). Downloads are cached under `target/ispn/dist/<version>` (and in ~/.m2), so a second
+//! start takes seconds.
+//!
+//! Layout of one pair (`target/ispn/run/<variant>/`): one server root per node
+//! (`site-a-1/conf|data|log`), its console output (`site-a-1.out`) and pid (`site-a-1.pid`).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use base64::Engine as _;
+
+use crate::{cargo, project_root, run};
+
+/// Versions the harness supports, newest patch of each line served by Maven Central here.
+pub const VERSIONS: [&str; 2] = ["15.0.21.Final", "16.0.7"];
+
+/// User with the admin role on every real pair.
+pub const ADMIN: (&str, &str) = ("admin", "password");
+/// User without the admin role (for 403 checks).
+pub const OBSERVER: (&str, &str) = ("observer", "password");
+
+fn resolve(version: &str) -> Result<&'static str> {
+    VERSIONS
+        .iter()
+        .find(|v| **v == version || v.starts_with(&format!("{version}.")))
+        .copied()
+        .with_context(|| format!("unsupported Infinispan version {version:?} (supported: {})", VERSIONS.join(", ")))
+}
+
+fn schema(version: &str) -> (&'static str, &'static str) {
+    if version.starts_with("15.") { ("15.0", "5.3") } else { ("16.0", "5.5") }
+}
+
+fn ispn_dir() -> PathBuf {
+    project_root().join("target").join("ispn")
+}
+
+fn check_tool(program: &str, arg: &str, hint: &str) -> Result<()> {
+    let ok = Command::new(program).arg(arg).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    if !ok {
+        bail!("`{program}` is not available: {hint}");
+    }
+    Ok(())
+}
+
+/// Downloads (once) the jars of `version` and returns the `lib` directory.
+pub fn ensure_dist(version: &str) -> Result<PathBuf> {
+    let dir = ispn_dir().join("dist").join(version);
+    let lib = dir.join("lib");
+    let marker = dir.join(".complete");
+    if marker.exists() {
+        return Ok(lib);
+    }
+    check_tool("java", "-version", "install a JDK 17 (Debian: apt-get install openjdk-17-jdk-headless)")?;
+    check_tool("mvn", "-v", "install Maven 3.6.3 or later (Debian: apt-get install maven)")?;
+    std::fs::create_dir_all(&dir)?;
+    let pom = format!(
+        r#"<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>
+ <groupId>site-sync.testenv</groupId><artifactId>ispn-server-libs</artifactId><version>1</version><packaging>pom</packaging>
+ <dependencies><dependency><groupId>org.infinispan</groupId><artifactId>infinispan-server-runtime</artifactId>
+   <version>{version}</version></dependency></dependencies></project>
+"#
+    );
+    std::fs::write(dir.join("pom.xml"), pom)?;
+    let plugin = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1";
+    eprintln!("downloading Infinispan Server {version} from Maven Central (cached afterwards)");
+    run(Command::new("mvn")
+        .args(["-B", "-q", "-f"])
+        .arg(dir.join("pom.xml"))
+        .arg(format!("{plugin}:copy-dependencies"))
+        .arg("-DincludeScope=runtime")
+        .arg(format!("-DoutputDirectory={}", lib.display())))?;
+    if version.starts_with("15.") {
+        run(Command::new("mvn")
+            .args(["-B", "-q", "-f"])
+            .arg(dir.join("pom.xml"))
+            .arg(format!("{plugin}:copy"))
+            .arg(format!("-Dartifact=org.infinispan:infinispan-server-runtime:{version}:jar:loader"))
+            .arg(format!("-DoutputDirectory={}", lib.display())))?;
+    }
+    std::fs::write(marker, version)?;
+    Ok(lib)
+}
+
+/// The shape of a pair.
+#[derive(Debug, Clone)]
+pub struct PairSpec {
+    /// Exact Infinispan version.
+    pub version: &'static str,
+    /// REST over HTTPS with a self-signed certificate.
+    pub tls: bool,
+    /// Nodes per site.
+    pub nodes: usize,
+}
+
+impl PairSpec {
+    /// A name for the run directory.
+    pub fn variant(&self) -> String {
+        format!("{}-{}-{}n", self.version, if self.tls { "tls" } else { "plain" }, self.nodes)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Node {
+    site: &'static str,
+    other: &'static str,
+    name: String,
+    offset: u16,
+}
+
+impl Node {
+    fn rest_port(&self) -> u16 {
+        11222 + self.offset
+    }
+}
+
+fn nodes(spec: &PairSpec) -> Vec<Node> {
+    let mut out = Vec::new();
+    for (site, other, base) in [("site-a", "site-b", 0u16), ("site-b", "site-a", 100u16)] {
+        for i in 0..spec.nodes {
+            out.push(Node { site, other, name: format!("{site}-{}", i + 1), offset: base + i as u16 });
+        }
+    }
+    out
+}
+
+/// A started pair. Dropping it stops the servers.
+#[derive(Debug)]
+pub struct RunningPair {
+    pub spec: PairSpec,
+    pub dir: PathBuf,
+    children: Vec<(String, Child)>,
+    /// The CA certificate (PEM) of the TLS variant.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl RunningPair {
+    /// Base URL of a site's first node.
+    pub fn url(&self, site: &str) -> String {
+        let scheme = if self.spec.tls { "https" } else { "http" };
+        let port = if site == "site-a" { 11222 } else { 11322 };
+        format!("{scheme}://127.0.0.1:{port}")
+    }
+
+    /// Environment for the contract suite and the end-to-end tests.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("SITE_SYNC_CONTRACT_A_URL".to_owned(), self.url("site-a")),
+            ("SITE_SYNC_CONTRACT_B_URL".to_owned(), self.url("site-b")),
+            ("SITE_SYNC_CONTRACT_A_NAME".to_owned(), "site-a".to_owned()),
+            ("SITE_SYNC_CONTRACT_B_NAME".to_owned(), "site-b".to_owned()),
+            ("SITE_SYNC_CONTRACT_USER".to_owned(), ADMIN.0.to_owned()),
+            ("SITE_SYNC_CONTRACT_PASSWORD".to_owned(), ADMIN.1.to_owned()),
+            ("SITE_SYNC_CONTRACT_OBSERVER".to_owned(), format!("{}:{}", OBSERVER.0, OBSERVER.1)),
+            ("SITE_SYNC_REAL_VERSION".to_owned(), self.spec.version.to_owned()),
+            ("SITE_SYNC_REAL_DIR".to_owned(), self.dir.display().to_string()),
+        ];
+        if let Some(ca) = &self.ca_file {
+            env.push(("SITE_SYNC_CONTRACT_CA_FILE".to_owned(), ca.display().to_string()));
+        }
+        env
+    }
+
+    /// Kills one node with SIGKILL (what a crashed JVM looks like).
+    pub fn kill_node(&mut self, name: &str) -> Result<()> {
+        if let Some((_, child)) = self.children.iter_mut().find(|(n, _)| n == name) {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Stops every node (SIGTERM, then SIGKILL after 20 s).
+    pub fn stop(mut self) -> Result<()> {
+        self.stop_all();
+        Ok(())
+    }
+
+    fn stop_all(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for (name, child) in &mut self.children {
+            while Instant::now() < deadline {
+                if child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if child.try_wait().ok().flatten().is_none() {
+                eprintln!("{name} did not stop in 20 s: killing it");
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            let _ = std::fs::remove_file(self.dir.join(format!("{name}.pid")));
+        }
+        self.children.clear();
+    }
+}
+
+impl Drop for RunningPair {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+fn render_config(spec: &PairSpec, conf: &Path) -> Result<()> {
+    let template = std::fs::read_to_string(project_root().join("testenv/infinispan/kc-xsite.xml.in"))?;
+    let (schema, jgroups) = schema(spec.version);
+    let tls = if spec.tls {
+        r#"<server-identities>
+                  <ssl>
+                     <keystore path="server.p12" relative-to="infinispan.server.config.path" password="secret" alias="server"/>
+                  </ssl>
+               </server-identities>"#
+    } else {
+        ""
+    };
+    let xml = template
+        .replace("@SCHEMA@", schema)
+        .replace("@JGROUPS@", jgroups)
+        .replace("@TLS@", tls)
+        .replace("@MECHANISMS@", "DIGEST BASIC");
+    std::fs::write(conf.join("kc-xsite.xml"), xml)?;
+    std::fs::write(
+        conf.join("users.properties"),
+        format!("#$REALM_NAME=default$\n#$ALGORITHM=clear$\n{}={}\n{}={}\n", ADMIN.0, ADMIN.1, OBSERVER.0, OBSERVER.1),
+    )?;
+    std::fs::write(conf.join("groups.properties"), format!("{}=admin\n{}=observer\n", ADMIN.0, OBSERVER.0))?;
+    std::fs::copy(project_root().join("testenv/infinispan/log4j2.xml"), conf.join("log4j2.xml"))?;
+    Ok(())
+}
+
+fn make_certificate(dir: &Path) -> Result<PathBuf> {
+    let keystore = dir.join("server.p12");
+    let ca = dir.join("ca.pem");
+    if keystore.exists() && ca.exists() {
+        return Ok(ca);
+    }
+    check_tool("keytool", "-help", "keytool comes with the JDK; install a JDK 17")?;
+    let _ = std::fs::remove_file(&keystore);
+    run(Command::new("keytool")
+        .args(["-genkeypair", "-alias", "server", "-keyalg", "RSA", "-keysize", "2048", "-validity", "3650"])
+        .args(["-dname", "CN=localhost", "-ext", "SAN=dns:localhost,ip:127.0.0.1"])
+        .args(["-storetype", "PKCS12", "-storepass", "secret", "-keypass", "secret", "-keystore"])
+        .arg(&keystore))?;
+    run(Command::new("keytool")
+        .args(["-exportcert", "-alias", "server", "-rfc", "-storepass", "secret", "-keystore"])
+        .arg(&keystore)
+        .arg("-file")
+        .arg(&ca))?;
+    Ok(ca)
+}
+
+fn port_in_use(port: u16) -> bool {
+    TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
+}
+
+/// Starts a pair and waits until both sites see each other.
+pub fn start(spec: PairSpec) -> Result<RunningPair> {
+    let lib = ensure_dist(spec.version)?;
+    let dir = ispn_dir().join("run").join(spec.variant());
+    let nodes = nodes(&spec);
+    for node in &nodes {
+        for port in [node.rest_port(), 7800 + node.offset, 7850 + node.offset] {
+            if port_in_use(port) {
+                bail!("port {port} is already in use on 127.0.0.1: stop the other pair (`cargo xtask ispn down`) or whatever holds it");
+            }
+        }
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clean {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    let ca_file = if spec.tls { Some(make_certificate(&ispn_dir().join("tls"))?) } else { None };
+    let local_hosts = |site: &str| {
+        nodes.iter().filter(|n| n.site == site).map(|n| format!("127.0.0.1[{}]", 7800 + n.offset)).collect::<Vec<_>>().join(",")
+    };
+    let bridge_hosts = nodes.iter().map(|n| format!("127.0.0.1[{}]", 7850 + n.offset)).collect::<Vec<_>>().join(",");
+    let started = Instant::now();
+    let mut children = Vec::new();
+    for node in &nodes {
+        let root = dir.join(&node.name);
+        let conf = root.join("conf");
+        for sub in ["conf", "data", "log", "lib"] {
+            std::fs::create_dir_all(root.join(sub))?;
+        }
+        render_config(&spec, &conf)?;
+        if spec.tls {
+            std::fs::copy(ispn_dir().join("tls/server.p12"), conf.join("server.p12"))?;
+        }
+        let java = [
+            "java -Xms64m -Xmx512m -XX:MetaspaceSize=64M -Djava.net.preferIPv4Stack=true".to_owned(),
+            "--add-exports java.naming/com.sun.jndi.ldap=ALL-UNNAMED".to_owned(),
+            "--add-opens java.base/java.util=ALL-UNNAMED --add-opens java.base/java.util.concurrent=ALL-UNNAMED".to_owned(),
+            format!("-Dinfinispan.server.home.path={}", root.display()),
+            format!("-cp '{}/*' org.infinispan.server.Bootstrap", lib.display()),
+            format!("-s {} -c kc-xsite.xml -b 127.0.0.1 -k 127.0.0.1", root.display()),
+            format!("-o {} -g {} -n {}", node.offset, node.site, node.name),
+            format!("-Dinfinispan.site.name={} -Dinfinispan.xsite.backup={}", node.site, node.other),
+            format!("-Djgroups.bridge.port={} '-Djgroups.bridge.hosts={bridge_hosts}'", 7850 + node.offset),
+            format!("'-Djgroups.local.hosts={}'", local_hosts(node.site)),
+        ]
+        .join(" \\\n  ");
+        // One script per node: the harness starts it, and a test that killed the node can start
+        // it again exactly the same way (`sh <node>.start`).
+        let script = dir.join(format!("{}.start", node.name));
+        std::fs::write(&script, format!("#!/bin/sh\nexec {java} \\\n  >> '{}' 2>&1\n", dir.join(format!("{}.out", node.name)).display()))?;
+        let mut command = Command::new("sh");
+        command.arg(&script).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        // Its own process group: a Ctrl-C meant for the caller must not kill the servers
+        // mid-test; they are stopped explicitly.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let child = command.spawn().context("cannot start java")?;
+        std::fs::write(dir.join(format!("{}.pid", node.name)), child.id().to_string())?;
+        children.push((node.name.clone(), child));
+    }
+    let mut pair = RunningPair { spec: spec.clone(), dir: dir.clone(), children, ca_file };
+    wait_ready(&mut pair, &nodes)?;
+    eprintln!(
+        "Infinispan {} pair ({}) ready in {:.1} s: site-a {} / site-b {}",
+        spec.version,
+        spec.variant(),
+        started.elapsed().as_secs_f64(),
+        pair.url("site-a"),
+        pair.url("site-b")
+    );
+    Ok(pair)
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+fn wait_ready(pair: &mut RunningPair, nodes: &[Node]) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut pending: Vec<&Node> = nodes.iter().collect();
+    while !pending.is_empty() {
+        for (name, child) in &mut pair.children {
+            if let Some(status) = child.try_wait()? {
+                let out = pair.dir.join(format!("{name}.out"));
+                bail!("Infinispan node {name} exited with {status} while starting; last lines of {}:\n{}", out.display(), log_tail(&out));
+            }
+        }
+        pending.retain(|node| {
+            let log = std::fs::read_to_string(pair.dir.join(format!("{}.out", node.name))).unwrap_or_default();
+            !log.contains("ISPN080001")
+        });
+        if Instant::now() > deadline {
+            bail!("Infinispan nodes {:?} did not start within 180 s (logs in {})", pending.iter().map(|n| &n.name).collect::<Vec<_>>(), pair.dir.display());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // Started is not ready: both sites must see each other through the RELAY2 bridge.
+    for site in ["site-a", "site-b"] {
+        loop {
+            let view = if pair.spec.tls { view_from_logs(pair, site) } else { view_from_rest(pair, site) };
+            if view.iter().any(|s| s == "site-a") && view.iter().any(|s| s == "site-b") {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("{site} does not see both sites (sites_view {view:?}) after 180 s; logs in {}", pair.dir.display());
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+    Ok(())
+}
+
+fn view_from_logs(pair: &RunningPair, site: &str) -> Vec<String> {
+    // "ISPN000439: Received new cross-site view: [site-a, site-b]", last one wins.
+    let mut view = Vec::new();
+    for entry in std::fs::read_dir(&pair.dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with(site) && name.ends_with(".out")) {
+            continue;
+        }
+        let log = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        if let Some(line) = log.lines().rev().find(|l| l.contains("ISPN000439")) {
+            if let Some(list) = line.rsplit('[').next() {
+                view = list.trim_end_matches(']').split(',').map(|s| s.trim().to_owned()).collect();
+            }
+        }
+    }
+    view
+}
+
+fn view_from_rest(_pair: &RunningPair, site: &str) -> Vec<String> {
+    let port = if site == "site-a" { 11222 } else { 11322 };
+    let Ok(body) = http_get(port, "/rest/v2/container", ADMIN) else { return Vec::new() };
+    serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("sites_view").cloned())
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default()
+}
+
+/// A minimal HTTP/1.1 GET with BASIC (the harness enables it), for readiness checks.
+fn http_get(port: u16, path: &str, (user, password): (&str, &str)) -> Result<String> {
+    let mut stream = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Basic {auth}\r\nConnection: close\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").context("no HTTP header end")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("{}", head.lines().next().unwrap_or_default());
+    }
+    Ok(body.to_owned())
+}
+
+fn run_dirs() -> Vec<PathBuf> {
+    std::fs::read_dir(ispn_dir().join("run")).into_iter().flatten().flatten().map(|e| e.path()).collect()
+}
+
+fn pids(dir: &Path) -> Vec<(String, u32)> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let node = name.strip_suffix(".pid")?.to_owned();
+            let pid = std::fs::read_to_string(e.path()).ok()?.trim().parse().ok()?;
+            Some((node, pid))
+        })
+        .collect()
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// `cargo xtask ispn up|down|status`.
+pub fn command(args: &[&str]) -> Result<()> {
+    match args {
+        ["up", rest @ ..] => {
+            let mut spec = PairSpec { version: VERSIONS[0], tls: false, nodes: 1 };
+            let mut it = rest.iter();
+            while let Some(arg) = it.next() {
+                match *arg {
+                    "--version" => spec.version = resolve(it.next().context("--version needs a value")?)?,
+                    "--tls" => spec.tls = true,
+                    "--nodes" => spec.nodes = it.next().context("--nodes needs a value")?.parse()?,
+                    other => bail!("unknown option {other}"),
+                }
+            }
+            let mut pair = start(spec)?;
+            // Detach: the servers keep running after this command; `ispn down` stops them.
+            pair.children.clear();
+            for (k, v) in pair.env() {
+                println!("export {k}={v}");
+            }
+            Ok(())
+        }
+        ["down"] => {
+            for dir in run_dirs() {
+                for (node, pid) in pids(&dir) {
+                    if alive(pid) {
+                        eprintln!("stopping {node} (pid {pid})");
+                        let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+                        let deadline = Instant::now() + Duration::from_secs(20);
+                        while alive(pid) && Instant::now() < deadline {
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                        if alive(pid) {
+                            let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+                        }
+                    }
+                    let _ = std::fs::remove_file(dir.join(format!("{node}.pid")));
+                }
+            }
+            Ok(())
+        }
+        ["status"] => {
+            let mut any = false;
+            for dir in run_dirs() {
+                for (node, pid) in pids(&dir) {
+                    any = true;
+                    let state = if alive(pid) { "running" } else { "dead" };
+                    println!("{:<28} {node:<10} pid {pid:<8} {state}", dir.file_name().unwrap_or_default().to_string_lossy());
+                }
+            }
+            if !any {
+                println!("no pair is running");
+            }
+            Ok(())
+        }
+        _ => bail!("usage: cargo xtask ispn up [--version V] [--tls] [--nodes N] | down | status"),
+    }
+}
+
+/// `cargo xtask e2e`: every real-server suite, for each version. Fails (never skips) when a
+/// server cannot be downloaded or started.
+pub fn e2e(args: &[&str]) -> Result<()> {
+    let mut versions = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match *arg {
+            "--version" => versions.push(resolve(it.next().context("--version needs a value")?)?),
+            other => bail!("unknown option {other}"),
+        }
+    }
+    if versions.is_empty() {
+        versions = VERSIONS.to_vec();
+    }
+    // Build first, so that servers are not kept waiting for the compiler.
+    run(cargo().args(["test", "-p", "fake-ispn", "--test", "it", "--no-run"]))?;
+    let started = Instant::now();
+    let mut timings = Vec::new();
+    for version in versions {
+        for spec in [
+            PairSpec { version, tls: false, nodes: 1 },
+            PairSpec { version, tls: true, nodes: 1 },
+            PairSpec { version, tls: false, nodes: 2 },
+        ] {
+            let t = Instant::now();
+            let pair = start(spec.clone())?;
+            let ready = t.elapsed();
+            contract(&pair, &[])?;
+            if spec.tls {
+                // Operators run the CLI with --trustall: the insecure mode must work too.
+                contract(&pair, &[("SITE_SYNC_CONTRACT_CA_FILE", ""), ("SITE_SYNC_CONTRACT_INSECURE", "1")])?;
+            }
+            pair.stop()?;
+            timings.push(format!("{:<28} ready in {:>5.1} s, suites done in {:>5.1} s", spec.variant(), ready.as_secs_f64(), t.elapsed().as_secs_f64()));
+        }
+    }
+    for line in &timings {
+        eprintln!("e2e: {line}");
+    }
+    eprintln!("e2e: every real-server suite passed in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+fn contract(pair: &RunningPair, overrides: &[(&str, &str)]) -> Result<()> {
+    let mut command = cargo();
+    command.args(["test", "-p", "fake-ispn", "--test", "it", "contract::", "--", "--test-threads", "1"]);
+    for (k, v) in pair.env() {
+        command.env(k, v);
+    }
+    for (k, v) in overrides {
+        command.env(k, v);
+    }
+    run(&mut command).with_context(|| format!("the contract suite failed against the real {} pair", pair.spec.variant()))
+}
