@@ -3,3 +3,4 @@
 //! show on demand.
 
 mod contract;
+mod model;
