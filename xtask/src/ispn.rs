@@ -248,6 +248,7 @@ fn make_certificate(dir: &Path) -> Result<PathBuf> {
         return Ok(ca);
     }
     check_tool("keytool", "-help", "keytool comes with the JDK; install a JDK 17")?;
+    std::fs::create_dir_all(dir)?;
     let _ = std::fs::remove_file(&keystore);
     run(Command::new("keytool")
         .args(["-genkeypair", "-alias", "server", "-keyalg", "RSA", "-keysize", "2048", "-validity", "3650"])
@@ -365,8 +366,9 @@ fn wait_ready(pair: &mut RunningPair, nodes: &[Node]) -> Result<()> {
     }
     // Started is not ready: both sites must see each other through the RELAY2 bridge.
     for site in ["site-a", "site-b"] {
+        let ports: Vec<u16> = nodes.iter().filter(|n| n.site == site).map(Node::rest_port).collect();
         loop {
-            let view = if pair.spec.tls { view_from_logs(pair, site) } else { view_from_rest(pair, site) };
+            let view = if pair.spec.tls { view_from_logs(pair, site) } else { view_from_rest(&ports) };
             if view.iter().any(|s| s == "site-a") && view.iter().any(|s| s == "site-b") {
                 break;
             }
@@ -397,14 +399,17 @@ fn view_from_logs(pair: &RunningPair, site: &str) -> Vec<String> {
     view
 }
 
-fn view_from_rest(_pair: &RunningPair, site: &str) -> Vec<String> {
-    let port = if site == "site-a" { 11222 } else { 11322 };
-    let Ok(body) = http_get(port, "/rest/v2/container", ADMIN) else { return Vec::new() };
-    serde_json::from_str::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v.get("sites_view").cloned())
-        .and_then(|v| serde_json::from_value(v).ok())
-        .unwrap_or_default()
+/// The cross-site view as a site master reports it: only relay nodes know it (checked on 15.0.21:
+/// a node that is not a site master answers `"sites_view":[]`).
+fn view_from_rest(ports: &[u16]) -> Vec<String> {
+    for port in ports {
+        let Ok(body) = http_get(*port, "/rest/v2/container", ADMIN) else { continue };
+        let Ok(info) = serde_json::from_str::<serde_json::Value>(&body) else { continue };
+        if info.get("relay_node").and_then(serde_json::Value::as_bool) == Some(true) {
+            return info.get("sites_view").cloned().and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
+        }
+    }
+    Vec::new()
 }
 
 /// A minimal HTTP/1.1 GET with BASIC (the harness enables it), for readiness checks.

@@ -576,8 +576,12 @@ impl World {
     pub fn container_info(&self, site: usize) -> serde_json::Value {
         let s = &self.sites[site];
         let nodes = s.node_names();
-        let view: Vec<&str> =
-            (0..self.sites.len()).filter(|o| *o == site || self.linked(site, *o)).map(|o| self.sites[o].spec.name.as_str()).collect();
+        let relay = s.spec.answering_node_is_relay;
+        let view: Vec<&str> = (0..self.sites.len())
+            .filter(|o| relay && (*o == site || self.linked(site, *o)))
+            .map(|o| self.sites[o].spec.name.as_str())
+            .collect();
+        let relay_node = if relay { nodes[0].clone() } else { nodes[nodes.len() - 1].clone() };
         let mut info = serde_json::json!({
             "version": s.spec.personality.version(),
             "name": "default",
@@ -589,8 +593,8 @@ impl World {
             "cluster_size": s.spec.nodes,
             "defined_caches": s.caches.keys().map(|c| serde_json::json!({"name": c.as_str(), "started": true})).collect::<Vec<_>>(),
             "local_site": s.spec.name.as_str(),
-            "relay_node": true,
-            "relay_nodes_address": [nodes[0].clone()],
+            "relay_node": relay,
+            "relay_nodes_address": [relay_node],
             "sites_view": view,
             "rebalancing_enabled": true,
         });

@@ -118,6 +118,9 @@ pub struct SiteSpec {
     pub personality: Personality,
     /// Number of nodes in the site's cluster (2 or more makes `mixed` possible on 14/15).
     pub nodes: usize,
+    /// Whether the node that answers REST calls (the first) is the site master. Only a site master
+    /// knows the cross-site view: on a real 15.0.21 pair, another node answers `"sites_view":[]`.
+    pub answering_node_is_relay: bool,
     /// Caches.
     pub caches: Vec<CacheSpec>,
     /// Users.
@@ -190,6 +193,7 @@ impl ClusterSpec {
             name: name(me),
             personality: Personality::V15,
             nodes: 1,
+            answering_node_is_relay: true,
             caches: KEYCLOAK_26_CACHES
                 .iter()
                 .map(|c| CacheSpec {
