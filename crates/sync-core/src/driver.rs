@@ -1,0 +1,662 @@
+//! The thin async loop that runs `decide`: it reads what is asked, sends what is decided, keeps
+//! the journal, and reports events. All judgement lives in `decide`; what is here is mechanics,
+//! plus the last-moment re-reads of the interlocks.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use ispn_xsite::{CacheName, ClearScope, Error, SiteAction, SiteApi, SiteName};
+use tokio::sync::watch;
+
+use crate::compare::{CompareLimits, CompareMode, compare};
+use crate::decide::{Action, Decision, Ending, Note, decide};
+use crate::event::Event;
+use crate::journal::{ActionOutcome, Finished, Journal, PushPhase, Step};
+use crate::observe::{KeyCounts, Observation, Probe, Side, Sizes};
+use crate::outcome::{CacheReport, Failure, Refusal, Report, RunOutcome};
+use crate::plan::{Plan, Sabotage};
+use crate::ports::{Clock, EventSink, JournalStore, Keycloak, KeycloakError, LockError, RunLock};
+
+/// The manual step that follows a successful run.
+pub const NEXT_STEP: &str = "add the offline site back to the load balancer (AWS Global Accelerator: the \"Bring site online\" guide); site-sync does not touch it";
+
+/// Everything a run talks to.
+#[derive(Debug)]
+pub struct Ports<S, K, J, L, C> {
+    /// The active site.
+    pub active: S,
+    /// The offline site.
+    pub offline: S,
+    /// The offline site's Keycloak.
+    pub keycloak: K,
+    /// Where the journal is kept.
+    pub journal: J,
+    /// The run lock.
+    pub lock: L,
+    /// Time.
+    pub clock: C,
+}
+
+/// Runs a plan.
+pub struct Driver<'a, S, K, J, L, C> {
+    plan: &'a Plan,
+    ports: &'a Ports<S, K, J, L, C>,
+    events: &'a dyn EventSink,
+    stop: Option<watch::Receiver<bool>>,
+}
+
+impl<S, K, J, L, C> std::fmt::Debug for Driver<'_, S, K, J, L, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver").field("plan", &self.plan).finish_non_exhaustive()
+    }
+}
+
+/// Why an action did not do its job.
+enum ActionError {
+    Site(Side, Error),
+    Keycloak(KeycloakError),
+    Refused(Refusal),
+}
+
+impl ActionError {
+    fn journal_outcome(&self) -> ActionOutcome {
+        match self {
+            Self::Site(_, Error::Server { body, status, .. }) if *status != 503 => ActionOutcome::ServerError(body.clone()),
+            Self::Site(_, e) => ActionOutcome::Unknown(e.to_string()),
+            Self::Keycloak(e) => ActionOutcome::Unknown(e.to_string()),
+            Self::Refused(r) => ActionOutcome::NotSent(r.to_string()),
+        }
+    }
+
+    /// Errors the procedure handles by observing again (the state machine copes with a server
+    /// error on an x-site operation); everything else stops the run.
+    fn is_recoverable(&self) -> bool {
+        match self {
+            Self::Site(_, e) => matches!(e, Error::Unreachable { .. } | Error::Timeout { .. } | Error::Server { .. }),
+            Self::Keycloak(_) => false,
+            Self::Refused(Refusal::ClearInterlock { .. }) => true,
+            Self::Refused(_) => false,
+        }
+    }
+}
+
+/// How many consecutive transient errors stretch the pause before the next try.
+fn backoff(base: Duration, failures: u32) -> Duration {
+    (base * 2u32.saturating_pow(failures.min(5))).min(Duration::from_secs(10)).max(base)
+}
+
+impl<'a, S, K, J, L, C> Driver<'a, S, K, J, L, C>
+where
+    S: SiteApi,
+    K: Keycloak,
+    J: JournalStore,
+    L: RunLock,
+    C: Clock,
+{
+    /// A driver for `plan` over `ports`, reporting to `events`.
+    pub fn new(plan: &'a Plan, ports: &'a Ports<S, K, J, L, C>, events: &'a dyn EventSink) -> Self {
+        Self { plan, ports, events, stop: None }
+    }
+
+    /// Stops at the next safe point (between two actions) once `stop` reads true.
+    pub fn with_stop(mut self, stop: watch::Receiver<bool>) -> Self {
+        self.stop = Some(stop);
+        self
+    }
+
+    fn emit(&self, event: Event) {
+        self.events.emit(&event);
+    }
+
+    fn site(&self, side: Side) -> &S {
+        match side {
+            Side::Active => &self.ports.active,
+            Side::Offline => &self.ports.offline,
+        }
+    }
+
+    fn other_name(&self, side: Side) -> &SiteName {
+        match side {
+            Side::Active => &self.plan.offline.name,
+            Side::Offline => &self.plan.active.name,
+        }
+    }
+
+    /// Starts a new run.
+    pub async fn run(&self, run_id: String) -> RunOutcome {
+        if let Err(e) = self.plan.validate() {
+            return self.finish_early(Refusal::InvalidPlan(e.to_string()));
+        }
+        match self.ports.journal.load().await {
+            Ok(Some(old)) if old.step > Step::Preflight && !old.is_complete() => {
+                return self.finish_early(Refusal::UnfinishedRun { location: self.ports.journal.location(), step: old.step });
+            }
+            Ok(_) => {}
+            // A journal that cannot be read may hide an unfinished run: do not overwrite it.
+            Err(e) => return self.finish_early(Refusal::Journal(e)),
+        }
+        let now = self.ports.clock.now_ms();
+        let journal = Journal::new(run_id, self.plan, now);
+        self.start(journal, false).await
+    }
+
+    /// Continues the run recorded in the journal.
+    pub async fn resume(&self) -> RunOutcome {
+        let mut journal = match self.ports.journal.load().await {
+            Ok(Some(journal)) => journal,
+            Ok(None) => return self.finish_early(Refusal::NothingToResume { location: self.ports.journal.location() }),
+            Err(e) => return self.finish_early(Refusal::Journal(e)),
+        };
+        if !journal.belongs_to(self.plan) {
+            return self.finish_early(Refusal::JournalOfAnotherPair {
+                location: self.ports.journal.location(),
+                journal_active: journal.active.name.clone(),
+                journal_offline: journal.offline.name.clone(),
+                active: self.plan.active.name.clone(),
+                offline: self.plan.offline.name.clone(),
+            });
+        }
+        if journal.is_complete() {
+            return RunOutcome::Succeeded(self.report(&journal));
+        }
+        let now = self.ports.clock.now_ms();
+        // Re-check the sites before continuing: preflight first, then the interrupted step.
+        if journal.step != Step::Preflight {
+            journal.resume_from = Some(journal.step);
+            journal.step = Step::Preflight;
+        }
+        journal.step_started_at_ms = now;
+        journal.finished = None;
+        self.start(journal, true).await
+    }
+
+    fn finish_early(&self, refusal: Refusal) -> RunOutcome {
+        let outcome = RunOutcome::Refused(refusal);
+        self.emit(Event::RunFinished { outcome: outcome.clone() });
+        outcome
+    }
+
+    async fn start(&self, mut journal: Journal, resumed: bool) -> RunOutcome {
+        let run_id = journal.run_id.clone();
+        if let Err(e) = self.ports.lock.acquire(&run_id).await {
+            return self.finish_early(match e {
+                LockError::Held(holder) => Refusal::LockHeld(holder),
+                LockError::Store(text) => Refusal::SiteUnusable { side: Side::Offline, message: format!("run lock: {text}") },
+            });
+        }
+        self.emit(Event::RunStarted {
+            run_id: run_id.clone(),
+            active: self.plan.active.name.clone(),
+            offline: self.plan.offline.name.clone(),
+            resumed,
+            from: journal.resume_from.unwrap_or(journal.step),
+        });
+        let outcome = tokio::select! {
+            outcome = self.drive(&mut journal) => outcome,
+            lost = self.keep_lock(&run_id) => RunOutcome::Failed(Failure::Lock(lost)),
+        };
+        let _ = self.ports.lock.release(&run_id).await;
+        self.emit(Event::RunFinished { outcome: outcome.clone() });
+        outcome
+    }
+
+    /// Renews the lock until it is lost; returns why.
+    async fn keep_lock(&self, run_id: &str) -> LockError {
+        loop {
+            self.ports.clock.sleep(self.ports.lock.renew_every()).await;
+            if let Err(e) = self.ports.lock.renew(run_id).await {
+                return e;
+            }
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.as_ref().is_some_and(|s| *s.borrow())
+    }
+
+    async fn save(&self, journal: &mut Journal) -> Result<(), RunOutcome> {
+        journal.updated_at_ms = self.ports.clock.now_ms();
+        self.ports.journal.save(journal).await.map_err(|e| RunOutcome::Failed(Failure::Journal(e)))
+    }
+
+    async fn end(&self, journal: &mut Journal, outcome: RunOutcome) -> RunOutcome {
+        journal.finished = Some(match &outcome {
+            RunOutcome::Succeeded(_) => Finished::Succeeded,
+            RunOutcome::Refused(r) => Finished::Refused { reason: r.to_string() },
+            RunOutcome::Failed(f) => Finished::Failed { reason: f.to_string() },
+            RunOutcome::Interrupted => Finished::Interrupted,
+        });
+        match self.save(journal).await {
+            // A journal that cannot be written is worse news than anything else.
+            Err(failure) if !matches!(outcome, RunOutcome::Failed(Failure::Journal(_))) => failure,
+            _ => outcome,
+        }
+    }
+
+    async fn drive(&self, journal: &mut Journal) -> RunOutcome {
+        if let Err(failure) = self.save(journal).await {
+            return failure;
+        }
+        let step = journal.step;
+        self.emit(Event::StepStarted { step, description: step.describe(&self.plan.active.name, &self.plan.offline.name) });
+        let mut step_clock = tokio::time::Instant::now();
+        let mut obs = Observation::at(self.ports.clock.now_ms());
+        let mut failures = 0u32;
+        loop {
+            if self.stopping() {
+                return self.end(journal, RunOutcome::Interrupted).await;
+            }
+            match decide(self.plan, journal, &obs) {
+                Decision::Observe(probes) => {
+                    if let Err(outcome) = self.observe(journal, &mut obs, probes, &mut failures).await {
+                        return self.end(journal, outcome).await;
+                    }
+                }
+                Decision::Note(notes) => {
+                    let before = journal.step;
+                    for note in &notes {
+                        journal.note(note);
+                        self.announce(note);
+                    }
+                    if let Err(failure) = self.save(journal).await {
+                        return failure;
+                    }
+                    if journal.step != before {
+                        // A note moved the step back (verification asked for another push).
+                        self.emit(Event::StepStarted {
+                            step: journal.step,
+                            description: journal.step.describe(&self.plan.active.name, &self.plan.offline.name),
+                        });
+                        journal.step_started_at_ms = self.ports.clock.now_ms();
+                        obs = Observation::at(self.ports.clock.now_ms());
+                    }
+                }
+                Decision::Act(actions) => {
+                    match self.act(journal, actions).await {
+                        Ok(clean) => {
+                            if clean {
+                                failures = 0;
+                            } else {
+                                failures += 1;
+                                self.ports.clock.sleep(backoff(self.plan.settings.poll_interval, failures)).await;
+                            }
+                        }
+                        Err(outcome) => return self.end(journal, outcome).await,
+                    }
+                    obs = Observation::at(self.ports.clock.now_ms());
+                }
+                Decision::Wait { duration, why } => {
+                    tracing::debug!(step = %journal.step, %why, "waiting {:?}", duration);
+                    self.ports.clock.sleep(duration).await;
+                    obs = Observation::at(self.ports.clock.now_ms());
+                }
+                Decision::Advance => {
+                    let done = journal.step;
+                    self.emit(Event::StepFinished { step: done, elapsed: step_clock.elapsed() });
+                    journal.advance(self.ports.clock.now_ms());
+                    if let Err(failure) = self.save(journal).await {
+                        return failure;
+                    }
+                    step_clock = tokio::time::Instant::now();
+                    let next = journal.step;
+                    self.emit(Event::StepStarted {
+                        step: next,
+                        description: next.describe(&self.plan.active.name, &self.plan.offline.name),
+                    });
+                    obs = Observation::at(self.ports.clock.now_ms());
+                }
+                Decision::Finish(ending) => {
+                    let outcome = match ending {
+                        Ending::Succeeded => {
+                            self.emit(Event::StepFinished { step: Step::Report, elapsed: step_clock.elapsed() });
+                            journal.finished = Some(Finished::Succeeded);
+                            RunOutcome::Succeeded(self.report(journal))
+                        }
+                        Ending::Refused(r) => RunOutcome::Refused(r),
+                        Ending::Failed(f) => RunOutcome::Failed(f),
+                    };
+                    return self.end(journal, outcome).await;
+                }
+            }
+        }
+    }
+
+    fn announce(&self, note: &Note) {
+        match note {
+            Note::Caches(caches, line) => self.emit(Event::CachesResolved { caches: caches.clone(), line: line.clone() }),
+            Note::Verified(cache, verdict) => {
+                self.emit(Event::Verified { cache: cache.clone(), verdict: verdict.clone() });
+            }
+            Note::Repush(cache) => self.emit(Event::Retry {
+                step: Step::Verify,
+                cache: Some(cache.clone()),
+                attempt: 2,
+                reason: "entries are missing on the offline site after an OK push: pushing again".to_owned(),
+            }),
+            Note::Warning(message) => self.emit(Event::Warning { message: message.clone() }),
+            Note::AdoptPush(cache) => self.emit(Event::Warning {
+                message: format!("cache '{cache}': a push was already running; waiting for it instead of starting another"),
+            }),
+            Note::PushOk(_) | Note::PushDone(_) => {}
+        }
+    }
+
+    fn report(&self, journal: &Journal) -> Report {
+        Report {
+            run_id: journal.run_id.clone(),
+            active: journal.active.name.clone(),
+            offline: journal.offline.name.clone(),
+            caches: journal
+                .caches
+                .iter()
+                .map(|c| {
+                    let p = journal.cache(c);
+                    CacheReport { cache: c.clone(), push_attempts: p.push_attempts, verdict: p.verdict }
+                })
+                .collect(),
+            keycloak_instances: journal.keycloak_original_instances,
+            warnings: journal.warnings.clone(),
+            elapsed: Duration::from_millis(self.ports.clock.now_ms().saturating_sub(journal.started_at_ms)),
+            next_step: NEXT_STEP.to_owned(),
+        }
+    }
+
+    // ----- observing ----------------------------------------------------------------------------
+
+    async fn observe(
+        &self,
+        journal: &Journal,
+        obs: &mut Observation,
+        probes: Vec<Probe>,
+        failures: &mut u32,
+    ) -> Result<(), RunOutcome> {
+        let limit = self.plan.settings.parallelism.max(1);
+        let results: Vec<(Probe, Result<Fact, (Side, Error)>)> =
+            futures::stream::iter(probes).map(|p| async move { (p.clone(), self.probe(&p).await) }).buffer_unordered(limit).collect().await;
+        let mut transient = None;
+        for (probe, result) in results {
+            match result {
+                Ok(Fact::Sizes(sizes)) if journal.step == Step::AwaitPush => {
+                    if let Probe::Sizes { cache } = &probe {
+                        self.emit(Event::PushProgress { cache: cache.clone(), transferred: sizes.offline, total: sizes.active_after });
+                    }
+                    record(obs, probe, Fact::Sizes(sizes));
+                }
+                Ok(fact) => record(obs, probe, fact),
+                Err((side, error)) if error.is_transient() || matches!(error, Error::Server { .. }) => {
+                    transient = Some((side, error));
+                }
+                Err((side, error)) => {
+                    let message = error.to_string();
+                    return Err(if journal.step == Step::Preflight {
+                        RunOutcome::Refused(Refusal::SiteUnusable { side, message })
+                    } else {
+                        RunOutcome::Failed(Failure::Site { side, message })
+                    });
+                }
+            }
+        }
+        if let Some((side, error)) = transient {
+            *failures += 1;
+            let elapsed = Duration::from_millis(self.ports.clock.now_ms().saturating_sub(journal.step_started_at_ms));
+            if elapsed > self.plan.settings.step_deadline {
+                return Err(RunOutcome::Failed(Failure::Site { side, message: error.to_string() }));
+            }
+            self.emit(Event::Retry { step: journal.step, cache: None, attempt: *failures + 1, reason: error.to_string() });
+            self.ports.clock.sleep(backoff(self.plan.settings.poll_interval, *failures)).await;
+            *obs = Observation::at(self.ports.clock.now_ms());
+        } else {
+            *failures = 0;
+        }
+        Ok(())
+    }
+
+    async fn probe(&self, probe: &Probe) -> Result<Fact, (Side, Error)> {
+        let (active, offline) = (&self.ports.active, &self.ports.offline);
+        let on = |side: Side| move |e: Error| (side, e);
+        Ok(match probe {
+            Probe::Site { side } => Fact::Site(self.site(*side).container_info().await.map_err(on(*side))?.into()),
+            Probe::Backups { side } => {
+                let site = self.site(*side);
+                let mut map = BTreeMap::new();
+                for cache in site.cache_names().await.map_err(on(*side))? {
+                    // Internal caches (___protobuf_metadata, ...) never have backups.
+                    if cache.as_str().starts_with("___") {
+                        continue;
+                    }
+                    let targets = match site.cache_backups(&cache).await {
+                        Ok(map) => map.into_keys().collect(),
+                        Err(Error::NoBackups { .. }) => Vec::new(),
+                        Err(e) => return Err((*side, e)),
+                    };
+                    map.insert(cache, targets);
+                }
+                Fact::Backups(map)
+            }
+            Probe::OfflineNodes { cache } => {
+                Fact::Nodes(offline.cache_site_nodes(cache, &self.plan.active.name).await.map_err(on(Side::Offline))?)
+            }
+            Probe::Status { side, cache } => {
+                let map = self.site(*side).cache_backups(cache).await.map_err(on(*side))?;
+                let status = map.get(self.other_name(*side)).cloned().unwrap_or(ispn_xsite::BackupStatus::Unknown);
+                Fact::Status(status)
+            }
+            Probe::Push { cache } => Fact::Push(active.push_state_status(cache).await.map_err(on(Side::Active))?),
+            Probe::Sizes { cache } => {
+                let active_before = active.size(cache).await.map_err(on(Side::Active))?;
+                let offline_size = offline.size(cache).await.map_err(on(Side::Offline))?;
+                let active_after = active.size(cache).await.map_err(on(Side::Active))?;
+                Fact::Sizes(Sizes { active_before, offline: offline_size, active_after })
+            }
+            Probe::Keys { cache } => {
+                let c = compare(active, offline, cache, CompareMode::Keys, CompareLimits::default()).await?;
+                Fact::Keys(KeyCounts { active: c.active, offline: c.offline, only_active: c.only_active, only_offline: c.only_offline })
+            }
+            Probe::Keycloak => Fact::Keycloak(self.ports.keycloak.observe().await.map_err(|e| {
+                (Side::Offline, Error::Protocol { endpoint: self.ports.keycloak.describe(), what: "Keycloak".to_owned(), detail: e.to_string() })
+            })?),
+        })
+    }
+
+    // ----- acting --------------------------------------------------------------------------------
+
+    /// Sends a batch of independent actions. `Ok(true)` when all did their job, `Ok(false)` when
+    /// some failed in a way the next observation will sort out.
+    async fn act(&self, journal: &mut Journal, actions: Vec<Action>) -> Result<bool, RunOutcome> {
+        let now = self.ports.clock.now_ms();
+        for action in &actions {
+            let attempt = match action {
+                Action::TakeOffline(c) => journal.cache(c).take_offline_calls + 1,
+                Action::StartPush(c) => journal.cache(c).push_attempts + 1,
+                _ => 1,
+            };
+            if attempt > 1 {
+                self.emit(Event::Retry {
+                    step: journal.step,
+                    cache: action.cache().cloned(),
+                    attempt,
+                    reason: retry_reason(action, journal),
+                });
+            }
+            journal.before(action, now);
+        }
+        self.save(journal).await?;
+        let step = journal.step;
+        let limit = self.plan.settings.parallelism.max(1);
+        let results: Vec<(Action, Result<ActionOutcome, ActionError>)> = futures::stream::iter(actions)
+            .map(|a| async move {
+                self.emit(Event::Action { step, action: a.verb().to_owned(), side: a.side(), cache: a.cache().cloned() });
+                let result = self.execute(&a).await;
+                (a, result)
+            })
+            .buffer_unordered(limit)
+            .collect()
+            .await;
+        let now = self.ports.clock.now_ms();
+        let mut clean = true;
+        let mut fatal = None;
+        for (action, result) in &results {
+            let outcome = match result {
+                Ok(outcome) => outcome.clone(),
+                Err(error) => error.journal_outcome(),
+            };
+            journal.after(action, &outcome, now);
+            match result {
+                Ok(ActionOutcome::ScaledDownFrom(original)) => {
+                    self.emit(Event::Keycloak { message: format!("scaled to 0 (was {original} instances); pods are gone") });
+                }
+                Ok(_) => {
+                    if let Action::ScaleUp(n) = action {
+                        self.emit(Event::Keycloak { message: format!("restored to {n} instances; ready") });
+                    }
+                }
+                Err(error) => {
+                    clean = false;
+                    if let ActionError::Refused(r) = error {
+                        self.emit(Event::InterlockRefused { step, cache: action.cache().cloned(), reason: r.to_string() });
+                    }
+                    if !error.is_recoverable() && fatal.is_none() {
+                        fatal = Some(match error {
+                            ActionError::Site(side, e) => RunOutcome::Failed(Failure::Site { side: *side, message: e.to_string() }),
+                            ActionError::Keycloak(e) => RunOutcome::Failed(Failure::Keycloak(e.clone())),
+                            ActionError::Refused(r) => RunOutcome::Refused(r.clone()),
+                        });
+                    } else if let ActionError::Site(_, e) = error {
+                        tracing::info!(action = action.verb(), cache = ?action.cache(), error = %e, "action failed; observing again");
+                    }
+                }
+            }
+        }
+        self.save(journal).await?;
+        match fatal {
+            Some(outcome) => Err(outcome),
+            None => Ok(clean),
+        }
+    }
+
+    async fn execute(&self, action: &Action) -> Result<ActionOutcome, ActionError> {
+        let (active, offline) = (&self.ports.active, &self.ports.offline);
+        let (a, o) = (&self.plan.active.name, &self.plan.offline.name);
+        let site_err = |side: Side| move |e: Error| ActionError::Site(side, e);
+        match action {
+            Action::ScaleDown => {
+                let original = self.ports.keycloak.scale_down().await.map_err(ActionError::Keycloak)?;
+                Ok(ActionOutcome::ScaledDownFrom(original))
+            }
+            Action::ScaleUp(instances) => {
+                self.ports.keycloak.scale_up(*instances).await.map_err(ActionError::Keycloak)?;
+                Ok(ActionOutcome::Done)
+            }
+            Action::TakeOffline(cache) => {
+                offline.cache_site_action(cache, a, SiteAction::TakeOffline).await.map_err(site_err(Side::Offline))?;
+                Ok(ActionOutcome::Done)
+            }
+            Action::Clear(cache) => self.clear(cache).await,
+            Action::BringOnline(side, cache) => {
+                let target = self.other_name(*side);
+                self.site(*side).cache_site_action(cache, target, SiteAction::BringOnline).await.map_err(site_err(*side))?;
+                Ok(ActionOutcome::Done)
+            }
+            Action::StartPush(cache) => {
+                // Interlock: only the declared active site pushes. Re-read who answers right before.
+                let info = active.container_info().await.map_err(site_err(Side::Active))?;
+                if info.local_site.as_deref() != Some(a.as_str()) {
+                    return Err(ActionError::Refused(Refusal::PushInterlock { expected: a.clone(), found: info.local_site }));
+                }
+                active.cache_site_action(cache, o, SiteAction::StartPushState).await.map_err(site_err(Side::Active))?;
+                Ok(ActionOutcome::Done)
+            }
+            Action::CancelPush(cache) => {
+                active.cache_site_action(cache, o, SiteAction::CancelPushState).await.map_err(site_err(Side::Active))?;
+                Ok(ActionOutcome::Done)
+            }
+            Action::CancelReceive(cache) => {
+                offline.cache_site_action(cache, a, SiteAction::CancelReceiveState).await.map_err(site_err(Side::Offline))?;
+                Ok(ActionOutcome::Done)
+            }
+            Action::ClearPushStatus(cache) => {
+                active.clear_push_state_status(cache).await.map_err(site_err(Side::Active))?;
+                Ok(ActionOutcome::Done)
+            }
+        }
+    }
+
+    /// Clears one cache on the offline site, behind two safeguards: the backup to the active
+    /// site must read offline on every node *now* (re-read right before the call), and the clear
+    /// carries `SKIP_XSITE_BACKUP`, so that either one alone keeps the active site intact.
+    async fn clear(&self, cache: &CacheName) -> Result<ActionOutcome, ActionError> {
+        let offline = &self.ports.offline;
+        if self.plan.sabotaged(Sabotage::ClearWithoutInterlock) {
+            offline.clear(cache, ClearScope::Replicated).await.map_err(|e| ActionError::Site(Side::Offline, e))?;
+            return Ok(ActionOutcome::Done);
+        }
+        let nodes = offline
+            .cache_site_nodes(cache, &self.plan.active.name)
+            .await
+            .map_err(|e| ActionError::Site(Side::Offline, e))?;
+        if !nodes.all_offline() {
+            return Err(ActionError::Refused(Refusal::ClearInterlock {
+                cache: cache.clone(),
+                nodes: nodes.not_offline().into_iter().map(str::to_owned).collect(),
+            }));
+        }
+        offline.clear(cache, ClearScope::LocalOnly).await.map_err(|e| ActionError::Site(Side::Offline, e))?;
+        Ok(ActionOutcome::Done)
+    }
+}
+
+fn retry_reason(action: &Action, journal: &Journal) -> String {
+    match action {
+        Action::TakeOffline(c) => format!("the backup of '{c}' to the active site does not read offline on every node yet"),
+        Action::StartPush(c) => {
+            let p = journal.cache(c);
+            match (&p.last_error, p.push) {
+                (Some(e), _) => format!("previous push failed: {e}"),
+                (None, PushPhase::NotStarted) => "previous push was cancelled or cleared".to_owned(),
+                _ => "previous push did not read OK".to_owned(),
+            }
+        }
+        _ => "previous attempt failed".to_owned(),
+    }
+}
+
+/// One probe's answer.
+enum Fact {
+    Site(crate::observe::SiteFacts),
+    Backups(BTreeMap<CacheName, Vec<SiteName>>),
+    Nodes(ispn_xsite::NodeStatuses),
+    Status(ispn_xsite::BackupStatus),
+    Push(ispn_xsite::PushStatusReport),
+    Sizes(Sizes),
+    Keys(KeyCounts),
+    Keycloak(Option<crate::ports::KeycloakState>),
+}
+
+fn record(obs: &mut Observation, probe: Probe, fact: Fact) {
+    match (probe, fact) {
+        (Probe::Site { side }, Fact::Site(facts)) => {
+            obs.sites.insert(side, facts);
+        }
+        (Probe::Backups { side }, Fact::Backups(map)) => {
+            obs.backups.insert(side, map);
+        }
+        (Probe::OfflineNodes { cache }, Fact::Nodes(nodes)) => {
+            obs.offline_nodes.insert(cache, nodes);
+        }
+        (Probe::Status { side, cache }, Fact::Status(status)) => {
+            obs.status.insert((side, cache), status);
+        }
+        (Probe::Push { cache }, Fact::Push(report)) => {
+            obs.push.insert(cache, report);
+        }
+        (Probe::Sizes { cache }, Fact::Sizes(sizes)) => {
+            obs.sizes.insert(cache, sizes);
+        }
+        (Probe::Keys { cache }, Fact::Keys(keys)) => {
+            obs.keys.insert(cache, keys);
+        }
+        (Probe::Keycloak, Fact::Keycloak(state)) => obs.keycloak = Some(state),
+        _ => {}
+    }
+}

@@ -1,0 +1,442 @@
+//! The steps of the procedure and the journal that records a run's progress through them.
+//!
+//! The journal is written before and after every action (the driver saves it through a
+//! [`crate::ports::JournalStore`], atomically). It holds what cannot be re-observed later (the
+//! original Keycloak instance count, which caches were cleared in this run, how many pushes were
+//! tried), so that `resume` can continue from the first step not proven done.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use ispn_xsite::{CacheName, SiteName};
+use serde::{Deserialize, Serialize};
+
+use crate::decide::{Action, Note};
+use crate::plan::{Plan, SiteRef};
+use crate::ports::JournalError;
+
+/// The steps, in the order of Keycloak's "Synchronize Sites" guide, plus the checks around them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Step {
+    /// Read-only checks of both sites, the caches, the link and Keycloak.
+    Preflight,
+    /// Offline site: scale Keycloak to 0 and wait until its pods are gone.
+    ScaleDown,
+    /// Offline site: take its backups to the active site offline, verified on every node.
+    TakeOffline,
+    /// Offline site: clear each cache (only while its backup reads offline everywhere).
+    ClearCaches,
+    /// Offline site: bring the backups to the active site online again.
+    BringOnline,
+    /// Active site: start pushing state to the offline site.
+    PushState,
+    /// Active site: wait for every push to read OK (re-push on ERROR, recover a stuck SENDING).
+    AwaitPush,
+    /// Active site: reset the push statuses.
+    ClearPushStatus,
+    /// Both sites: compare sizes (and keys, when asked).
+    Verify,
+    /// Offline site: restore Keycloak to its recorded instance count.
+    ScaleUp,
+    /// The summary, ending with the step the tool cannot do.
+    Report,
+}
+
+impl Step {
+    /// Every step, in order.
+    pub const ALL: [Self; 11] = [
+        Self::Preflight,
+        Self::ScaleDown,
+        Self::TakeOffline,
+        Self::ClearCaches,
+        Self::BringOnline,
+        Self::PushState,
+        Self::AwaitPush,
+        Self::ClearPushStatus,
+        Self::Verify,
+        Self::ScaleUp,
+        Self::Report,
+    ];
+
+    /// 1-based position.
+    pub fn number(self) -> usize {
+        Self::ALL.iter().position(|s| *s == self).map_or(0, |i| i + 1)
+    }
+
+    /// The next step (Report is last).
+    pub fn next(self) -> Self {
+        Self::ALL.get(self.number()).copied().unwrap_or(Self::Report)
+    }
+
+    /// Short stable name (`take-offline`), as in the journal and the JSON events.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Preflight => "preflight",
+            Self::ScaleDown => "scale-down",
+            Self::TakeOffline => "take-offline",
+            Self::ClearCaches => "clear-caches",
+            Self::BringOnline => "bring-online",
+            Self::PushState => "push-state",
+            Self::AwaitPush => "await-push",
+            Self::ClearPushStatus => "clear-push-status",
+            Self::Verify => "verify",
+            Self::ScaleUp => "scale-up",
+            Self::Report => "report",
+        }
+    }
+
+    /// What the step does, in one line, with the site roles filled in.
+    pub fn describe(self, active: &SiteName, offline: &SiteName) -> String {
+        match self {
+            Self::Preflight => format!("check both sites, the caches, the {active}<->{offline} link and Keycloak (read-only)"),
+            Self::ScaleDown => format!("{offline}: scale Keycloak to 0 and wait until its pods are gone"),
+            Self::TakeOffline => format!("{offline}: take the backup to {active} offline; verify it reads offline on every node"),
+            Self::ClearCaches => format!("{offline}: clear each cache, each only while its backup to {active} reads offline"),
+            Self::BringOnline => format!("{offline}: bring the backup to {active} online; verify online"),
+            Self::PushState => format!("{active}: start pushing state to {offline} for every cache"),
+            Self::AwaitPush => format!("{active}: wait for every push to read OK (re-push on ERROR, recover a stuck SENDING)"),
+            Self::ClearPushStatus => format!("{active}: clear the push status of every cache"),
+            Self::Verify => format!("compare {active} and {offline} cache by cache"),
+            Self::ScaleUp => format!("{offline}: restore Keycloak to its original instance count and wait until ready"),
+            Self::Report => "report, with the next step the tool cannot do".to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where one cache's push stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PushPhase {
+    /// No push started in this run (or the previous one was given up and will be restarted).
+    NotStarted,
+    /// A push was started; waiting for it to finish.
+    Sending,
+    /// A stuck push is being recovered: cancel it on the active site.
+    CancelPush,
+    /// ...then leave receive mode on the offline site.
+    CancelReceive,
+    /// ...then clear the push status, before starting again.
+    ClearStatus,
+    /// The push read OK.
+    Ok,
+    /// The status was cleared after OK: this cache is done.
+    Done,
+}
+
+/// A verification verdict for one cache.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "kebab-case")]
+pub enum Verdict {
+    /// The sites hold the same number of entries (and keys, when compared).
+    Equal {
+        /// Entries on each site.
+        entries: u64,
+    },
+    /// They differ by no more than live traffic during the check explains (a warning).
+    Drift {
+        /// Entries on the active site.
+        active: u64,
+        /// Entries on the offline site.
+        offline: u64,
+    },
+    /// They differ by more than that.
+    Mismatch {
+        /// Entries on the active site.
+        active: u64,
+        /// Entries on the offline site.
+        offline: u64,
+    },
+}
+
+/// One cache's progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheProgress {
+    /// Take-offline calls issued in this run.
+    pub take_offline_calls: u32,
+    /// When the last one was issued (ms since the epoch).
+    #[serde(default)]
+    pub last_take_offline_ms: Option<u64>,
+    /// Whether this run cleared the cache on the offline site.
+    pub cleared: bool,
+    /// Pushes started in this run.
+    pub push_attempts: u32,
+    /// Where the push stands.
+    pub push: PushPhase,
+    /// When the current push was started (ms since the epoch).
+    pub push_started_at_ms: Option<u64>,
+    /// The last start-push-state call failed with a server error: the status may be stuck.
+    pub push_start_failed: bool,
+    /// The last push error text, for the report.
+    pub last_error: Option<String>,
+    /// Times the cache was pushed again because verification found a mismatch.
+    pub verify_repushes: u32,
+    /// The verification verdict.
+    pub verdict: Option<Verdict>,
+}
+
+impl Default for CacheProgress {
+    fn default() -> Self {
+        Self {
+            take_offline_calls: 0,
+            last_take_offline_ms: None,
+            cleared: false,
+            push_attempts: 0,
+            push: PushPhase::NotStarted,
+            push_started_at_ms: None,
+            push_start_failed: false,
+            last_error: None,
+            verify_repushes: 0,
+            verdict: None,
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum Finished {
+    /// Every step done.
+    Succeeded,
+    /// Stopped before acting, or by an interlock.
+    Refused {
+        /// The reason, as shown to the user.
+        reason: String,
+    },
+    /// Stopped by a failure; `resume` continues.
+    Failed {
+        /// The reason, as shown to the user.
+        reason: String,
+    },
+    /// Stopped on request (Ctrl-C) at a safe point; `resume` continues.
+    Interrupted,
+}
+
+/// The journal's schema version. Bump it on any incompatible change; older journals stay readable.
+pub const JOURNAL_SCHEMA: u32 = 1;
+
+/// A run's journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Journal {
+    /// Always [`JOURNAL_SCHEMA`] when written by this version.
+    pub schema_version: u32,
+    /// Identifies the run (also in the run lock and in events).
+    pub run_id: String,
+    /// The active site.
+    pub active: SiteRef,
+    /// The offline site.
+    pub offline: SiteRef,
+    /// The caches, as resolved by preflight (empty until then).
+    pub caches: Vec<CacheName>,
+    /// The first step not proven done.
+    pub step: Step,
+    /// While a resumed run re-checks the sites (step `preflight`): the step to continue from.
+    #[serde(default)]
+    pub resume_from: Option<Step>,
+    /// When the run started (ms since the epoch).
+    pub started_at_ms: u64,
+    /// When `step` was entered.
+    pub step_started_at_ms: u64,
+    /// Last write.
+    pub updated_at_ms: u64,
+    /// Keycloak's instance count before scaling down (also kept on the Keycloak resource).
+    pub keycloak_original_instances: Option<u32>,
+    /// Per-cache progress.
+    pub per_cache: BTreeMap<CacheName, CacheProgress>,
+    /// Warnings for the report (drift, a node that could not tell the site view, ...).
+    pub warnings: Vec<String>,
+    /// How the last attempt ended; `None` while running.
+    pub finished: Option<Finished>,
+}
+
+impl Journal {
+    /// A fresh journal for `plan`.
+    pub fn new(run_id: String, plan: &Plan, now_ms: u64) -> Self {
+        Self {
+            schema_version: JOURNAL_SCHEMA,
+            run_id,
+            active: plan.active.clone(),
+            offline: plan.offline.clone(),
+            caches: Vec::new(),
+            step: Step::Preflight,
+            resume_from: None,
+            started_at_ms: now_ms,
+            step_started_at_ms: now_ms,
+            updated_at_ms: now_ms,
+            keycloak_original_instances: None,
+            per_cache: BTreeMap::new(),
+            warnings: Vec::new(),
+            finished: None,
+        }
+    }
+
+    /// Parses a stored journal, refusing a newer schema.
+    pub fn from_json(location: &str, text: &str) -> Result<Self, JournalError> {
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| JournalError::Corrupt { location: location.to_owned(), detail: e.to_string() })?;
+        let version = value.get("schema_version").and_then(serde_json::Value::as_u64).ok_or_else(|| {
+            JournalError::Corrupt { location: location.to_owned(), detail: "no schema_version".to_owned() }
+        })?;
+        if version > u64::from(JOURNAL_SCHEMA) {
+            return Err(JournalError::NewerSchema {
+                location: location.to_owned(),
+                found: u32::try_from(version).unwrap_or(u32::MAX),
+                supported: JOURNAL_SCHEMA,
+            });
+        }
+        serde_json::from_value(value).map_err(|e| JournalError::Corrupt { location: location.to_owned(), detail: e.to_string() })
+    }
+
+    /// The journal as stored (pretty JSON: operators read it).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Whether this journal belongs to the pair in `plan` (same names in the same roles).
+    pub fn belongs_to(&self, plan: &Plan) -> bool {
+        self.active.name == plan.active.name && self.offline.name == plan.offline.name
+    }
+
+    /// Progress of one cache.
+    pub fn cache(&self, cache: &CacheName) -> CacheProgress {
+        self.per_cache.get(cache).cloned().unwrap_or_default()
+    }
+
+    pub(crate) fn cache_mut(&mut self, cache: &CacheName) -> &mut CacheProgress {
+        self.per_cache.entry(cache.clone()).or_default()
+    }
+
+    /// Whether the run ended for good (succeeded or refused before acting).
+    pub fn is_complete(&self) -> bool {
+        matches!(self.finished, Some(Finished::Succeeded))
+    }
+}
+
+/// What an action did, as far as the journal is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionOutcome {
+    /// It succeeded.
+    Done,
+    /// Scale-down succeeded; Keycloak had this many instances.
+    ScaledDownFrom(u32),
+    /// The server answered with an error (its text).
+    ServerError(String),
+    /// No answer, or an answer that says nothing about whether it happened.
+    Unknown(String),
+    /// An interlock kept it from being sent.
+    NotSent(String),
+}
+
+impl Journal {
+    /// Records the intent to act, before acting: a crash right after leaves the journal saying
+    /// what may have happened.
+    pub(crate) fn before(&mut self, action: &Action, now_ms: u64) {
+        self.updated_at_ms = now_ms;
+        match action {
+            Action::TakeOffline(cache) => {
+                let p = self.cache_mut(cache);
+                p.take_offline_calls += 1;
+                p.last_take_offline_ms = Some(now_ms);
+            }
+            Action::StartPush(cache) => {
+                let p = self.cache_mut(cache);
+                p.push = PushPhase::Sending;
+                p.push_attempts += 1;
+                p.push_started_at_ms = Some(now_ms);
+                p.push_start_failed = false;
+            }
+            Action::CancelPush(cache) => self.cache_mut(cache).push = PushPhase::CancelPush,
+            _ => {}
+        }
+    }
+
+    /// Records what an action did.
+    pub(crate) fn after(&mut self, action: &Action, outcome: &ActionOutcome, now_ms: u64) {
+        self.updated_at_ms = now_ms;
+        let done = *outcome == ActionOutcome::Done;
+        match action {
+            Action::ScaleDown => {
+                if let ActionOutcome::ScaledDownFrom(original) = outcome {
+                    // The first recorded count wins: a retried scale-down sees 0 instances.
+                    self.keycloak_original_instances.get_or_insert(*original);
+                }
+            }
+            Action::Clear(cache) if done => self.cache_mut(cache).cleared = true,
+            Action::StartPush(cache) => {
+                let p = self.cache_mut(cache);
+                match outcome {
+                    ActionOutcome::ServerError(text) => {
+                        p.push_start_failed = true;
+                        p.last_error = Some(text.clone());
+                    }
+                    ActionOutcome::Unknown(text) => p.last_error = Some(text.clone()),
+                    _ => {}
+                }
+            }
+            // Whatever the answer: a cancel with the receiver down still cancels (checked on
+            // 16.0.7), and the next steps are harmless when it did not.
+            Action::CancelPush(cache) => self.cache_mut(cache).push = PushPhase::CancelReceive,
+            Action::CancelReceive(cache) if done => self.cache_mut(cache).push = PushPhase::ClearStatus,
+            Action::ClearPushStatus(cache) if done => {
+                let p = self.cache_mut(cache);
+                p.push = match p.push {
+                    PushPhase::Ok => PushPhase::Done,
+                    PushPhase::ClearStatus => PushPhase::NotStarted,
+                    other => other,
+                };
+            }
+            _ => {}
+        }
+    }
+
+    /// Records a fact.
+    pub(crate) fn note(&mut self, note: &Note) {
+        match note {
+            Note::Caches(caches, _) => {
+                self.caches = caches.clone();
+                for cache in caches {
+                    self.cache_mut(cache);
+                }
+            }
+            Note::AdoptPush(cache) => {
+                let now = self.updated_at_ms;
+                let p = self.cache_mut(cache);
+                p.push = PushPhase::Sending;
+                p.push_attempts = p.push_attempts.max(1);
+                p.push_started_at_ms.get_or_insert(now);
+            }
+            Note::PushOk(cache) => self.cache_mut(cache).push = PushPhase::Ok,
+            Note::PushDone(cache) => self.cache_mut(cache).push = PushPhase::Done,
+            Note::Verified(cache, verdict) => self.cache_mut(cache).verdict = Some(verdict.clone()),
+            Note::Repush(cache) => {
+                let p = self.cache_mut(cache);
+                p.verify_repushes += 1;
+                p.push = PushPhase::NotStarted;
+                p.push_attempts = 0;
+                p.verdict = None;
+                self.step = Step::AwaitPush;
+            }
+            Note::Warning(text) => {
+                if !self.warnings.contains(text) {
+                    self.warnings.push(text.clone());
+                }
+            }
+        }
+    }
+
+    /// Moves to the next step (after a resume's re-check: to the step it interrupted).
+    pub(crate) fn advance(&mut self, now_ms: u64) {
+        self.step = match (self.step, self.resume_from.take()) {
+            (Step::Preflight, Some(resume)) => resume,
+            (step, _) => step.next(),
+        };
+        self.step_started_at_ms = now_ms;
+        self.updated_at_ms = now_ms;
+    }
+}

@@ -1,0 +1,271 @@
+//! How a run ends: success with a report, a refusal (nothing unsafe was done), or a failure from
+//! which `resume` continues.
+
+use std::time::Duration;
+
+use ispn_xsite::{CacheName, SiteName};
+use serde::{Deserialize, Serialize};
+
+use crate::journal::{Step, Verdict};
+use crate::observe::Side;
+use crate::ports::{JournalError, KeycloakError, LockError, LockHolder};
+
+/// A precondition or interlock said no. Nothing unsafe was done; fix the cause and run again.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "refusal", rename_all = "kebab-case")]
+pub enum Refusal {
+    /// A site reports another name than configured.
+    #[error("the {side} site at {endpoint} reports itself as {found:?}, not '{expected}'; check the site names and URLs")]
+    WrongSite {
+        /// Which configured site.
+        side: Side,
+        /// Its URL.
+        endpoint: String,
+        /// The configured name.
+        expected: SiteName,
+        /// What it reported (`None`: no cross-site transport at all).
+        found: Option<String>,
+    },
+    /// Both sites report the other's name: the configuration swapped them.
+    #[error("the sites are swapped: {active_endpoint} is '{offline}' and {offline_endpoint} is '{active}'; swap the URLs (or the names) in the configuration")]
+    SitesSwapped {
+        /// The configured active name.
+        active: SiteName,
+        /// The configured offline name.
+        offline: SiteName,
+        /// URL configured for the active site.
+        active_endpoint: String,
+        /// URL configured for the offline site.
+        offline_endpoint: String,
+    },
+    /// A planned cache does not exist on a site.
+    #[error("cache '{cache}' does not exist on the {side} site '{site}'; create it there or leave it out of the cache list")]
+    CacheMissing {
+        /// Which site.
+        side: Side,
+        /// Its name.
+        site: SiteName,
+        /// The cache.
+        cache: CacheName,
+    },
+    /// A planned cache exists but does not back up to the other site.
+    #[error("cache '{cache}' on the {side} site '{site}' does not back up to '{other}'; only caches replicated between the two sites can be synchronized")]
+    NotReplicated {
+        /// Which site.
+        side: Side,
+        /// Its name.
+        site: SiteName,
+        /// The cache.
+        cache: CacheName,
+        /// The site it should back up to.
+        other: SiteName,
+    },
+    /// The discovered caches are not a known Keycloak set.
+    #[error("the caches replicated between the sites ({}) are not a known Keycloak set (26.x: 4 caches, 24/25: 8); list the caches to synchronize explicitly", found.iter().map(CacheName::as_str).collect::<Vec<_>>().join(", "))]
+    UnknownCacheSet {
+        /// What was found.
+        found: Vec<CacheName>,
+    },
+    /// The active site does not see the offline site, so a push cannot work.
+    #[error("'{from}' does not see '{to}' across the cross-site bridge (sites_view lacks it); restore the link first")]
+    NoLink {
+        /// The site that was asked.
+        from: SiteName,
+        /// The site it does not see.
+        to: SiteName,
+    },
+    /// Keycloak is being updated by its operator.
+    #[error("Keycloak ({what}) is in a rolling update; wait until it finishes")]
+    KeycloakRollingUpdate {
+        /// Which Keycloak.
+        what: String,
+    },
+    /// Another run holds the lock.
+    #[error("another run holds the lock: {} since {}; wait for it, or remove a stale lock", .0.holder, .0.since)]
+    LockHeld(LockHolder),
+    /// The journal is of another site pair.
+    #[error("the journal {location} is for active '{journal_active}' / offline '{journal_offline}', not '{active}' / '{offline}'; use the matching configuration or another journal path")]
+    JournalOfAnotherPair {
+        /// Where the journal is.
+        location: String,
+        /// Its active site.
+        journal_active: SiteName,
+        /// Its offline site.
+        journal_offline: SiteName,
+        /// The configured active site.
+        active: SiteName,
+        /// The configured offline site.
+        offline: SiteName,
+    },
+    /// The journal cannot be used (corrupt, newer schema).
+    #[error("{0}")]
+    Journal(JournalError),
+    /// Nothing to resume.
+    #[error("no journal at {location}: nothing to resume (use `run` to start)")]
+    NothingToResume {
+        /// Where it was looked for.
+        location: String,
+    },
+    /// A clear was about to happen while the backup to the active site did not read offline on
+    /// every node, and taking it offline again did not help.
+    #[error("interlock: cache '{cache}' still replicates to the active site from node(s) {}; a clear now would wipe the active site too", nodes.join(", "))]
+    ClearInterlock {
+        /// The cache.
+        cache: CacheName,
+        /// Nodes that do not read offline.
+        nodes: Vec<String>,
+    },
+    /// Keycloak was about to start on the offline site without an OK push for every cache.
+    #[error("interlock: refusing to start Keycloak: no OK push recorded for {}", caches.iter().map(CacheName::as_str).collect::<Vec<_>>().join(", "))]
+    ScaleUpInterlock {
+        /// The caches without an OK push.
+        caches: Vec<CacheName>,
+    },
+    /// A site could not be used before anything was changed (wrong URL, credentials, TLS, ...).
+    #[error("{side} site: {message}")]
+    SiteUnusable {
+        /// Which site.
+        side: Side,
+        /// The error.
+        message: String,
+    },
+    /// An earlier run on this journal stopped half-way.
+    #[error("the journal {location} holds an unfinished run (stopped at step {step}); continue it with `site-sync resume`, or move the journal aside")]
+    UnfinishedRun {
+        /// Where the journal is.
+        location: String,
+        /// Where it stopped.
+        step: Step,
+    },
+    /// The plan contradicts itself.
+    #[error("{0}")]
+    InvalidPlan(String),
+    /// The site about to push is not the declared active site.
+    #[error("interlock: the site about to push reports itself as {found:?}, not the active site '{expected}'")]
+    PushInterlock {
+        /// The declared active site.
+        expected: SiteName,
+        /// What the pushing endpoint reported.
+        found: Option<String>,
+    },
+}
+
+/// The run stopped; the journal holds its progress and `resume` continues once the cause is gone.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "failure", rename_all = "kebab-case")]
+pub enum Failure {
+    /// A site call failed in a way retrying cannot fix.
+    #[error("{side} site: {message}")]
+    Site {
+        /// Which site.
+        side: Side,
+        /// The error.
+        message: String,
+    },
+    /// Scaling Keycloak failed.
+    #[error("Keycloak: {0}")]
+    Keycloak(KeycloakError),
+    /// The journal could not be written.
+    #[error("{0}")]
+    Journal(JournalError),
+    /// The run lock was lost.
+    #[error("{0}")]
+    Lock(LockError),
+    /// A backup would not read offline on every node.
+    #[error("cache '{cache}': the backup to the active site still reads online on node(s) {} after {calls} take-offline calls", nodes.join(", "))]
+    TakeOfflineDidNotStick {
+        /// The cache.
+        cache: CacheName,
+        /// Nodes that do not read offline.
+        nodes: Vec<String>,
+        /// Calls made.
+        calls: u32,
+    },
+    /// A push kept failing.
+    #[error("cache '{cache}': the push failed {attempts} times (last: {last})")]
+    PushFailed {
+        /// The cache.
+        cache: CacheName,
+        /// Pushes tried.
+        attempts: u32,
+        /// The last status or error.
+        last: String,
+    },
+    /// The sites still differ after pushing again.
+    #[error("cache '{cache}': {active} entries on the active site, {offline} on the offline site, after pushing again")]
+    VerifyMismatch {
+        /// The cache.
+        cache: CacheName,
+        /// Active entries.
+        active: u64,
+        /// Offline entries.
+        offline: u64,
+    },
+    /// A step took longer than allowed.
+    #[error("step {step} did not finish within {} ({why})", crate::ports::human_duration(*after))]
+    Deadline {
+        /// The step.
+        step: Step,
+        /// The allowance.
+        after: Duration,
+        /// What it was waiting for.
+        why: String,
+    },
+}
+
+/// One cache in the report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheReport {
+    /// The cache.
+    pub cache: CacheName,
+    /// Pushes it took.
+    pub push_attempts: u32,
+    /// Verification.
+    pub verdict: Option<Verdict>,
+}
+
+/// The summary of a successful run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// The run.
+    pub run_id: String,
+    /// The active site.
+    pub active: SiteName,
+    /// The offline site.
+    pub offline: SiteName,
+    /// Per cache.
+    pub caches: Vec<CacheReport>,
+    /// Keycloak's restored instance count, if the tool scaled it.
+    pub keycloak_instances: Option<u32>,
+    /// Warnings collected on the way.
+    pub warnings: Vec<String>,
+    /// How long the run took, resumes included.
+    pub elapsed: Duration,
+    /// What the operator must do next.
+    pub next_step: String,
+}
+
+/// How a run (or resume) ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// Every step done.
+    Succeeded(Report),
+    /// A precondition or interlock refused; nothing unsafe happened.
+    Refused(Refusal),
+    /// Stopped by a failure; resumable.
+    Failed(Failure),
+    /// Stopped on request at a safe point; resumable.
+    Interrupted,
+}
+
+impl RunOutcome {
+    /// The text stored in the journal and shown as the last line.
+    pub fn summary(&self) -> String {
+        match self {
+            Self::Succeeded(report) => format!("synchronized {} caches from {} to {}", report.caches.len(), report.active, report.offline),
+            Self::Refused(r) => r.to_string(),
+            Self::Failed(f) => f.to_string(),
+            Self::Interrupted => "interrupted; the journal is saved: run `site-sync resume` to continue".to_owned(),
+        }
+    }
+}
