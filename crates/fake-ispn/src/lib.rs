@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use direct::ModelSite;
-pub use model::{CacheFaults, ClearRecord, Failure, RequestFault, RequestRecord, SiteSnapshot, World};
+pub use model::{CacheFaults, ClearRecord, Failure, PushRecord, RequestFault, RequestRecord, SiteSnapshot, World};
 pub use spec::*;
 
 struct Server {

@@ -11,6 +11,7 @@
 //! API classifies them with the same function the real client uses.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, DefaultHasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -105,6 +106,23 @@ pub struct ClearRecord {
     pub reached: Vec<SiteName>,
     /// Whether the request carried `flags: SKIP_XSITE_BACKUP`.
     pub skip_xsite: bool,
+    /// When.
+    pub at: Instant,
+}
+
+/// One push (state transfer) as it happened, for assertions about ordering.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushRecord {
+    /// The sending site.
+    pub from: SiteName,
+    /// The receiving site.
+    pub to: SiteName,
+    /// The cache.
+    pub cache: CacheName,
+    /// When it started.
+    pub started: Instant,
+    /// When it ended and how (OK, ERROR, CANCELED), if it did.
+    pub ended: Option<(Instant, PushStatus)>,
 }
 
 /// One request that reached a site.
@@ -132,6 +150,11 @@ pub struct SiteSnapshot {
     /// Per cache: the site it is receiving state from, if any.
     pub receiving: BTreeMap<CacheName, SiteName>,
 }
+
+/// Fixed-key hashing: iteration order (and so transfer order) is the same on every run, which
+/// keeps seeded simulations reproducible.
+type Fixed = BuildHasherDefault<DefaultHasher>;
+type Entries = HashMap<Arc<str>, Arc<str>, Fixed>;
 
 #[derive(Debug)]
 struct Transfer {
@@ -183,12 +206,12 @@ struct Receive {
     from: SiteName,
     /// Keys written here by ordinary replication since receiving started: state transfer must not
     /// overwrite them with older values.
-    written_live: HashSet<Arc<str>>,
+    written_live: HashSet<Arc<str>, Fixed>,
 }
 
 #[derive(Debug, Default)]
 struct Cache {
-    entries: HashMap<Arc<str>, Arc<str>>,
+    entries: Entries,
     backups: BTreeMap<SiteName, Backup>,
     receiving: Option<Receive>,
     faults: CacheFaults,
@@ -222,6 +245,7 @@ pub struct World {
     cut: BTreeSet<(usize, usize)>,
     transfer: TransferSpec,
     clears: Vec<ClearRecord>,
+    pushes: Vec<PushRecord>,
     requests: Vec<RequestRecord>,
     record_requests: bool,
 }
@@ -250,6 +274,7 @@ impl World {
             cut: BTreeSet::new(),
             transfer: spec.transfer,
             clears: Vec::new(),
+            pushes: Vec::new(),
             requests: Vec::new(),
             record_requests: true,
         }
@@ -345,6 +370,20 @@ impl World {
     /// Every clear so far.
     pub fn clears(&self) -> &[ClearRecord] {
         &self.clears
+    }
+
+    /// Every push so far.
+    pub fn pushes(&self) -> &[PushRecord] {
+        &self.pushes
+    }
+
+    fn end_push(&mut self, site: usize, cache: &CacheName, target: &SiteName, status: PushStatus, at: Instant) {
+        let from = &self.sites[site].spec.name;
+        if let Some(record) =
+            self.pushes.iter_mut().rev().find(|p| &p.from == from && &p.to == target && &p.cache == cache && p.ended.is_none())
+        {
+            record.ended = Some((at, status));
+        }
     }
 
     /// Takes the next injected request fault of site `site`, if any.
@@ -489,6 +528,7 @@ impl World {
         if !sender_up {
             backup.transfer = None;
             backup.push = PushStatus::Idle;
+            self.end_push(site, cache, target_name, PushStatus::Error, now);
             return;
         }
         if transfer.stuck {
@@ -501,6 +541,7 @@ impl World {
                 // the "finish" message stays in receive mode.
                 backup.transfer = None;
                 backup.push = PushStatus::Error;
+                self.end_push(site, cache, target_name, PushStatus::Error, now);
             }
             return;
         }
@@ -528,6 +569,8 @@ impl World {
         if failed || finished {
             backup.transfer = None;
             backup.push = if failed { PushStatus::Error } else { PushStatus::Ok };
+            let status = backup.push;
+            self.end_push(site, cache, target_name, status, now);
             if sync && !failed {
                 if let Some(c) = self.sites[target].caches.get_mut(cache) {
                     c.receiving = None;
@@ -824,7 +867,7 @@ impl World {
         }
         if sync {
             if let Some(c) = self.sites[target_index].caches.get_mut(cache) {
-                c.receiving = Some(Receive { from: sender, written_live: HashSet::new() });
+                c.receiving = Some(Receive { from: sender, written_live: HashSet::default() });
             }
         }
         let c = self.sites[site].caches.get_mut(cache).ok_or_else(|| Failure::no_cache(cache.as_str()))?;
@@ -836,6 +879,8 @@ impl World {
             backup.transfer =
                 Some(Transfer { keys, sent: 0, started: Instant::now(), link_lost_at: None, stuck, error_after });
         }
+        let from = self.sites[site].spec.name.clone();
+        self.pushes.push(PushRecord { from, to: target.clone(), cache: cache.clone(), started: Instant::now(), ended: None });
         Ok(())
     }
 
@@ -846,6 +891,7 @@ impl World {
         let (target_index, sync) = (backup.target, backup.strategy == Strategy::Sync);
         if backup.transfer.take().is_some() {
             backup.push = PushStatus::Canceled;
+            self.end_push(site, cache, target, PushStatus::Canceled, Instant::now());
         }
         if !sync {
             return Ok(());
@@ -948,7 +994,7 @@ impl World {
         let mut sites = vec![self.sites[site].spec.name.clone()];
         sites.extend(reached.into_iter().map(|t| self.sites[t].spec.name.clone()));
         let cache = CacheName::new(cache).map_err(|_| Failure::no_cache(cache))?;
-        self.clears.push(ClearRecord { origin: sites[0].clone(), cache, reached: sites, skip_xsite });
+        self.clears.push(ClearRecord { origin: sites[0].clone(), cache, reached: sites, skip_xsite, at: Instant::now() });
         Ok(())
     }
 

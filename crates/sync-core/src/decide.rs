@@ -162,7 +162,7 @@ pub fn decide(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
         Step::ClearPushStatus => clear_push_status(journal, obs),
         Step::Verify => verify(plan, journal, obs),
         Step::ScaleUp => scale_up(plan, journal, obs),
-        Step::Report => Decision::Finish(Ending::Succeeded),
+        Step::Report => report(plan, journal, obs),
     }
 }
 
@@ -452,9 +452,11 @@ fn push_state(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
 
 fn await_push(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
     if plan.sabotaged(Sabotage::ScaleUpBeforePushOk) {
-        if let (Some(original), Ok(Some(state))) = (journal.keycloak_original_instances, keycloak_state(plan, obs)) {
-            if state.spec_instances < original {
-                return Decision::Act(vec![Action::ScaleUp(original)]);
+        if let Some(original) = journal.keycloak_original_instances {
+            match keycloak_state(plan, obs) {
+                Err(observe) => return observe,
+                Ok(Some(state)) if state.spec_instances < original => return Decision::Act(vec![Action::ScaleUp(original)]),
+                Ok(_) => {}
             }
         }
     }
@@ -467,7 +469,7 @@ fn await_push(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
     if open.is_empty() {
         return Decision::Advance;
     }
-    let mut wanted = Vec::new();
+    let mut wanted = vec![Probe::Site { side: Side::Active }];
     for cache in &open {
         wanted.push(Probe::Push { cache: cache.clone() });
         wanted.push(Probe::Status { side: Side::Active, cache: cache.clone() });
@@ -480,16 +482,20 @@ fn await_push(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
         return Decision::Observe(missing);
     }
     let offline = &plan.offline.name;
+    // Without the link a push can only fail: do not spend attempts until it is back.
+    let link_down = obs.sites[&Side::Active].sees(offline) == Some(false);
     let mut actions = Vec::new();
     let mut notes = Vec::new();
     for cache in open {
         let progress = journal.cache(&cache);
         let Some(status) = push_report(obs, &cache, offline) else { continue };
         let retry_or_fail = |last: String| {
-            if progress.push_attempts < plan.settings.push_attempts {
+            if link_down {
+                Err(None)
+            } else if progress.push_attempts < plan.settings.push_attempts {
                 Ok(Action::StartPush(cache.clone()))
             } else {
-                Err(Failure::PushFailed { cache: cache.clone(), attempts: progress.push_attempts, last })
+                Err(Some(Failure::PushFailed { cache: cache.clone(), attempts: progress.push_attempts, last }))
             }
         };
         match progress.push {
@@ -497,7 +503,8 @@ fn await_push(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
             PushPhase::NotStarted => match status {
                 PushStatus::Idle => match retry_or_fail(progress.last_error.clone().unwrap_or_else(|| "not started".into())) {
                     Ok(action) => actions.push(action),
-                    Err(failure) => return Decision::Finish(Ending::Failed(failure)),
+                    Err(None) => {}
+                    Err(Some(failure)) => return Decision::Finish(Ending::Failed(failure)),
                 },
                 PushStatus::Sending => notes.push(Note::AdoptPush(cache)),
                 _ => actions.push(Action::ClearPushStatus(cache)),
@@ -517,7 +524,8 @@ fn await_push(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
                     let last = progress.last_error.clone().unwrap_or_else(|| status.to_string());
                     match retry_or_fail(last) {
                         Ok(action) => actions.push(action),
-                        Err(failure) => return Decision::Finish(Ending::Failed(failure)),
+                        Err(None) => {}
+                        Err(Some(failure)) => return Decision::Finish(Ending::Failed(failure)),
                     }
                 }
             },
@@ -634,4 +642,27 @@ fn scale_up(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
         return Decision::Advance;
     }
     Decision::Act(vec![Action::ScaleUp(original)])
+}
+
+/// The last look before declaring success: the offline site may have lost data after it was
+/// verified (a restart while Keycloak was starting). Missing entries are pushed again once.
+fn report(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
+    let missing = obs.missing(probes_for(&journal.caches, |cache| Probe::Sizes { cache }));
+    if !missing.is_empty() {
+        return Decision::Observe(missing);
+    }
+    let mut notes = Vec::new();
+    for cache in &journal.caches {
+        if let Verdict::Mismatch { active, offline } = verdict(&obs.sizes[cache], None, plan.settings.drift_tolerance) {
+            if offline < active && journal.cache(cache).verify_repushes == 0 {
+                notes.push(Note::Warning(format!(
+                    "cache '{cache}' lost entries on the offline site after verification ({offline} of {active}); pushing it again"
+                )));
+                notes.push(Note::Repush(cache.clone()));
+            } else {
+                return Decision::Finish(Ending::Failed(Failure::VerifyMismatch { cache: cache.clone(), active, offline }));
+            }
+        }
+    }
+    if notes.is_empty() { Decision::Finish(Ending::Succeeded) } else { Decision::Note(notes) }
 }

@@ -129,8 +129,9 @@ where
             return self.finish_early(Refusal::InvalidPlan(e.to_string()));
         }
         match self.ports.journal.load().await {
-            Ok(Some(old)) if old.step > Step::Preflight && !old.is_complete() => {
-                return self.finish_early(Refusal::UnfinishedRun { location: self.ports.journal.location(), step: old.step });
+            Ok(Some(old)) if old.has_progress() && !old.is_complete() => {
+                let step = old.resume_from.unwrap_or(old.step);
+                return self.finish_early(Refusal::UnfinishedRun { location: self.ports.journal.location(), step });
             }
             Ok(_) => {}
             // A journal that cannot be read may hide an unfinished run: do not overwrite it.
@@ -168,6 +169,13 @@ where
         }
         journal.step_started_at_ms = now;
         journal.finished = None;
+        // The operator resumes once the cause is fixed: every retry budget starts afresh.
+        for progress in journal.per_cache.values_mut() {
+            progress.take_offline_calls = 0;
+            progress.last_take_offline_ms = None;
+            progress.push_attempts = 0;
+            progress.verify_repushes = 0;
+        }
         self.start(journal, true).await
     }
 

@@ -312,7 +312,12 @@ impl Journal {
         self.per_cache.entry(cache.clone()).or_default()
     }
 
-    /// Whether the run ended for good (succeeded or refused before acting).
+    /// Whether the run changed anything yet (so that only `resume` may continue it).
+    pub fn has_progress(&self) -> bool {
+        self.step > Step::Preflight || self.resume_from.is_some()
+    }
+
+    /// Whether the run succeeded.
     pub fn is_complete(&self) -> bool {
         matches!(self.finished, Some(Finished::Succeeded))
     }
@@ -413,7 +418,13 @@ impl Journal {
             }
             Note::PushOk(cache) => self.cache_mut(cache).push = PushPhase::Ok,
             Note::PushDone(cache) => self.cache_mut(cache).push = PushPhase::Done,
-            Note::Verified(cache, verdict) => self.cache_mut(cache).verdict = Some(verdict.clone()),
+            Note::Verified(cache, verdict) => {
+                let p = self.cache_mut(cache);
+                p.verdict = Some(verdict.clone());
+                // The budget is one re-push per failed verification, not per run: a site that
+                // loses data again later (a restart) gets another one.
+                p.verify_repushes = 0;
+            }
             Note::Repush(cache) => {
                 let p = self.cache_mut(cache);
                 p.verify_repushes += 1;
