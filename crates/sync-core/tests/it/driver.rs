@@ -45,3 +45,127 @@ async fn a_split_brain_is_healed_and_keycloak_restored() {
     assert_eq!(fake.site("site-b").get(&cache("work"), "after").await.unwrap().as_deref(), Some("x"));
     let _ = ClearScope::LocalOnly;
 }
+
+use sync_core::ports::{KeycloakError, MemoryLock};
+use sync_core::{Event, Refusal, Failure};
+
+fn fresh(instances: u32) -> (fake_ispn::FakeCluster, ModelPorts) {
+    model(ClusterSpec::two_sites("site-a", "site-b"), instances)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_held_lock_refuses_the_run_and_changes_nothing() {
+    let (fake, mut ports) = fresh(2);
+    ports.lock = MemoryLock::held_by("site-sync/other-run@host");
+    let before = (fake.snapshot("site-a"), fake.snapshot("site-b"));
+    let outcome = Driver::new(&plan(), &ports, &Events::default()).run("run-2".to_owned()).await;
+    assert!(matches!(outcome, RunOutcome::Refused(Refusal::LockHeld(_))), "{outcome:?}");
+    assert_eq!((fake.snapshot("site-a"), fake.snapshot("site-b")), before);
+    assert_eq!(ports.keycloak.instances(), (2, 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_keycloak_rollout_refuses_the_run_before_anything_changes() {
+    let (fake, mut ports) = fresh(2);
+    ports.keycloak = SimKeycloak::with_instances(2).rolling_update();
+    let before = fake.snapshot("site-b");
+    let outcome = Driver::new(&plan(), &ports, &Events::default()).run("r".to_owned()).await;
+    assert!(matches!(outcome, RunOutcome::Refused(Refusal::KeycloakRollingUpdate { .. })), "{outcome:?}");
+    assert_eq!(fake.snapshot("site-b"), before);
+    assert!(ports.keycloak.log().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_after_any_journal_write_is_resumed_to_the_same_end() {
+    let mut saves = 1;
+    loop {
+        let (fake, ports) = fresh(3);
+        split_brain(&fake).await;
+        let expected = fake.snapshot("site-a").entries;
+        ports.journal.crash_after(Some(saves));
+        let first = Driver::new(&plan(), &ports, &Events::default()).run("crashy".to_owned()).await;
+        if matches!(first, RunOutcome::Succeeded(_)) {
+            assert!(saves > 10, "the run wrote too few journal entries to crash in");
+            break;
+        }
+        assert!(matches!(first, RunOutcome::Failed(Failure::Journal(_))), "{first:?}");
+        ports.journal.crash_after(None);
+        let progressed = ports.journal.journal().is_some_and(|j| j.has_progress() && !j.is_complete());
+        let outcome = if progressed {
+            // A new run must not start over a half-done one.
+            let again = Driver::new(&plan(), &ports, &Events::default()).run("second".to_owned()).await;
+            assert!(matches!(again, RunOutcome::Refused(Refusal::UnfinishedRun { .. })), "after crash {saves}: {again:?}");
+            Driver::new(&plan(), &ports, &Events::default()).resume().await
+        } else {
+            Driver::new(&plan(), &ports, &Events::default()).run("second".to_owned()).await
+        };
+        assert!(matches!(outcome, RunOutcome::Succeeded(_)), "crash after save {saves}: {outcome:?}");
+        assert_eq!(fake.snapshot("site-a").entries, expected, "crash after save {saves}");
+        assert_eq!(fake.snapshot("site-b").entries, expected, "crash after save {saves}");
+        assert_eq!(ports.keycloak.instances(), (3, 3), "crash after save {saves}");
+        saves += 1;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn resume_refuses_a_journal_of_another_pair_and_an_empty_store() {
+    let (_fake, ports) = fresh(1);
+    let outcome = Driver::new(&plan(), &ports, &Events::default()).resume().await;
+    assert!(matches!(outcome, RunOutcome::Refused(Refusal::NothingToResume { .. })), "{outcome:?}");
+    let mut other = plan();
+    other.active.name = site("site-x");
+    let journal = sync_core::Journal::new("x".to_owned(), &other, 0);
+    sync_core::ports::JournalStore::save(&ports.journal, &journal).await.unwrap();
+    let outcome = Driver::new(&plan(), &ports, &Events::default()).resume().await;
+    assert!(matches!(outcome, RunOutcome::Refused(Refusal::JournalOfAnotherPair { .. })), "{outcome:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_request_ends_at_a_safe_point_and_resume_finishes() {
+    let (fake, ports) = fresh(2);
+    split_brain(&fake).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let events = Events::default();
+    let plan = plan();
+    let driver = Driver::new(&plan, &ports, &events).with_stop(stopped);
+    let run = driver.run("interrupted".to_owned());
+    let interrupt = async {
+        tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+        stop.send(true).unwrap();
+    };
+    let (outcome, ()) = tokio::join!(run, interrupt);
+    assert_eq!(outcome, RunOutcome::Interrupted);
+    let journal = ports.journal.journal().unwrap();
+    assert_eq!(journal.finished, Some(sync_core::Finished::Interrupted));
+    assert!(journal.step > Step::ScaleDown);
+    let outcome = Driver::new(&plan, &ports, &events).resume().await;
+    assert!(matches!(outcome, RunOutcome::Succeeded(_)), "{outcome:?}");
+    assert_eq!(fake.snapshot("site-b").entries, fake.snapshot("site-a").entries);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_keycloak_failure_stops_the_run_with_its_reason() {
+    let (fake, ports) = fresh(2);
+    split_brain(&fake).await;
+    ports.keycloak.fail_next(KeycloakError::Forbidden { what: "patch keycloaks/scale in namespace kc".to_owned() });
+    let outcome = Driver::new(&plan(), &ports, &Events::default()).run("kc".to_owned()).await;
+    let RunOutcome::Failed(Failure::Keycloak(e)) = &outcome else { panic!("{outcome:?}") };
+    assert!(e.to_string().contains("patch keycloaks/scale"));
+    assert!(fake.world().clears().is_empty(), "nothing was cleared before Keycloak was down");
+}
+
+#[tokio::test(start_paused = true)]
+async fn events_tell_the_story_in_order() {
+    let (fake, ports) = fresh(1);
+    split_brain(&fake).await;
+    let events = Events::default();
+    Driver::new(&plan(), &ports, &events).run("story".to_owned()).await;
+    let steps: Vec<Step> = events
+        .all()
+        .into_iter()
+        .filter_map(|e| if let Event::StepFinished { step, .. } = e { Some(step) } else { None })
+        .collect();
+    assert_eq!(steps, Step::ALL.to_vec());
+    assert!(events.all().iter().any(|e| matches!(e, Event::PushProgress { .. })));
+    assert!(matches!(events.all().last(), Some(Event::RunFinished { outcome: RunOutcome::Succeeded(_) })));
+}

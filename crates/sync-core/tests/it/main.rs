@@ -1,6 +1,7 @@
 //! The one integration-test binary of sync-core: `decide` rule by rule, the driver against the
 //! fake-ispn model, and the deterministic simulation that proves the invariants.
 
+mod decide;
 mod driver;
 mod sim;
 mod support;

@@ -1,0 +1,599 @@
+//! `decide`, rule by rule: every step and every refusal, on hand-built observations.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ispn_xsite::{BackupStatus, NodeStatus, NodeStatuses, PushStatus, PushStatusReport};
+use sync_core::decide::{Action, Decision, Ending, Note, decide};
+use sync_core::journal::{CacheProgress, Journal, PushPhase, Step, Verdict};
+use sync_core::observe::{Observation, Probe, Side, SiteFacts, Sizes};
+use sync_core::ports::KeycloakState;
+use sync_core::{CacheSelection, Failure, Plan, Refusal, Sabotage};
+
+use crate::support::{cache, plan, site};
+
+const NOW: u64 = 1_000_000;
+const CACHES: [&str; 4] = ["actionTokens", "authenticationSessions", "loginFailures", "work"];
+
+fn facts(local: &str, view: &[&str], relay: bool) -> SiteFacts {
+    SiteFacts {
+        local_site: Some(local.to_owned()),
+        sites_view: view.iter().map(|s| (*s).to_owned()).collect(),
+        relay_node: relay,
+        version: "15.0.21.Final".to_owned(),
+    }
+}
+
+fn keycloak(spec: u32, ready: u32, pods: u32) -> KeycloakState {
+    KeycloakState { spec_instances: spec, ready_instances: ready, pods, rolling_update: false, recorded_original: None }
+}
+
+fn journal_at(step: Step) -> Journal {
+    let mut journal = Journal::new("run".to_owned(), &plan(), NOW);
+    journal.step = step;
+    journal.caches = CACHES.iter().map(|c| cache(c)).collect();
+    for c in CACHES {
+        journal.per_cache.insert(cache(c), CacheProgress::default());
+    }
+    journal.keycloak_original_instances = Some(3);
+    journal
+}
+
+fn progress<'j>(journal: &'j mut Journal, c: &str) -> &'j mut CacheProgress {
+    journal.per_cache.get_mut(&cache(c)).unwrap()
+}
+
+/// An observation where both sites are who they should be and back up to each other.
+fn healthy() -> Observation {
+    let mut obs = Observation::at(NOW);
+    obs.sites.insert(Side::Active, facts("site-a", &["site-a", "site-b"], true));
+    obs.sites.insert(Side::Offline, facts("site-b", &["site-a", "site-b"], true));
+    let backups = |to: &str| CACHES.iter().map(|c| (cache(c), vec![site(to)])).collect::<BTreeMap<_, _>>();
+    obs.backups.insert(Side::Active, backups("site-b"));
+    obs.backups.insert(Side::Offline, backups("site-a"));
+    obs.keycloak = Some(Some(keycloak(3, 3, 3)));
+    obs
+}
+
+fn nodes(states: &[NodeStatus]) -> NodeStatuses {
+    NodeStatuses(states.iter().enumerate().map(|(i, s)| (format!("site-b-{}", i + 1), *s)).collect())
+}
+
+fn all_nodes(obs: &mut Observation, state: NodeStatus) {
+    for c in CACHES {
+        obs.offline_nodes.insert(cache(c), nodes(&[state, state]));
+    }
+}
+
+fn push(obs: &mut Observation, c: &str, status: PushStatus) {
+    obs.push.insert(cache(c), PushStatusReport::Sites(BTreeMap::from([("site-b".to_owned(), status)])));
+}
+
+fn all_push(obs: &mut Observation, status: PushStatus) {
+    for c in CACHES {
+        push(obs, c, status);
+    }
+}
+
+fn refused(decision: Decision) -> Refusal {
+    match decision {
+        Decision::Finish(Ending::Refused(r)) => r,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+fn failed(decision: Decision) -> Failure {
+    match decision {
+        Decision::Finish(Ending::Failed(f)) => f,
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+fn acts(decision: Decision) -> Vec<Action> {
+    match decision {
+        Decision::Act(actions) => actions,
+        other => panic!("expected actions, got {other:?}"),
+    }
+}
+
+// ----- preflight --------------------------------------------------------------------------------
+
+#[test]
+fn preflight_reads_both_sites_their_backups_and_keycloak_first() {
+    let Decision::Observe(probes) = decide(&plan(), &journal_at(Step::Preflight), &Observation::at(NOW)) else { panic!() };
+    assert_eq!(
+        probes,
+        vec![
+            Probe::Site { side: Side::Active },
+            Probe::Site { side: Side::Offline },
+            Probe::Backups { side: Side::Active },
+            Probe::Backups { side: Side::Offline },
+            Probe::Keycloak,
+        ]
+    );
+}
+
+#[test]
+fn preflight_resolves_keycloak_26_caches_then_advances() {
+    let mut journal = journal_at(Step::Preflight);
+    journal.caches.clear();
+    let Decision::Note(notes) = decide(&plan(), &journal, &healthy()) else { panic!() };
+    assert_eq!(notes, vec![Note::Caches(CACHES.iter().map(|c| cache(c)).collect(), Some("Keycloak 26".to_owned()))]);
+    assert_eq!(decide(&plan(), &journal_at(Step::Preflight), &healthy()), Decision::Advance);
+}
+
+#[test]
+fn preflight_accepts_the_keycloak_24_set_of_eight() {
+    let mut journal = journal_at(Step::Preflight);
+    journal.caches.clear();
+    let mut obs = healthy();
+    let eight = sync_core::plan::KEYCLOAK_24_CACHES;
+    obs.backups.insert(Side::Active, eight.iter().map(|c| (cache(c), vec![site("site-b")])).collect());
+    obs.backups.insert(Side::Offline, eight.iter().map(|c| (cache(c), vec![site("site-a")])).collect());
+    let Decision::Note(notes) = decide(&plan(), &journal, &obs) else { panic!() };
+    assert!(matches!(&notes[0], Note::Caches(c, Some(line)) if c.len() == 8 && line == "Keycloak 24/25"));
+}
+
+#[test]
+fn preflight_refuses_an_unknown_cache_set_and_names_it() {
+    let mut journal = journal_at(Step::Preflight);
+    journal.caches.clear();
+    let mut obs = healthy();
+    obs.backups.get_mut(&Side::Active).unwrap().insert(cache("custom"), vec![site("site-b")]);
+    let refusal = refused(decide(&plan(), &journal, &obs));
+    assert!(matches!(&refusal, Refusal::UnknownCacheSet { found } if found.len() == 5), "{refusal:?}");
+    assert!(refusal.to_string().contains("custom"));
+}
+
+#[test]
+fn preflight_uses_an_explicit_cache_list() {
+    let mut plan = plan();
+    plan.caches = CacheSelection::Explicit(vec![cache("work")]);
+    let mut journal = journal_at(Step::Preflight);
+    journal.caches.clear();
+    let mut obs = healthy();
+    obs.backups.get_mut(&Side::Active).unwrap().insert(cache("custom"), vec![site("site-b")]);
+    let Decision::Note(notes) = decide(&plan, &journal, &obs) else { panic!() };
+    assert_eq!(notes, vec![Note::Caches(vec![cache("work")], None)]);
+}
+
+#[test]
+fn preflight_refuses_swapped_sites() {
+    let mut obs = healthy();
+    obs.sites.insert(Side::Active, facts("site-b", &[], true));
+    obs.sites.insert(Side::Offline, facts("site-a", &[], true));
+    assert!(matches!(refused(decide(&plan(), &journal_at(Step::Preflight), &obs)), Refusal::SitesSwapped { .. }));
+}
+
+#[test]
+fn preflight_refuses_a_site_that_reports_another_name() {
+    let mut obs = healthy();
+    obs.sites.insert(Side::Offline, facts("site-c", &[], true));
+    let refusal = refused(decide(&plan(), &journal_at(Step::Preflight), &obs));
+    assert!(matches!(&refusal, Refusal::WrongSite { side: Side::Offline, found: Some(f), .. } if f == "site-c"), "{refusal:?}");
+    let mut obs = healthy();
+    obs.sites.get_mut(&Side::Active).unwrap().local_site = None;
+    assert!(matches!(refused(decide(&plan(), &journal_at(Step::Preflight), &obs)), Refusal::WrongSite { side: Side::Active, found: None, .. }));
+}
+
+#[test]
+fn preflight_refuses_a_cache_missing_on_one_side() {
+    let mut obs = healthy();
+    obs.backups.get_mut(&Side::Offline).unwrap().remove(&cache("work"));
+    let refusal = refused(decide(&plan(), &journal_at(Step::Preflight), &obs));
+    assert_eq!(refusal, Refusal::CacheMissing { side: Side::Offline, site: site("site-b"), cache: cache("work") });
+}
+
+#[test]
+fn preflight_refuses_a_cache_that_does_not_back_up_to_the_other_site() {
+    let mut obs = healthy();
+    obs.backups.get_mut(&Side::Active).unwrap().insert(cache("work"), vec![]);
+    let refusal = refused(decide(&plan(), &journal_at(Step::Preflight), &obs));
+    assert!(matches!(refusal, Refusal::NotReplicated { side: Side::Active, .. }), "{refusal:?}");
+    let mut obs = healthy();
+    obs.backups.get_mut(&Side::Offline).unwrap().insert(cache("work"), vec![site("site-c")]);
+    assert!(matches!(refused(decide(&plan(), &journal_at(Step::Preflight), &obs)), Refusal::NotReplicated { side: Side::Offline, .. }));
+}
+
+#[test]
+fn preflight_refuses_when_the_active_site_does_not_see_the_offline_one() {
+    let mut obs = healthy();
+    obs.sites.insert(Side::Active, facts("site-a", &["site-a"], true));
+    assert_eq!(refused(decide(&plan(), &journal_at(Step::Preflight), &obs)), Refusal::NoLink { from: site("site-a"), to: site("site-b") });
+}
+
+#[test]
+fn preflight_warns_when_the_answering_node_cannot_know_the_view() {
+    let mut obs = healthy();
+    obs.sites.insert(Side::Active, facts("site-a", &[], false));
+    let journal = journal_at(Step::Preflight);
+    let Decision::Note(notes) = decide(&plan(), &journal, &obs) else { panic!() };
+    assert!(matches!(&notes[0], Note::Warning(w) if w.contains("not a site master")));
+    let mut warned = journal.clone();
+    if let Note::Warning(w) = &notes[0] {
+        warned.warnings.push(w.clone());
+    }
+    assert_eq!(decide(&plan(), &warned, &obs), Decision::Advance);
+}
+
+#[test]
+fn preflight_refuses_a_keycloak_rollout_unless_it_is_our_own_scale_down() {
+    let mut obs = healthy();
+    obs.keycloak = Some(Some(KeycloakState { rolling_update: true, ..keycloak(3, 2, 3) }));
+    let mut fresh = journal_at(Step::Preflight);
+    fresh.keycloak_original_instances = None;
+    assert!(matches!(refused(decide(&plan(), &fresh, &obs)), Refusal::KeycloakRollingUpdate { .. }));
+    let mut resumed = journal_at(Step::Preflight);
+    resumed.resume_from = Some(Step::ClearCaches);
+    assert_eq!(decide(&plan(), &resumed, &obs), Decision::Advance);
+}
+
+#[test]
+fn a_resume_past_the_push_does_not_need_the_link() {
+    let mut obs = healthy();
+    obs.sites.insert(Side::Active, facts("site-a", &["site-a"], true));
+    let mut journal = journal_at(Step::Preflight);
+    journal.resume_from = Some(Step::Verify);
+    assert_eq!(decide(&plan(), &journal, &obs), Decision::Advance);
+}
+
+// ----- scale down ---------------------------------------------------------------------------------
+
+#[test]
+fn scale_down_acts_once_then_advances_when_the_pods_are_gone() {
+    let mut journal = journal_at(Step::ScaleDown);
+    journal.keycloak_original_instances = None;
+    let mut obs = Observation::at(NOW);
+    assert_eq!(decide(&plan(), &journal, &obs), Decision::Observe(vec![Probe::Keycloak]));
+    obs.keycloak = Some(Some(keycloak(3, 3, 3)));
+    assert_eq!(acts(decide(&plan(), &journal, &obs)), vec![Action::ScaleDown]);
+    journal.keycloak_original_instances = Some(3);
+    obs.keycloak = Some(Some(keycloak(0, 0, 1)));
+    assert_eq!(acts(decide(&plan(), &journal, &obs)), vec![Action::ScaleDown], "a pod is still terminating");
+    obs.keycloak = Some(Some(keycloak(0, 0, 0)));
+    assert_eq!(decide(&plan(), &journal, &obs), Decision::Advance);
+}
+
+#[test]
+fn scale_down_is_skipped_when_keycloak_is_not_managed() {
+    let mut plan = plan();
+    plan.settings.manage_keycloak = false;
+    assert_eq!(decide(&plan, &journal_at(Step::ScaleDown), &Observation::at(NOW)), Decision::Advance);
+    let mut obs = Observation::at(NOW);
+    obs.keycloak = Some(None);
+    assert_eq!(decide(&super::support::plan(), &journal_at(Step::ScaleDown), &obs), Decision::Advance);
+}
+
+// ----- take offline / clear -------------------------------------------------------------------------
+
+#[test]
+fn take_offline_acts_on_every_cache_that_is_not_offline_on_every_node() {
+    let journal = journal_at(Step::TakeOffline);
+    let mut obs = Observation::at(NOW);
+    assert!(matches!(decide(&plan(), &journal, &obs), Decision::Observe(p) if p.len() == 4));
+    all_nodes(&mut obs, NodeStatus::Offline);
+    obs.offline_nodes.insert(cache("work"), nodes(&[NodeStatus::Offline, NodeStatus::Online]));
+    assert_eq!(acts(decide(&plan(), &journal, &obs)), vec![Action::TakeOffline(cache("work"))]);
+    all_nodes(&mut obs, NodeStatus::Offline);
+    assert_eq!(decide(&plan(), &journal, &obs), Decision::Advance);
+}
+
+#[test]
+fn take_offline_gives_a_call_time_to_reach_every_node_then_repeats_it_then_gives_up() {
+    let mut journal = journal_at(Step::TakeOffline);
+    let mut obs = Observation::at(NOW);
+    all_nodes(&mut obs, NodeStatus::Offline);
+    obs.offline_nodes.insert(cache("work"), nodes(&[NodeStatus::Offline, NodeStatus::Failed]));
+    progress(&mut journal, "work").take_offline_calls = 1;
+    progress(&mut journal, "work").last_take_offline_ms = Some(NOW - 10);
+    assert!(matches!(decide(&plan(), &journal, &obs), Decision::Wait { .. }));
+    obs.now_ms = NOW + 1000;
+    assert_eq!(acts(decide(&plan(), &journal, &obs)), vec![Action::TakeOffline(cache("work"))]);
+    progress(&mut journal, "work").take_offline_calls = plan().settings.take_offline_attempts;
+    let failure = failed(decide(&plan(), &journal, &obs));
+    assert!(matches!(&failure, Failure::TakeOfflineDidNotStick { nodes, .. } if nodes == &vec!["site-b-2".to_owned()]), "{failure:?}");
+}
+
+#[test]
+fn clear_only_clears_caches_whose_backup_reads_offline_everywhere() {
+    let mut journal = journal_at(Step::ClearCaches);
+    progress(&mut journal, "actionTokens").cleared = true;
+    let mut obs = Observation::at(NOW);
+    let Decision::Observe(probes) = decide(&plan(), &journal, &obs) else { panic!() };
+    assert_eq!(probes.len(), 3, "only the uncleared caches are re-read");
+    all_nodes(&mut obs, NodeStatus::Offline);
+    obs.offline_nodes.insert(cache("work"), nodes(&[NodeStatus::Online, NodeStatus::Offline]));
+    assert_eq!(
+        acts(decide(&plan(), &journal, &obs)),
+        vec![Action::Clear(cache("authenticationSessions")), Action::Clear(cache("loginFailures")), Action::TakeOffline(cache("work"))],
+        "the cache whose backup came back online is taken offline again, not cleared"
+    );
+}
+
+#[test]
+fn clear_refuses_when_taking_offline_again_does_not_help() {
+    let mut journal = journal_at(Step::ClearCaches);
+    let mut obs = Observation::at(NOW);
+    all_nodes(&mut obs, NodeStatus::Offline);
+    obs.offline_nodes.insert(cache("work"), nodes(&[NodeStatus::Online, NodeStatus::Online]));
+    progress(&mut journal, "work").take_offline_calls = 99;
+    assert!(matches!(refused(decide(&plan(), &journal, &obs)), Refusal::ClearInterlock { .. }));
+}
+
+#[test]
+fn clear_advances_once_every_cache_is_cleared() {
+    let mut journal = journal_at(Step::ClearCaches);
+    for c in CACHES {
+        progress(&mut journal, c).cleared = true;
+    }
+    assert_eq!(decide(&plan(), &journal, &Observation::at(NOW)), Decision::Advance);
+}
+
+#[test]
+fn the_clear_sabotage_skips_the_interlock_and_is_only_available_to_tests() {
+    let mut plan = plan();
+    plan.settings.sabotage = Some(Sabotage::ClearWithoutInterlock);
+    assert_eq!(acts(decide(&plan, &journal_at(Step::ClearCaches), &Observation::at(NOW))).len(), 4);
+}
+
+#[test]
+fn bring_online_acts_where_needed_then_advances() {
+    let journal = journal_at(Step::BringOnline);
+    let mut obs = Observation::at(NOW);
+    for c in CACHES {
+        obs.status.insert((Side::Offline, cache(c)), BackupStatus::Online);
+    }
+    obs.status.insert((Side::Offline, cache("work")), BackupStatus::Offline);
+    assert_eq!(acts(decide(&plan(), &journal, &obs)), vec![Action::BringOnline(Side::Offline, cache("work"))]);
+    obs.status.insert((Side::Offline, cache("work")), BackupStatus::Online);
+    assert_eq!(decide(&plan(), &journal, &obs), Decision::Advance);
+}
+
+// ----- push ---------------------------------------------------------------------------------------
+
+fn push_obs(status: PushStatus) -> Observation {
+    let mut obs = Observation::at(NOW);
+    obs.sites.insert(Side::Active, facts("site-a", &["site-a", "site-b"], true));
+    all_push(&mut obs, status);
+    obs
+}
+
+#[test]
+fn push_starts_idle_caches_and_clears_stale_statuses_first() {
+    let journal = journal_at(Step::PushState);
+    let mut obs = push_obs(PushStatus::Idle);
+    push(&mut obs, "work", PushStatus::Error);
+    let actions = acts(decide(&plan(), &journal, &obs));
+    assert!(actions.contains(&Action::ClearPushStatus(cache("work"))));
+    assert_eq!(actions.iter().filter(|a| matches!(a, Action::StartPush(_))).count(), 3);
+}
+
+#[test]
+fn push_adopts_a_push_that_is_already_running() {
+    let obs = push_obs(PushStatus::Sending);
+    let Decision::Note(notes) = decide(&plan(), &journal_at(Step::PushState), &obs) else { panic!() };
+    assert_eq!(notes.len(), 4);
+    assert!(notes.iter().all(|n| matches!(n, Note::AdoptPush(_))));
+}
+
+#[test]
+fn push_refuses_when_the_pushing_site_is_not_the_active_one() {
+    let mut obs = push_obs(PushStatus::Idle);
+    obs.sites.insert(Side::Active, facts("site-b", &["site-a", "site-b"], true));
+    assert!(matches!(refused(decide(&plan(), &journal_at(Step::PushState), &obs)), Refusal::PushInterlock { .. }));
+}
+
+#[test]
+fn push_waits_for_the_link() {
+    let mut obs = push_obs(PushStatus::Idle);
+    obs.sites.insert(Side::Active, facts("site-a", &["site-a"], true));
+    assert!(matches!(decide(&plan(), &journal_at(Step::PushState), &obs), Decision::Wait { .. }));
+}
+
+fn sending_journal() -> Journal {
+    let mut journal = journal_at(Step::AwaitPush);
+    for c in CACHES {
+        let p = progress(&mut journal, c);
+        p.push = PushPhase::Sending;
+        p.push_attempts = 1;
+        p.push_started_at_ms = Some(NOW - 1000);
+    }
+    journal
+}
+
+fn await_obs(status: PushStatus) -> Observation {
+    let mut obs = push_obs(status);
+    for c in CACHES {
+        obs.status.insert((Side::Active, cache(c)), BackupStatus::Online);
+        obs.sizes.insert(cache(c), Sizes { active_before: 10, offline: 5, active_after: 10 });
+    }
+    obs
+}
+
+#[test]
+fn await_push_records_ok_and_advances_when_every_push_is_ok() {
+    let journal = sending_journal();
+    let Decision::Note(notes) = decide(&plan(), &journal, &await_obs(PushStatus::Ok)) else { panic!() };
+    assert_eq!(notes.len(), 4);
+    let mut done = journal.clone();
+    for c in CACHES {
+        progress(&mut done, c).push = PushPhase::Ok;
+    }
+    assert_eq!(decide(&plan(), &done, &await_obs(PushStatus::Ok)), Decision::Advance);
+}
+
+#[test]
+fn await_push_repushes_on_error_and_fails_once_attempts_run_out() {
+    let mut journal = sending_journal();
+    let obs = await_obs(PushStatus::Error);
+    assert_eq!(acts(decide(&plan(), &journal, &obs)).len(), 4);
+    progress(&mut journal, "work").push_attempts = 3;
+    assert!(matches!(failed(decide(&plan(), &journal, &obs)), Failure::PushFailed { attempts: 3, .. }));
+}
+
+#[test]
+fn await_push_does_not_spend_attempts_while_the_link_is_down() {
+    let journal = sending_journal();
+    let mut obs = await_obs(PushStatus::Error);
+    obs.sites.insert(Side::Active, facts("site-a", &["site-a"], true));
+    assert!(matches!(decide(&plan(), &journal, &obs), Decision::Wait { .. }));
+}
+
+#[test]
+fn await_push_cancels_a_push_past_its_deadline_or_after_a_failed_start() {
+    let mut journal = sending_journal();
+    let mut obs = await_obs(PushStatus::Sending);
+    assert!(matches!(decide(&plan(), &journal, &obs), Decision::Wait { .. }));
+    progress(&mut journal, "work").push_start_failed = true;
+    assert_eq!(acts(decide(&plan(), &journal, &obs)), vec![Action::CancelPush(cache("work"))]);
+    obs.now_ms = NOW + plan().settings.push_deadline.as_millis() as u64;
+    assert_eq!(acts(decide(&plan(), &journal, &obs)).len(), 4);
+}
+
+#[test]
+fn await_push_recovers_cancel_then_cancel_receive_then_clear_then_push() {
+    let mut journal = sending_journal();
+    let mut obs = await_obs(PushStatus::Canceled);
+    all_push(&mut obs, PushStatus::Ok);
+    push(&mut obs, "work", PushStatus::Canceled);
+    for c in CACHES.iter().take(3) {
+        progress(&mut journal, c).push = PushPhase::Ok;
+    }
+    progress(&mut journal, "work").push = PushPhase::CancelReceive;
+    assert_eq!(acts(decide(&plan(), &journal, &obs)), vec![Action::CancelReceive(cache("work"))]);
+    progress(&mut journal, "work").push = PushPhase::ClearStatus;
+    assert_eq!(acts(decide(&plan(), &journal, &obs)), vec![Action::ClearPushStatus(cache("work"))]);
+    push(&mut obs, "work", PushStatus::Sending);
+    assert_eq!(acts(decide(&plan(), &journal, &obs)), vec![Action::CancelPush(cache("work"))], "still sending: cancel again");
+    progress(&mut journal, "work").push = PushPhase::NotStarted;
+    push(&mut obs, "work", PushStatus::Idle);
+    assert_eq!(acts(decide(&plan(), &journal, &obs)), vec![Action::StartPush(cache("work"))]);
+}
+
+#[test]
+fn await_push_keeps_the_active_backup_online() {
+    let journal = sending_journal();
+    let mut obs = await_obs(PushStatus::Sending);
+    obs.status.insert((Side::Active, cache("work")), BackupStatus::Offline);
+    assert_eq!(acts(decide(&plan(), &journal, &obs)), vec![Action::BringOnline(Side::Active, cache("work"))]);
+}
+
+#[test]
+fn clear_push_status_clears_ok_statuses_and_notes_already_idle_ones() {
+    let mut journal = journal_at(Step::ClearPushStatus);
+    for c in CACHES {
+        progress(&mut journal, c).push = PushPhase::Ok;
+    }
+    let mut obs = Observation::at(NOW);
+    all_push(&mut obs, PushStatus::Ok);
+    assert_eq!(acts(decide(&plan(), &journal, &obs)).len(), 4);
+    push(&mut obs, "work", PushStatus::Idle);
+    assert_eq!(decide(&plan(), &journal, &obs), Decision::Note(vec![Note::PushDone(cache("work"))]));
+    for c in CACHES {
+        progress(&mut journal, c).push = PushPhase::Done;
+    }
+    assert_eq!(decide(&plan(), &journal, &obs), Decision::Advance);
+}
+
+// ----- verify, scale up, report ----------------------------------------------------------------------
+
+fn verify_obs(sizes: Sizes) -> Observation {
+    let mut obs = Observation::at(NOW);
+    for c in CACHES {
+        obs.sizes.insert(cache(c), sizes);
+    }
+    obs
+}
+
+#[test]
+fn verify_tells_equal_drift_and_mismatch_apart() {
+    let equal = Sizes { active_before: 10, offline: 10, active_after: 10 };
+    assert_eq!(sync_core::decide::verdict(&equal, None, 0), Verdict::Equal { entries: 10 });
+    let traffic = Sizes { active_before: 10, offline: 11, active_after: 12 };
+    assert_eq!(sync_core::decide::verdict(&traffic, None, 0), Verdict::Drift { active: 12, offline: 11 });
+    let short = Sizes { active_before: 10, offline: 4, active_after: 10 };
+    assert_eq!(sync_core::decide::verdict(&short, None, 0), Verdict::Mismatch { active: 10, offline: 4 });
+    assert!(matches!(sync_core::decide::verdict(&short, None, 6), Verdict::Drift { .. }), "within the tolerance");
+}
+
+#[test]
+fn verify_notes_verdicts_then_advances() {
+    let journal = journal_at(Step::Verify);
+    let Decision::Note(notes) = decide(&plan(), &journal, &verify_obs(Sizes { active_before: 7, offline: 7, active_after: 7 })) else { panic!() };
+    assert_eq!(notes.len(), 4);
+    assert!(notes.iter().all(|n| matches!(n, Note::Verified(_, Verdict::Equal { entries: 7 }))));
+}
+
+#[test]
+fn verify_pushes_again_once_when_entries_are_missing_then_fails() {
+    let mut journal = journal_at(Step::Verify);
+    let obs = verify_obs(Sizes { active_before: 9, offline: 3, active_after: 9 });
+    let Decision::Note(notes) = decide(&plan(), &journal, &obs) else { panic!() };
+    assert!(notes.iter().all(|n| matches!(n, Note::Repush(_))));
+    for c in CACHES {
+        progress(&mut journal, c).verify_repushes = 1;
+    }
+    assert!(matches!(failed(decide(&plan(), &journal, &obs)), Failure::VerifyMismatch { active: 9, offline: 3, .. }));
+}
+
+#[test]
+fn verify_fails_on_extra_entries_a_push_cannot_remove() {
+    let obs = verify_obs(Sizes { active_before: 5, offline: 9, active_after: 5 });
+    assert!(matches!(failed(decide(&plan(), &journal_at(Step::Verify), &obs)), Failure::VerifyMismatch { offline: 9, .. }));
+}
+
+#[test]
+fn verify_asks_for_a_key_comparison_when_configured() {
+    let mut plan = plan();
+    plan.settings.verify_keys = true;
+    let obs = verify_obs(Sizes { active_before: 5, offline: 5, active_after: 5 });
+    let Decision::Observe(probes) = decide(&plan, &journal_at(Step::Verify), &obs) else { panic!() };
+    assert!(probes.iter().all(|p| matches!(p, Probe::Keys { .. })) && probes.len() == 4);
+}
+
+#[test]
+fn scale_up_is_refused_without_an_ok_push_for_every_cache() {
+    let mut journal = journal_at(Step::ScaleUp);
+    for c in CACHES {
+        progress(&mut journal, c).push = PushPhase::Done;
+    }
+    progress(&mut journal, "work").push = PushPhase::Sending;
+    let mut obs = Observation::at(NOW);
+    obs.keycloak = Some(Some(keycloak(0, 0, 0)));
+    assert_eq!(refused(decide(&plan(), &journal, &obs)), Refusal::ScaleUpInterlock { caches: vec![cache("work")] });
+    progress(&mut journal, "work").push = PushPhase::Done;
+    assert_eq!(acts(decide(&plan(), &journal, &obs)), vec![Action::ScaleUp(3)]);
+    obs.keycloak = Some(Some(keycloak(3, 3, 3)));
+    assert_eq!(decide(&plan(), &journal, &obs), Decision::Advance);
+}
+
+#[test]
+fn report_checks_once_more_and_repushes_a_cache_that_lost_entries() {
+    let journal = journal_at(Step::Report);
+    let ok = verify_obs(Sizes { active_before: 4, offline: 4, active_after: 4 });
+    assert_eq!(decide(&plan(), &journal, &ok), Decision::Finish(Ending::Succeeded));
+    let lost = verify_obs(Sizes { active_before: 4, offline: 0, active_after: 4 });
+    let Decision::Note(notes) = decide(&plan(), &journal, &lost) else { panic!() };
+    assert!(notes.iter().any(|n| matches!(n, Note::Repush(_))));
+}
+
+#[test]
+fn every_waiting_step_fails_past_its_deadline() {
+    for step in [Step::TakeOffline, Step::ClearCaches, Step::BringOnline, Step::PushState, Step::AwaitPush, Step::ClearPushStatus, Step::Verify] {
+        let journal = journal_at(step);
+        let obs = Observation::at(NOW + plan().settings.step_deadline.as_millis() as u64 + 1);
+        assert!(matches!(failed(decide(&plan(), &journal, &obs)), Failure::Deadline { step: s, .. } if s == step), "{step}");
+    }
+    let obs = Observation::at(NOW + Duration::from_secs(86_400).as_millis() as u64);
+    assert!(!matches!(decide(&plan(), &journal_at(Step::ScaleDown), &obs), Decision::Finish(_)), "scaling has its own timeout");
+}
+
+#[test]
+fn plans_naming_one_site_twice_are_invalid() {
+    let mut plan: Plan = plan();
+    plan.offline.name = site("site-a");
+    assert!(plan.validate().is_err());
+    plan = super::support::plan();
+    plan.caches = CacheSelection::Explicit(vec![cache("work"), cache("work")]);
+    assert!(plan.validate().unwrap_err().to_string().contains("twice"));
+}
