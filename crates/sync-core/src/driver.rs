@@ -18,6 +18,20 @@ use crate::outcome::{CacheReport, Failure, Refusal, Report, RunOutcome};
 use crate::plan::{Plan, Sabotage};
 use crate::ports::{Clock, EventSink, JournalStore, Keycloak, KeycloakError, LockError, RunLock};
 
+/// Tries of a read during preflight before an unanswering site refuses the run.
+const PREFLIGHT_TRIES: u32 = 3;
+
+/// What a read-only preflight found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreflightReport {
+    /// The caches a run would synchronize.
+    pub caches: Vec<CacheName>,
+    /// The Keycloak line they match, if any.
+    pub line: Option<String>,
+    /// Warnings.
+    pub warnings: Vec<String>,
+}
+
 /// The manual step that follows a successful run.
 pub const NEXT_STEP: &str = "add the offline site back to the load balancer (AWS Global Accelerator: the \"Bring site online\" guide); site-sync does not touch it";
 
@@ -177,6 +191,40 @@ where
             progress.verify_repushes = 0;
         }
         self.start(journal, true).await
+    }
+
+    /// Runs the preflight checks only: reads both sites and Keycloak, changes nothing, takes no
+    /// lock and writes no journal. `plan` and `config check` show what a run would decide.
+    pub async fn preflight(&self) -> Result<PreflightReport, RunOutcome> {
+        if let Err(e) = self.plan.validate() {
+            return Err(RunOutcome::Refused(Refusal::InvalidPlan(e.to_string())));
+        }
+        let now = self.ports.clock.now_ms();
+        let mut journal = Journal::new("preflight".to_owned(), self.plan, now);
+        let mut obs = Observation::at(now);
+        let mut failures = 0;
+        let mut line = None;
+        loop {
+            match decide(self.plan, &journal, &obs) {
+                Decision::Observe(probes) => self.observe(&journal, &mut obs, probes, &mut failures).await?,
+                Decision::Note(notes) => {
+                    for note in &notes {
+                        if let Note::Caches(_, l) = note {
+                            line.clone_from(l);
+                        }
+                        journal.note(note);
+                    }
+                }
+                Decision::Advance | Decision::Finish(Ending::Succeeded) => {
+                    return Ok(PreflightReport { caches: journal.caches, line, warnings: journal.warnings });
+                }
+                Decision::Finish(Ending::Refused(r)) => return Err(RunOutcome::Refused(r)),
+                Decision::Finish(Ending::Failed(f)) => return Err(RunOutcome::Failed(f)),
+                Decision::Act(_) | Decision::Wait { .. } => {
+                    unreachable!("preflight only reads")
+                }
+            }
+        }
     }
 
     fn finish_early(&self, refusal: Refusal) -> RunOutcome {
@@ -407,6 +455,11 @@ where
         }
         if let Some((side, error)) = transient {
             *failures += 1;
+            // Before anything changed, a site that does not answer is a reason not to start,
+            // not something to wait out.
+            if journal.step == Step::Preflight && *failures >= PREFLIGHT_TRIES {
+                return Err(RunOutcome::Refused(Refusal::SiteUnusable { side, message: error.to_string() }));
+            }
             let elapsed = Duration::from_millis(self.ports.clock.now_ms().saturating_sub(journal.step_started_at_ms));
             if elapsed > self.plan.settings.step_deadline {
                 return Err(RunOutcome::Failed(Failure::Site { side, message: error.to_string() }));

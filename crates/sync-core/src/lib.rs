@@ -24,7 +24,7 @@ pub mod plan;
 pub mod ports;
 
 pub use decide::{Action, Decision, Ending, Note, decide};
-pub use driver::{Driver, NEXT_STEP, Ports};
+pub use driver::{Driver, NEXT_STEP, Ports, PreflightReport};
 pub use event::Event;
 pub use journal::{Finished, JOURNAL_SCHEMA, Journal, PushPhase, Step, Verdict};
 pub use observe::{Observation, Probe, Side};

@@ -1,0 +1,130 @@
+//! The command line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+use crate::exit::EXIT_CODES;
+use crate::output::Format;
+
+/// Synchronize a stale Keycloak multi-site Infinispan site from the active one: scale Keycloak
+/// down, take the backup offline, clear, bring online, push state, verify, scale Keycloak back;
+/// interlocked, journaled and resumable.
+#[derive(Debug, Parser)]
+#[command(name = "site-sync", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// The configuration file.
+    #[arg(short, long, global = true, env = "SITE_SYNC_CONFIG", default_value = "site-sync.yaml")]
+    pub config: PathBuf,
+
+    /// Output: text for people, json for automation (JSON Lines on stdout).
+    #[arg(short, long, global = true, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+
+    /// The site whose data is kept (overrides `active:`).
+    #[arg(long, global = true)]
+    pub active: Option<String>,
+
+    /// The stale site to clear and refill (overrides `offline:`).
+    #[arg(long, global = true)]
+    pub offline: Option<String>,
+
+    /// Caches to work on, comma-separated (overrides `caches:`; default: Keycloak's).
+    #[arg(long, global = true, value_delimiter = ',')]
+    pub caches: Option<Vec<String>>,
+
+    /// The journal file (overrides `journal:`).
+    #[arg(long, global = true)]
+    pub journal: Option<PathBuf>,
+
+    /// Limit of each REST call (e.g. 30s).
+    #[arg(long, global = true, value_parser = humantime::parse_duration)]
+    pub request_timeout: Option<Duration>,
+
+    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Only errors in the log.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// Log format (logs go to stderr).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Options of commands that change things.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct Change {
+    /// Do not ask for confirmation (required without a terminal).
+    #[arg(short, long)]
+    pub yes: bool,
+    /// After the push, compare keys too (not only sizes).
+    #[arg(long)]
+    pub verify_keys: bool,
+    /// Force-delete Keycloak pods stuck in Terminating after the scale-down timeout.
+    #[arg(long)]
+    pub force_delete_stuck_pods: bool,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Read both sites and show what a run would do (changes nothing).
+    Plan,
+    /// Synchronize the offline site from the active site.
+    Run(Change),
+    /// Continue the run recorded in the journal.
+    Resume(Change),
+    /// Both sites side by side, with a diagnosis (changes nothing).
+    Status,
+    /// Compare the caches: sizes, then keys (and values with --values); bounded memory.
+    Diff {
+        /// Compare values too.
+        #[arg(long)]
+        values: bool,
+        /// Sample keys to show per kind of difference.
+        #[arg(long, default_value_t = 5)]
+        sample: usize,
+    },
+    /// The post-sync check on its own: sizes (and keys with --keys) per cache.
+    Verify {
+        /// Compare keys, not only sizes.
+        #[arg(long)]
+        keys: bool,
+    },
+    /// Run the whole procedure against an embedded simulated pair (no setup needed).
+    Demo {
+        /// Entries per cache on the active site.
+        #[arg(long, default_value_t = 2_000)]
+        entries: usize,
+    },
+    /// Configuration commands.
+    Config {
+        /// Which.
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+/// `site-sync config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and reach both sites read-only.
+    Check,
+}

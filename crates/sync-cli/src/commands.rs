@@ -1,0 +1,394 @@
+//! The commands. Each returns the exit code; errors carry theirs.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
+
+use ispn_xsite::{CacheName, SiteApi};
+use serde_json::json;
+use sync_core::compare::{CompareLimits, CompareMode, compare};
+use sync_core::decide::verdict;
+use sync_core::journal::Verdict;
+use sync_core::observe::Sizes;
+use sync_core::ports::{JournalStore, Keycloak};
+use sync_core::{Driver, RunOutcome, Step};
+use tokio::sync::watch;
+
+use crate::cli::{Change, Cli};
+use crate::config::{Config, KeycloakMode, Overrides, Resolved};
+use crate::connect::{Connected, connect};
+use crate::exit::{CliError, Exit};
+use crate::inspect::{diagnose, look, render};
+use crate::output::{Format, Renderer, finish, json_line, verdict_text};
+
+/// Reads and resolves the configuration named on the command line.
+pub fn load(cli: &Cli, change: Option<Change>) -> Result<Resolved, CliError> {
+    let overrides = Overrides {
+        active: cli.active.clone(),
+        offline: cli.offline.clone(),
+        caches: cli.caches.clone(),
+        journal: cli.journal.clone(),
+        request_timeout: cli.request_timeout,
+        verify_keys: change.is_some_and(|c| c.verify_keys),
+        force_delete_stuck_pods: change.is_some_and(|c| c.force_delete_stuck_pods),
+    };
+    Config::load(&cli.config)?.resolve(&cli.config, &overrides)
+}
+
+fn exit_for(outcome: &RunOutcome) -> Exit {
+    match outcome {
+        RunOutcome::Succeeded(_) => Exit::Success,
+        RunOutcome::Refused(_) => Exit::Refused,
+        RunOutcome::Failed(_) => Exit::Failed,
+        RunOutcome::Interrupted => Exit::Interrupted,
+    }
+}
+
+fn run_id() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("{}-{}", now.as_secs(), std::process::id())
+}
+
+/// Asks `question` on the terminal; without one, refuses unless `yes`.
+fn confirm(yes: bool, question: &str) -> Result<(), CliError> {
+    if yes {
+        return Ok(());
+    }
+    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+        return Err(CliError::new(
+            Exit::ConfirmationNeeded,
+            "confirmation needed but there is no terminal: pass --yes to proceed without asking; nothing was changed",
+        ));
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer).map_err(|e| CliError::new(Exit::Usage, format!("cannot read the answer: {e}")))?;
+    if matches!(answer.trim(), "y" | "Y" | "yes" | "YES") {
+        Ok(())
+    } else {
+        Err(CliError::new(Exit::Refused, "cancelled at the prompt; nothing was changed"))
+    }
+}
+
+/// Stops the driver at the next safe point on the first Ctrl-C; exits at once on the second.
+fn stop_on_ctrl_c() -> watch::Receiver<bool> {
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\nsite-sync: stopping at the next safe point (Ctrl-C again to quit at once)");
+            let _ = stop.send(true);
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(i32::from(Exit::Interrupted.code()));
+            }
+        }
+    });
+    stopped
+}
+
+async fn post_sync(command: &str) -> Result<String, String> {
+    let status = tokio::process::Command::new("sh").arg("-c").arg(command).status().await;
+    match status {
+        Ok(s) if s.success() => Ok(format!("post-sync command succeeded: {command}")),
+        Ok(s) => Err(format!("synchronized, but the post-sync command `{command}` failed ({s}); do the next step by hand")),
+        Err(e) => Err(format!("synchronized, but the post-sync command `{command}` could not run: {e}")),
+    }
+}
+
+fn describe_run(resolved: &Resolved, connected: &Connected, caches: &[CacheName]) -> String {
+    let (a, o) = (&resolved.active, &resolved.offline);
+    let mode = resolved.config.sites[o.as_str()].keycloak_mode();
+    let keycloak = match mode {
+        Some(KeycloakMode::AlreadyStopped) => format!(
+            "Keycloak on {o} is configured as already stopped: site-sync will neither check nor start it; make sure it is stopped"
+        ),
+        _ => format!("scale Keycloak ({}) to 0 and back", connected.ports.keycloak.describe()),
+    };
+    format!(
+        "This will, on {o} (offline): {keycloak}; take the backup to {a} offline; CLEAR {} cache(s) ({}); bring the backup online. \
+         Then {a} (active) pushes its state to {o}. {a}'s data is only read.",
+        caches.len(),
+        caches.iter().map(CacheName::as_str).collect::<Vec<_>>().join(", ")
+    )
+}
+
+/// `run` and `resume`.
+pub async fn run(format: Format, resolved: &Resolved, change: Change, resume: bool) -> Result<Exit, CliError> {
+    let connected = connect(resolved).await?;
+    let renderer = Renderer::new(format);
+    let driver = Driver::new(&connected.plan, &connected.ports, &renderer);
+    let question = if resume {
+        let journal = connected.ports.journal.load().await.ok().flatten();
+        match journal {
+            Some(j) => format!(
+                "Resume run {} at step {} ({})?",
+                j.run_id,
+                j.resume_from.unwrap_or(j.step),
+                j.resume_from.unwrap_or(j.step).describe(&resolved.active, &resolved.offline)
+            ),
+            None => String::new(),
+        }
+    } else {
+        match driver.preflight().await {
+            Ok(report) => {
+                for warning in &report.warnings {
+                    eprintln!("warning: {warning}");
+                }
+                format!("{}\nProceed?", describe_run(resolved, &connected, &report.caches))
+            }
+            Err(outcome) => {
+                let exit = exit_for(&outcome);
+                finish(format, &outcome, exit, None);
+                return Ok(exit);
+            }
+        }
+    };
+    if !question.is_empty() {
+        confirm(change.yes, &question)?;
+    }
+    let driver = driver.with_stop(stop_on_ctrl_c());
+    let outcome = if resume { driver.resume().await } else { driver.run(run_id()).await };
+    let mut exit = exit_for(&outcome);
+    let mut note = None;
+    if let (RunOutcome::Succeeded(_), Some(command)) = (&outcome, &resolved.config.post_sync_command) {
+        match post_sync(command).await {
+            Ok(text) => note = Some(text),
+            Err(text) => {
+                note = Some(text);
+                exit = Exit::Failed;
+            }
+        }
+    }
+    finish(format, &outcome, exit, note.as_deref());
+    Ok(exit)
+}
+
+/// `plan`.
+pub async fn plan(format: Format, resolved: &Resolved) -> Result<Exit, CliError> {
+    let connected = connect(resolved).await?;
+    let renderer = Renderer::new(Format::Text);
+    let driver = Driver::new(&connected.plan, &connected.ports, &renderer);
+    let preflight = driver.preflight().await;
+    let caches = preflight.as_ref().ok().map(|r| r.caches.clone());
+    let (a, o) = (&resolved.active, &resolved.offline);
+    let view = look(
+        (a, &connected.plan.active.endpoint, &connected.ports.active),
+        (o, &connected.plan.offline.endpoint, &connected.ports.offline),
+        caches.as_deref().or(resolved.caches.as_deref()),
+        Some(&connected.ports.keycloak),
+    )
+    .await;
+    let steps: Vec<(Step, String)> = Step::ALL.iter().map(|s| (*s, s.describe(a, o))).collect();
+    let exit = if preflight.is_ok() { Exit::Success } else { Exit::Refused };
+    if format == Format::Json {
+        json_line(json!({
+            "type": "plan",
+            "active": a, "offline": o,
+            "view": view,
+            "steps": steps.iter().map(|(s, d)| json!({"number": s.number(), "step": s, "description": d})).collect::<Vec<_>>(),
+            "preflight": match &preflight {
+                Ok(report) => json!({"passed": true, "caches": report.caches, "keycloak_line": report.line, "warnings": report.warnings}),
+                Err(outcome) => json!({"passed": false, "reason": outcome.summary()}),
+            },
+            "exit_code": exit.code(),
+        }));
+        return Ok(exit);
+    }
+    println!("Plan: synchronize {o} (offline) from {a} (active). Read-only: nothing was changed.");
+    for line in render(&view) {
+        println!("{line}");
+    }
+    println!("Steps a run would take:");
+    for (step, description) in &steps {
+        println!("  {:>2}. {:<17} {description}", step.number(), step.name());
+    }
+    println!(
+        "Interlocks: a cache is cleared only while its backup to {a} reads offline on every node (re-read right before the clear, \
+         which also carries SKIP_XSITE_BACKUP); only {a} pushes; Keycloak starts only after every push read OK."
+    );
+    match &preflight {
+        Ok(report) => {
+            let line = report.line.as_deref().map(|l| format!(" ({l})")).unwrap_or_default();
+            println!("Preflight passed{line}: {} cache(s). Run it with: site-sync run", report.caches.len());
+            for warning in &report.warnings {
+                println!("warning: {warning}");
+            }
+        }
+        Err(outcome) => println!("A run would be refused: {}", outcome.summary()),
+    }
+    Ok(exit)
+}
+
+/// `status`.
+pub async fn status(format: Format, resolved: &Resolved) -> Result<Exit, CliError> {
+    let connected = connect(resolved).await?;
+    let (a, o) = (&resolved.active, &resolved.offline);
+    let view = look(
+        (a, &connected.plan.active.endpoint, &connected.ports.active),
+        (o, &connected.plan.offline.endpoint, &connected.ports.offline),
+        resolved.caches.as_deref(),
+        Some(&connected.ports.keycloak),
+    )
+    .await;
+    let diagnosis = diagnose(&view);
+    if format == Format::Json {
+        json_line(json!({"type": "status", "view": view, "diagnosis": diagnosis, "summary": diagnosis.text(a, o)}));
+    } else {
+        for line in render(&view) {
+            println!("{line}");
+        }
+        println!("Diagnosis: {}", diagnosis.text(a, o));
+    }
+    Ok(Exit::Success)
+}
+
+async fn caches_of(resolved: &Resolved, connected: &Connected) -> Vec<CacheName> {
+    if let Some(list) = &resolved.caches {
+        return list.clone();
+    }
+    let view = look(
+        (&resolved.active, "", &connected.ports.active),
+        (&resolved.offline, "", &connected.ports.offline),
+        None,
+        None::<&crate::connect::AnyKeycloak>,
+    )
+    .await;
+    view.caches.into_iter().map(|row| row.cache).collect()
+}
+
+fn site_error(resolved: &Resolved, (side, error): (sync_core::Side, ispn_xsite::Error)) -> CliError {
+    let name = match side {
+        sync_core::Side::Active => &resolved.active,
+        sync_core::Side::Offline => &resolved.offline,
+    };
+    CliError::new(Exit::Refused, format!("{name}: {error}"))
+}
+
+/// `diff`.
+pub async fn diff(format: Format, resolved: &Resolved, values: bool, sample: usize) -> Result<Exit, CliError> {
+    let connected = connect(resolved).await?;
+    let caches = caches_of(resolved, &connected).await;
+    let (active, offline) = (&connected.ports.active, &connected.ports.offline);
+    let mode = if values { CompareMode::Entries } else { CompareMode::Keys };
+    let mut differ = false;
+    if format == Format::Text {
+        println!("Comparing {} (active) with {} (offline), {} cache(s):", resolved.active, resolved.offline, caches.len());
+    }
+    for cache in &caches {
+        let comparison = compare(active, offline, cache, mode, CompareLimits { sample, ..CompareLimits::default() })
+            .await
+            .map_err(|e| site_error(resolved, e))?;
+        differ |= !comparison.is_equal();
+        if format == Format::Json {
+            json_line(json!({"type": "diff", "cache": cache, "comparison": comparison}));
+            continue;
+        }
+        println!(
+            "  {:<24} {} keys on {}, {} on {}: {} only on {}, {} only on {}{}",
+            cache.as_str(),
+            comparison.active,
+            resolved.active,
+            comparison.offline,
+            resolved.offline,
+            comparison.only_active,
+            resolved.active,
+            comparison.only_offline,
+            resolved.offline,
+            if values { format!(", {} with different values", comparison.different_values) } else { String::new() }
+        );
+        for (label, keys) in [
+            (format!("only on {}", resolved.active), &comparison.sample_only_active),
+            (format!("only on {}", resolved.offline), &comparison.sample_only_offline),
+            ("different values".to_owned(), &comparison.sample_different),
+        ] {
+            if !keys.is_empty() {
+                println!("      {label}: {}", keys.iter().map(|k| format!("{k:?}")).collect::<Vec<_>>().join(", "));
+            }
+        }
+    }
+    let exit = if differ { Exit::Differ } else { Exit::Success };
+    if format == Format::Json {
+        json_line(json!({"type": "diff_summary", "equal": !differ, "exit_code": exit.code()}));
+    } else {
+        println!("{}", if differ { "The sites differ." } else { "The sites hold the same keys." });
+    }
+    Ok(exit)
+}
+
+/// `verify`.
+pub async fn verify(format: Format, resolved: &Resolved, keys: bool) -> Result<Exit, CliError> {
+    let connected = connect(resolved).await?;
+    let caches = caches_of(resolved, &connected).await;
+    let (active, offline) = (&connected.ports.active, &connected.ports.offline);
+    let tolerance = connected.plan.settings.drift_tolerance;
+    let mut failed = false;
+    for cache in &caches {
+        let sizes = Sizes {
+            active_before: active.size(cache).await.map_err(|e| site_error(resolved, (sync_core::Side::Active, e)))?,
+            offline: offline.size(cache).await.map_err(|e| site_error(resolved, (sync_core::Side::Offline, e)))?,
+            active_after: active.size(cache).await.map_err(|e| site_error(resolved, (sync_core::Side::Active, e)))?,
+        };
+        let counts = if keys {
+            let c = compare(active, offline, cache, CompareMode::Keys, CompareLimits::default()).await.map_err(|e| site_error(resolved, e))?;
+            Some(sync_core::observe::KeyCounts { active: c.active, offline: c.offline, only_active: c.only_active, only_offline: c.only_offline })
+        } else {
+            None
+        };
+        let result = verdict(&sizes, counts.as_ref(), tolerance);
+        failed |= matches!(result, Verdict::Mismatch { .. });
+        if format == Format::Json {
+            json_line(json!({"type": "verified", "cache": cache, "verdict": result, "keys": counts}));
+        } else {
+            println!("  {:<24} {}", cache.as_str(), verdict_text(&result));
+        }
+    }
+    let exit = if failed { Exit::Differ } else { Exit::Success };
+    if format == Format::Json {
+        json_line(json!({"type": "verify_summary", "passed": !failed, "exit_code": exit.code()}));
+    } else {
+        println!("{}", if failed { "Verification FAILED: the offline site does not match." } else { "Verification passed." });
+    }
+    Ok(exit)
+}
+
+/// `config check`.
+pub async fn check(format: Format, resolved: &Resolved) -> Result<Exit, CliError> {
+    let connected = connect(resolved).await?;
+    let renderer = Renderer::new(Format::Text);
+    let driver = Driver::new(&connected.plan, &connected.ports, &renderer);
+    let outcome = driver.preflight().await;
+    let exit = if outcome.is_ok() { Exit::Success } else { Exit::Refused };
+    if format == Format::Json {
+        json_line(json!({
+            "type": "config_check",
+            "active": {"name": resolved.active, "endpoint": connected.plan.active.endpoint},
+            "offline": {"name": resolved.offline, "endpoint": connected.plan.offline.endpoint},
+            "keycloak": connected.ports.keycloak.describe(),
+            "journal": resolved.journal,
+            "passed": outcome.is_ok(),
+            "message": match &outcome { Ok(r) => format!("{} cache(s)", r.caches.len()), Err(o) => o.summary() },
+            "exit_code": exit.code(),
+        }));
+        return Ok(exit);
+    }
+    match outcome {
+        Ok(report) => {
+            println!("configuration OK:");
+            println!("  active   {} at {}", resolved.active, connected.plan.active.endpoint);
+            println!("  offline  {} at {}", resolved.offline, connected.plan.offline.endpoint);
+            println!("  Keycloak {}", connected.ports.keycloak.describe());
+            println!("  caches   {}", report.caches.iter().map(CacheName::as_str).collect::<Vec<_>>().join(", "));
+            println!("  journal  {}", resolved.journal.display());
+            for warning in report.warnings {
+                println!("warning: {warning}");
+            }
+        }
+        Err(outcome) => eprintln!("site-sync: {}", outcome.summary()),
+    }
+    Ok(exit)
+}
+
+/// Loads a configuration file for the demo (same path as a user's file).
+pub fn load_path(path: &Path, overrides: &Overrides) -> Result<Resolved, CliError> {
+    Config::load(path)?.resolve(path, overrides)
+}

@@ -1,0 +1,397 @@
+//! The configuration file: both sites (Infinispan endpoint, authentication, TLS, where the
+//! password comes from; Kubernetes context, namespace, CR names; how Keycloak is stopped), which
+//! site is active, and the run's settings. Flags override the file; passwords never come from the
+//! command line.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ispn_xsite::{CacheName, Mechanism, SiteName};
+use serde::{Deserialize, Deserializer};
+
+use crate::exit::{CliError, Exit};
+
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    let text: Option<String> = Option::deserialize(deserializer)?;
+    text.map(|t| humantime::parse_duration(&t).map_err(|e| serde::de::Error::custom(format!("{t:?} is not a duration ({e}); write e.g. 500ms, 30s, 15m"))))
+        .transpose()
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The site whose data is kept.
+    pub active: Option<String>,
+    /// The stale site.
+    pub offline: Option<String>,
+    /// Both sites, by name (the name each reports as `local_site`).
+    #[serde(default)]
+    pub sites: BTreeMap<String, SiteConfig>,
+    /// Caches to synchronize; default: discover Keycloak's.
+    pub caches: Option<Vec<String>>,
+    /// Patience and parallelism.
+    #[serde(default)]
+    pub settings: SettingsConfig,
+    /// Where the journal is kept (default `site-sync-<active>-<offline>.journal.json`).
+    pub journal: Option<PathBuf>,
+    /// The run lock.
+    #[serde(default)]
+    pub lock: LockConfig,
+    /// A command run after a verified sync (e.g. adding the site back to the load balancer).
+    pub post_sync_command: Option<String>,
+}
+
+/// One site.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    /// Its Infinispan REST endpoint.
+    #[serde(default)]
+    pub infinispan: InfinispanConfig,
+    /// Its Kubernetes cluster, if it runs on one.
+    pub kubernetes: Option<KubernetesConfig>,
+    /// How its Keycloak is stopped and started.
+    #[serde(default)]
+    pub keycloak: KeycloakConfig,
+}
+
+/// Reaching Infinispan.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InfinispanConfig {
+    /// `https://host:11222`. Without it, the tool discovers the endpoint or port-forwards.
+    pub url: Option<String>,
+    /// `auto` (answer the server's challenge), `digest` or `basic`.
+    #[serde(default)]
+    pub auth: Mechanism,
+    /// The CA certificate(s) to trust, PEM.
+    pub ca_file: Option<PathBuf>,
+    /// Accept any certificate and host name (like `cli.sh --trustall`): test servers only.
+    #[serde(default)]
+    pub insecure: bool,
+    /// User name.
+    pub user: Option<String>,
+    /// Name of the environment variable holding the password.
+    pub password_env: Option<String>,
+    /// File holding the password (first line).
+    pub password_file: Option<PathBuf>,
+    /// REST context path.
+    #[serde(default = "default_context")]
+    pub context_path: String,
+}
+
+impl Default for InfinispanConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            auth: Mechanism::Auto,
+            ca_file: None,
+            insecure: false,
+            user: None,
+            password_env: None,
+            password_file: None,
+            context_path: default_context(),
+        }
+    }
+}
+
+fn default_context() -> String {
+    "rest".to_owned()
+}
+
+fn default_keycloak() -> String {
+    "keycloak".to_owned()
+}
+
+fn default_infinispan() -> String {
+    "infinispan".to_owned()
+}
+
+/// A site's Kubernetes cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// The kubeconfig file (default: `$KUBECONFIG` or `~/.kube/config`).
+    pub kubeconfig: Option<PathBuf>,
+    /// The context for this site's cluster.
+    pub context: Option<String>,
+    /// The namespace of Keycloak and Infinispan (default: the context's).
+    pub namespace: Option<String>,
+    /// The Keycloak CR name.
+    #[serde(default = "default_keycloak")]
+    pub keycloak: String,
+    /// The Infinispan CR name (for credentials and endpoint discovery).
+    #[serde(default = "default_infinispan")]
+    pub infinispan: String,
+    /// The Secret with Infinispan credentials (default: `connect-secret`, then the operator's).
+    pub credentials_secret: Option<String>,
+}
+
+/// How Keycloak is stopped on this site.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeycloakMode {
+    /// Through the Keycloak CR (needs `kubernetes`). The default when `kubernetes` is given.
+    #[default]
+    Operator,
+    /// Through the `stop`, `start` and `is_stopped` commands.
+    Commands,
+    /// The operator stopped it already; the tool does not touch it (asks for confirmation).
+    AlreadyStopped,
+}
+
+/// Keycloak settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeycloakConfig {
+    /// How.
+    pub mode: Option<KeycloakMode>,
+    /// Stops Keycloak (mode `commands`).
+    pub stop: Option<String>,
+    /// Starts it.
+    pub start: Option<String>,
+    /// Exits 0 when it is stopped.
+    pub is_stopped: Option<String>,
+}
+
+/// Run settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsConfig {
+    /// Pause between status reads.
+    #[serde(default, deserialize_with = "duration")]
+    pub poll_interval: Option<Duration>,
+    /// How long one push may read SENDING before it is recovered.
+    #[serde(default, deserialize_with = "duration")]
+    pub push_deadline: Option<Duration>,
+    /// How long any step may take.
+    #[serde(default, deserialize_with = "duration")]
+    pub step_deadline: Option<Duration>,
+    /// Limit of each REST call.
+    #[serde(default, deserialize_with = "duration")]
+    pub request_timeout: Option<Duration>,
+    /// How long Keycloak may take to stop.
+    #[serde(default, deserialize_with = "duration")]
+    pub scale_down_timeout: Option<Duration>,
+    /// How long Keycloak may take to start.
+    #[serde(default, deserialize_with = "duration")]
+    pub scale_up_timeout: Option<Duration>,
+    /// Take-offline calls per cache.
+    pub take_offline_attempts: Option<u32>,
+    /// Pushes per cache.
+    pub push_attempts: Option<u32>,
+    /// Caches worked on at once.
+    pub parallelism: Option<usize>,
+    /// Compare keys after the push, not only sizes.
+    pub verify_keys: Option<bool>,
+    /// Entries of difference tolerated beyond what traffic explains.
+    pub drift_tolerance: Option<u64>,
+    /// Force-delete Keycloak pods stuck in Terminating.
+    pub force_delete_stuck_pods: Option<bool>,
+}
+
+/// The run lock.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockConfig {
+    /// The Lease name in the offline site's namespace (when it has `kubernetes`).
+    pub lease: Option<String>,
+    /// A lock file (when it has not; default: next to the journal).
+    pub file: Option<PathBuf>,
+}
+
+/// Settings given as flags, which win over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--active`.
+    pub active: Option<String>,
+    /// `--offline`.
+    pub offline: Option<String>,
+    /// `--caches`.
+    pub caches: Option<Vec<String>>,
+    /// `--journal`.
+    pub journal: Option<PathBuf>,
+    /// `--request-timeout`.
+    pub request_timeout: Option<Duration>,
+    /// `--verify-keys`.
+    pub verify_keys: bool,
+    /// `--force-delete-stuck-pods`.
+    pub force_delete_stuck_pods: bool,
+}
+
+/// A configuration with its roles resolved and checked.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The file as read (with overrides applied).
+    pub config: Config,
+    /// The active site's name.
+    pub active: SiteName,
+    /// The offline site's name.
+    pub offline: SiteName,
+    /// Its explicit cache list, if any.
+    pub caches: Option<Vec<CacheName>>,
+    /// The journal path.
+    pub journal: PathBuf,
+    /// Where the file was (relative paths inside it are relative to its directory).
+    pub base: PathBuf,
+}
+
+fn config_error(message: String) -> CliError {
+    CliError::new(Exit::Usage, message)
+}
+
+impl Config {
+    /// Reads and parses `path`; unknown keys are errors.
+    pub fn load(path: &Path) -> Result<Self, CliError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            config_error(format!("cannot read the configuration {}: {e}; pass --config <file> (see docs/user-guide.md)", path.display()))
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses `text` (read from `path`).
+    pub fn parse(path: &Path, text: &str) -> Result<Self, CliError> {
+        serde_yaml::from_str(text).map_err(|e| {
+            let detail = e.to_string().replace('\n', " ");
+            config_error(format!("the configuration {} is not valid: {detail}", path.display()))
+        })
+    }
+
+    /// Applies flags, checks the roles and the file's consistency.
+    pub fn resolve(mut self, path: &Path, overrides: &Overrides) -> Result<Resolved, CliError> {
+        if let Some(active) = &overrides.active {
+            self.active = Some(active.clone());
+        }
+        if let Some(offline) = &overrides.offline {
+            self.offline = Some(offline.clone());
+        }
+        if let Some(caches) = &overrides.caches {
+            self.caches = Some(caches.clone());
+        }
+        if let Some(timeout) = overrides.request_timeout {
+            self.settings.request_timeout = Some(timeout);
+        }
+        if overrides.verify_keys {
+            self.settings.verify_keys = Some(true);
+        }
+        if overrides.force_delete_stuck_pods {
+            self.settings.force_delete_stuck_pods = Some(true);
+        }
+        let known = || self.sites.keys().cloned().collect::<Vec<_>>().join(", ");
+        let role = |role: &str, value: &Option<String>| -> Result<SiteName, CliError> {
+            let name = value
+                .clone()
+                .ok_or_else(|| config_error(format!("no {role} site: set `{role}:` in the configuration or pass --{role} <site>")))?;
+            if !self.sites.contains_key(&name) {
+                return Err(config_error(format!("the {role} site '{name}' is not under `sites:` (known: {}); fix the name", known())));
+            }
+            SiteName::new(name).map_err(|e| config_error(format!("the {role} site name: {e}")))
+        };
+        let active = role("active", &self.active)?;
+        let offline = role("offline", &self.offline)?;
+        if active == offline {
+            return Err(config_error(format!(
+                "the active and the offline site are both '{active}'; the offline site is the stale one that gets cleared"
+            )));
+        }
+        for (name, site) in &self.sites {
+            site.check(name, name == offline.as_str())?;
+        }
+        let caches = match &self.caches {
+            None => None,
+            Some(list) => {
+                let mut names = Vec::new();
+                for name in list {
+                    names.push(CacheName::new(name.clone()).map_err(|e| config_error(format!("caches: {e}")))?);
+                }
+                if names.is_empty() {
+                    return Err(config_error("caches: the list is empty; remove it to synchronize Keycloak's caches".to_owned()));
+                }
+                Some(names)
+            }
+        };
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let journal = overrides
+            .journal
+            .clone()
+            .or_else(|| self.journal.clone().map(|j| base.join(j)))
+            .unwrap_or_else(|| PathBuf::from(format!("site-sync-{active}-{offline}.journal.json")));
+        Ok(Resolved { config: self, active, offline, caches, journal, base })
+    }
+}
+
+impl SiteConfig {
+    fn check(&self, name: &str, offline: bool) -> Result<(), CliError> {
+        let ispn = &self.infinispan;
+        if let Some(url) = &ispn.url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(config_error(format!("sites.{name}.infinispan.url {url:?} must start with http:// or https://")));
+            }
+        } else if self.kubernetes.is_none() {
+            return Err(config_error(format!(
+                "sites.{name}: no infinispan.url and no kubernetes section; give the URL, or the kubeconfig context to discover it"
+            )));
+        }
+        if ispn.insecure && ispn.ca_file.is_some() {
+            return Err(config_error(format!("sites.{name}.infinispan: ca_file and insecure contradict each other; keep one")));
+        }
+        if ispn.password_env.is_some() && ispn.password_file.is_some() {
+            return Err(config_error(format!("sites.{name}.infinispan: give password_env or password_file, not both")));
+        }
+        if ispn.user.is_some() && ispn.password_env.is_none() && ispn.password_file.is_none() {
+            return Err(config_error(format!(
+                "sites.{name}.infinispan.user is set but no password source: add password_env or password_file (never the password itself)"
+            )));
+        }
+        if ispn.user.is_none() && self.kubernetes.is_none() {
+            return Err(config_error(format!(
+                "sites.{name}.infinispan: no user; set user with password_env or password_file, or a kubernetes section to read the operator's Secret"
+            )));
+        }
+        if !offline {
+            return Ok(());
+        }
+        match self.keycloak_mode() {
+            None => {
+                return Err(config_error(format!(
+                    "sites.{name}.keycloak.mode: without a kubernetes section, say how Keycloak is stopped: commands or already-stopped"
+                )));
+            }
+            Some(KeycloakMode::Operator) if self.kubernetes.is_none() => {
+                return Err(config_error(format!("sites.{name}.keycloak.mode operator needs a kubernetes section")));
+            }
+            Some(KeycloakMode::Commands) => {
+                for (key, value) in [("stop", &self.keycloak.stop), ("start", &self.keycloak.start), ("is_stopped", &self.keycloak.is_stopped)] {
+                    if value.is_none() {
+                        return Err(config_error(format!("sites.{name}.keycloak.mode is commands but keycloak.{key} is missing")));
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// How Keycloak is handled: the mode given, else `operator` with Kubernetes.
+    pub fn keycloak_mode(&self) -> Option<KeycloakMode> {
+        self.keycloak.mode.or(self.kubernetes.as_ref().map(|_| KeycloakMode::Operator))
+    }
+}
+
+/// Reads a password from its configured source. The value never leaves the credentials object.
+pub fn password(site: &str, ispn: &InfinispanConfig, base: &Path) -> Result<Option<String>, CliError> {
+    if let Some(var) = &ispn.password_env {
+        return std::env::var(var).map(Some).map_err(|_| {
+            config_error(format!("sites.{site}.infinispan.password_env: the environment variable {var} is not set"))
+        });
+    }
+    if let Some(file) = &ispn.password_file {
+        let path = base.join(file);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| config_error(format!("sites.{site}.infinispan.password_file {}: {e}", path.display())))?;
+        return Ok(Some(text.lines().next().unwrap_or_default().to_owned()));
+    }
+    Ok(None)
+}

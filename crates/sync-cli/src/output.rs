@@ -1,0 +1,250 @@
+//! Everything the tool shows: human text (step list, progress bars on stderr, summary on stdout)
+//! or JSON Lines events on stdout. This is the only module that knows JSON output shapes; their
+//! `schema_version` changes only when a field's meaning does.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{Value, json};
+use sync_core::journal::{Step, Verdict};
+use sync_core::ports::human_duration;
+use sync_core::{Event, RunOutcome};
+
+use crate::exit::Exit;
+
+/// The JSON output's schema version.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// How to show results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// For people: text on stderr while working, a summary on stdout.
+    Text,
+    /// For automation: JSON Lines on stdout.
+    Json,
+}
+
+/// Writes one JSON line to stdout.
+pub fn json_line(mut value: Value) {
+    if let Value::Object(map) = &mut value {
+        map.insert("schema_version".to_owned(), json!(SCHEMA_VERSION));
+    }
+    println!("{value}");
+}
+
+fn ms(duration: Duration) -> u64 {
+    duration.as_millis() as u64
+}
+
+/// A verdict in words.
+pub fn verdict_text(verdict: &Verdict) -> String {
+    match verdict {
+        Verdict::Equal { entries } => format!("equal ({entries} entries)"),
+        Verdict::Drift { active, offline } => format!("drift: {active} active / {offline} offline (live traffic)"),
+        Verdict::Mismatch { active, offline } => format!("MISMATCH: {active} active / {offline} offline"),
+    }
+}
+
+/// An outcome as JSON (the `run_finished` event's body).
+pub fn outcome_json(outcome: &RunOutcome, exit: Exit) -> Value {
+    let (kind, report) = match outcome {
+        RunOutcome::Succeeded(report) => ("succeeded", serde_json::to_value(report).unwrap_or(Value::Null)),
+        RunOutcome::Refused(r) => ("refused", serde_json::to_value(r).unwrap_or(Value::Null)),
+        RunOutcome::Failed(f) => ("failed", serde_json::to_value(f).unwrap_or(Value::Null)),
+        RunOutcome::Interrupted => ("interrupted", Value::Null),
+    };
+    json!({"type": "run_finished", "outcome": kind, "message": outcome.summary(), "exit_code": exit.code(), "detail": report})
+}
+
+/// An event as JSON.
+pub fn event_json(event: &Event) -> Value {
+    match event {
+        Event::RunStarted { run_id, active, offline, resumed, from } => {
+            json!({"type": "run_started", "run_id": run_id, "active": active, "offline": offline, "resumed": resumed, "from": from})
+        }
+        Event::StepStarted { step, description } => {
+            json!({"type": "step_started", "step": step, "number": step.number(), "of": Step::ALL.len(), "description": description})
+        }
+        Event::StepFinished { step, elapsed } => json!({"type": "step_finished", "step": step, "elapsed_ms": ms(*elapsed)}),
+        Event::CachesResolved { caches, line } => json!({"type": "caches", "caches": caches, "keycloak_line": line}),
+        Event::Action { step, action, side, cache } => {
+            json!({"type": "action", "step": step, "action": action, "site": side, "cache": cache})
+        }
+        Event::PushProgress { cache, transferred, total } => {
+            json!({"type": "push_progress", "cache": cache, "transferred": transferred, "total": total})
+        }
+        Event::Retry { step, cache, attempt, reason } => {
+            json!({"type": "retry", "step": step, "cache": cache, "attempt": attempt, "reason": reason})
+        }
+        Event::InterlockRefused { step, cache, reason } => {
+            json!({"type": "interlock_refused", "step": step, "cache": cache, "reason": reason})
+        }
+        Event::Verified { cache, verdict } => json!({"type": "verified", "cache": cache, "verdict": verdict}),
+        Event::Warning { message } => json!({"type": "warning", "message": message}),
+        Event::Keycloak { message } => json!({"type": "keycloak", "message": message}),
+        Event::RunFinished { outcome } => json!({"type": "run_outcome", "message": outcome.summary()}),
+    }
+}
+
+struct State {
+    multi: Option<MultiProgress>,
+    step_bar: Option<ProgressBar>,
+    bars: BTreeMap<String, ProgressBar>,
+}
+
+/// Renders events as they come.
+pub struct Renderer {
+    format: Format,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for Renderer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Renderer").field("format", &self.format).finish_non_exhaustive()
+    }
+}
+
+impl Renderer {
+    /// A renderer; progress bars only when stderr is a terminal.
+    pub fn new(format: Format) -> Self {
+        let multi = (format == Format::Text && std::io::stderr().is_terminal())
+            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        Self { format, state: Mutex::new(State { multi, step_bar: None, bars: BTreeMap::new() }) }
+    }
+
+    fn line(&self, state: &State, text: String) {
+        match &state.multi {
+            Some(multi) => {
+                let _ = multi.println(text);
+            }
+            None => eprintln!("{text}"),
+        }
+    }
+
+    fn text(&self, event: &Event) {
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match event {
+            Event::RunStarted { run_id, active, offline, resumed, from } => {
+                let verb = if *resumed { format!("resuming at {from}") } else { "synchronizing".to_owned() };
+                self.line(&state, format!("site-sync: {verb}: {offline} from {active} (run {run_id})"));
+            }
+            Event::StepStarted { step, description } => {
+                let head = format!("{:>2}/{} {:<17} {description}", step.number(), Step::ALL.len(), step.name());
+                match &state.multi {
+                    Some(multi) => {
+                        let bar = multi.add(ProgressBar::new_spinner());
+                        bar.set_style(ProgressStyle::with_template("  {spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+                        bar.set_message(head);
+                        bar.enable_steady_tick(Duration::from_millis(120));
+                        state.step_bar = Some(bar);
+                    }
+                    None => eprintln!("  … {head}"),
+                }
+            }
+            Event::StepFinished { step, elapsed } => {
+                if let Some(bar) = state.step_bar.take() {
+                    bar.finish_and_clear();
+                }
+                for (_, bar) in std::mem::take(&mut state.bars) {
+                    bar.finish_and_clear();
+                }
+                self.line(
+                    &state,
+                    format!("  ✓ {:>2}/{} {:<17} done in {}", step.number(), Step::ALL.len(), step.name(), human_duration(*elapsed)),
+                );
+            }
+            Event::CachesResolved { caches, line } => {
+                let names: Vec<&str> = caches.iter().map(|c| c.as_str()).collect();
+                let line = line.as_deref().map(|l| format!(" ({l})")).unwrap_or_default();
+                self.line(&state, format!("      caches{line}: {}", names.join(", ")));
+            }
+            Event::Action { action, side, cache, .. } => {
+                let cache = cache.as_ref().map(|c| format!(" {c}")).unwrap_or_default();
+                self.line(&state, format!("      · {action}{cache} on the {side} site"));
+            }
+            Event::PushProgress { cache, transferred, total } => {
+                if let Some(multi) = state.multi.clone() {
+                    let key = cache.to_string();
+                    let bar = state.bars.entry(key).or_insert_with(|| {
+                        let bar = multi.add(ProgressBar::new(*total));
+                        bar.set_style(
+                            ProgressStyle::with_template("      {prefix:<24} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+                                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                                .progress_chars("=> "),
+                        );
+                        bar.set_prefix(cache.to_string());
+                        bar
+                    });
+                    bar.set_length((*total).max(*transferred));
+                    bar.set_position(*transferred);
+                }
+            }
+            Event::Retry { cache, attempt, reason, .. } => {
+                let cache = cache.as_ref().map(|c| format!("{c}: ")).unwrap_or_default();
+                self.line(&state, format!("      ↻ {cache}attempt {attempt}: {reason}"));
+            }
+            Event::InterlockRefused { cache, reason, .. } => {
+                let cache = cache.as_ref().map(|c| format!("{c}: ")).unwrap_or_default();
+                self.line(&state, format!("      ✋ {cache}{reason}"));
+            }
+            Event::Verified { cache, verdict } => self.line(&state, format!("      = {cache}: {}", verdict_text(verdict))),
+            Event::Warning { message } => self.line(&state, format!("      ! {message}")),
+            Event::Keycloak { message } => self.line(&state, format!("      · Keycloak: {message}")),
+            Event::RunFinished { .. } => {
+                if let Some(bar) = state.step_bar.take() {
+                    bar.finish_and_clear();
+                }
+            }
+        }
+    }
+}
+
+impl sync_core::ports::EventSink for Renderer {
+    fn emit(&self, event: &Event) {
+        match self.format {
+            Format::Json => {
+                if !matches!(event, Event::RunFinished { .. }) {
+                    json_line(event_json(event));
+                }
+            }
+            Format::Text => self.text(event),
+        }
+    }
+}
+
+/// Prints how a run ended: the summary (text, stdout) or the final JSON line.
+pub fn finish(format: Format, outcome: &RunOutcome, exit: Exit, post_sync: Option<&str>) {
+    if format == Format::Json {
+        let mut value = outcome_json(outcome, exit);
+        if let Some(note) = post_sync {
+            value["post_sync"] = json!(note);
+        }
+        json_line(value);
+        return;
+    }
+    match outcome {
+        RunOutcome::Succeeded(report) => {
+            println!("synchronized {} caches from {} to {} in {}", report.caches.len(), report.active, report.offline, human_duration(report.elapsed));
+            for cache in &report.caches {
+                let verdict = cache.verdict.as_ref().map(verdict_text).unwrap_or_else(|| "not verified".to_owned());
+                println!("  {:<26} pushes: {}  {verdict}", cache.cache.as_str(), cache.push_attempts);
+            }
+            match report.keycloak_instances {
+                Some(n) => println!("Keycloak on {} restored to {n} instance(s).", report.offline),
+                None => println!("Keycloak on {} was not managed by site-sync.", report.offline),
+            }
+            for warning in &report.warnings {
+                println!("warning: {warning}");
+            }
+            match post_sync {
+                Some(note) => println!("{note}"),
+                None => println!("Next: {}", report.next_step),
+            }
+        }
+        other => eprintln!("site-sync: {}", other.summary()),
+    }
+}
