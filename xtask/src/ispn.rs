@@ -170,15 +170,6 @@ impl RunningPair {
         env
     }
 
-    /// Kills one node with SIGKILL (what a crashed JVM looks like).
-    pub fn kill_node(&mut self, name: &str) -> Result<()> {
-        if let Some((_, child)) = self.children.iter_mut().find(|(n, _)| n == name) {
-            child.kill()?;
-            child.wait()?;
-        }
-        Ok(())
-    }
-
     /// Stops every node (SIGTERM, then SIGKILL after 20 s).
     pub fn stop(mut self) -> Result<()> {
         self.stop_all();
@@ -275,7 +266,9 @@ pub fn start(spec: PairSpec) -> Result<RunningPair> {
     for node in &nodes {
         for port in [node.rest_port(), 7800 + node.offset, 7850 + node.offset] {
             if port_in_use(port) {
-                bail!("port {port} is already in use on 127.0.0.1: stop the other pair (`cargo xtask ispn down`) or whatever holds it");
+                bail!(
+                    "port {port} is already in use on 127.0.0.1: stop the other pair (`cargo xtask ispn down`) or whatever holds it"
+                );
             }
         }
     }
@@ -316,7 +309,10 @@ pub fn start(spec: PairSpec) -> Result<RunningPair> {
         // One script per node: the harness starts it, and a test that killed the node can start
         // it again exactly the same way (`sh <node>.start`).
         let script = dir.join(format!("{}.start", node.name));
-        std::fs::write(&script, format!("#!/bin/sh\nexec {java} \\\n  >> '{}' 2>&1\n", dir.join(format!("{}.out", node.name)).display()))?;
+        std::fs::write(
+            &script,
+            format!("#!/bin/sh\nexec {java} \\\n  >> '{}' 2>&1\n", dir.join(format!("{}.out", node.name)).display()),
+        )?;
         let mut command = Command::new("sh");
         command.arg(&script).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
         // Its own process group: a Ctrl-C meant for the caller must not kill the servers
@@ -352,7 +348,11 @@ fn wait_ready(pair: &mut RunningPair, nodes: &[Node]) -> Result<()> {
         for (name, child) in &mut pair.children {
             if let Some(status) = child.try_wait()? {
                 let out = pair.dir.join(format!("{name}.out"));
-                bail!("Infinispan node {name} exited with {status} while starting; last lines of {}:\n{}", out.display(), log_tail(&out));
+                bail!(
+                    "Infinispan node {name} exited with {status} while starting; last lines of {}:\n{}",
+                    out.display(),
+                    log_tail(&out)
+                );
             }
         }
         pending.retain(|node| {
@@ -360,7 +360,11 @@ fn wait_ready(pair: &mut RunningPair, nodes: &[Node]) -> Result<()> {
             !log.contains("ISPN080001")
         });
         if Instant::now() > deadline {
-            bail!("Infinispan nodes {:?} did not start within 180 s (logs in {})", pending.iter().map(|n| &n.name).collect::<Vec<_>>(), pair.dir.display());
+            bail!(
+                "Infinispan nodes {:?} did not start within 180 s (logs in {})",
+                pending.iter().map(|n| &n.name).collect::<Vec<_>>(),
+                pair.dir.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(250));
     }
@@ -390,10 +394,10 @@ fn view_from_logs(pair: &RunningPair, site: &str) -> Vec<String> {
             continue;
         }
         let log = std::fs::read_to_string(entry.path()).unwrap_or_default();
-        if let Some(line) = log.lines().rev().find(|l| l.contains("ISPN000439")) {
-            if let Some(list) = line.rsplit('[').next() {
-                view = list.trim_end_matches(']').split(',').map(|s| s.trim().to_owned()).collect();
-            }
+        if let Some(line) = log.lines().rev().find(|l| l.contains("ISPN000439"))
+            && let Some(list) = line.rsplit('[').next()
+        {
+            view = list.trim_end_matches(']').split(',').map(|s| s.trim().to_owned()).collect();
         }
     }
     view
@@ -541,7 +545,12 @@ pub fn e2e(args: &[&str]) -> Result<()> {
                 contract(&pair, &[("SITE_SYNC_CONTRACT_CA_FILE", ""), ("SITE_SYNC_CONTRACT_INSECURE", "1")])?;
             }
             pair.stop()?;
-            timings.push(format!("{:<28} ready in {:>5.1} s, suites done in {:>5.1} s", spec.variant(), ready.as_secs_f64(), t.elapsed().as_secs_f64()));
+            timings.push(format!(
+                "{:<28} ready in {:>5.1} s, suites done in {:>5.1} s",
+                spec.variant(),
+                ready.as_secs_f64(),
+                t.elapsed().as_secs_f64()
+            ));
         }
     }
     for line in &timings {

@@ -63,10 +63,10 @@ pub(crate) fn verify(
     let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
     if scheme.eq_ignore_ascii_case("basic") && offered.contains(&AuthMechanism::Basic) {
         let decoded = base64::engine::general_purpose::STANDARD.decode(rest.trim()).ok().and_then(|b| String::from_utf8(b).ok());
-        if let Some((user, password)) = decoded.as_deref().and_then(|d| d.split_once(':')) {
-            if users(user).is_some_and(|u| u.password == password) {
-                return Verdict::User(user.to_owned());
-            }
+        if let Some((user, password)) = decoded.as_deref().and_then(|d| d.split_once(':'))
+            && users(user).is_some_and(|u| u.password == password)
+        {
+            return Verdict::User(user.to_owned());
         }
         return Verdict::Challenge(vec![AuthMechanism::Basic]);
     }

@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use ispn_xsite::requests::HttpRequest;
 use ispn_xsite::{
-    BackupStatus, CacheName, CacheResults, ClearScope, ContainerInfo, ContainerSiteStatus, Entry, Error, Health,
-    ItemStream, NodeStatuses, PushStatusReport, Requests, Result, ServerVersion, SiteAction, SiteApi, SiteName, Subject,
-    TakeOfflineConfig,
+    BackupStatus, CacheName, CacheResults, ClearScope, ContainerInfo, ContainerSiteStatus, Entry, Error, Health, ItemStream,
+    NodeStatuses, PushStatusReport, Requests, Result, ServerVersion, SiteAction, SiteApi, SiteName, Subject, TakeOfflineConfig,
 };
 
 use crate::model::{Failure, Outcome, RequestFault, World};
@@ -72,7 +71,9 @@ impl ModelSite {
         }
         op(&mut world, self.site).map_err(|failure| match failure {
             Failure::Http(status, body) => Error::from_answer(&self.endpoint, &what, ADMIN_USER, status, &body, subject),
-            Failure::Unreachable => Error::Unreachable { endpoint: self.endpoint.clone(), detail: "connection refused".to_owned() },
+            Failure::Unreachable => {
+                Error::Unreachable { endpoint: self.endpoint.clone(), detail: "connection refused".to_owned() }
+            }
             Failure::Timeout { .. } => timeout(),
         })
     }
@@ -141,7 +142,8 @@ impl SiteApi for ModelSite {
     }
 
     async fn push_state_status(&self, cache: &CacheName) -> Result<PushStatusReport> {
-        let map = self.call(self.requests.push_state_status(cache), cache_subject(cache), |w, s| w.push_state_status(s, cache))?;
+        let map =
+            self.call(self.requests.push_state_status(cache), cache_subject(cache), |w, s| w.push_state_status(s, cache))?;
         Ok(PushStatusReport::Sites(map))
     }
 
@@ -151,7 +153,12 @@ impl SiteApi for ModelSite {
         if answer == "ok" {
             Ok(())
         } else {
-            Err(Error::Server { endpoint: self.endpoint.clone(), what: "clear-push-state-status".to_owned(), status: 200, body: answer })
+            Err(Error::Server {
+                endpoint: self.endpoint.clone(),
+                what: "clear-push-state-status".to_owned(),
+                status: 200,
+                body: answer,
+            })
         }
     }
 

@@ -106,15 +106,13 @@ fn decode_component(segment: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' => {
-                match (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
-                    (Some(hi), Some(lo)) => {
-                        out.push(hi << 4 | lo);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
+            b'%' => match (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+                (Some(hi), Some(lo)) => {
+                    out.push(hi << 4 | lo);
+                    i += 2;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b => out.push(b),
         }
         i += 1;
@@ -291,9 +289,7 @@ fn container(world: &mut World, site: usize, method: &Method, tail: &[&str], que
         (["health", "status"], &Method::GET) => Reply::Text(StatusCode::OK, "HEALTHY".to_owned()),
         (["x-site", "backups", ..], _) if !admin => forbidden(user),
         (["x-site", "backups"], &Method::GET) => Reply::json(world.container_backups(site)),
-        (["x-site", "backups", target], &Method::GET) => {
-            Reply::from(world.container_site_status(site, target), Reply::json)
-        }
+        (["x-site", "backups", target], &Method::GET) => Reply::from(world.container_site_status(site, target), Reply::json),
         (["x-site", "backups", target], &Method::POST) => {
             match action(query, &["take-offline", "bring-online", "start-push-state", "cancel-push-state"]) {
                 Ok(Some(verb)) => {
@@ -439,15 +435,23 @@ fn respond(reply: Reply) -> Response {
                 (StatusCode::OK, Some("application/json"), Body::from(wrapped(&value).to_string()))
             }
         }
-        Reply::Keys(keys) => (StatusCode::OK, Some("application/json"), stream_array(keys, |out, key| {
-            // Like the real server: only `"` is escaped in key listings.
-            out.push('"');
-            out.push_str(&key.replace('"', "\\\""));
-            out.push('"');
-        })),
-        Reply::Entries(entries) => (StatusCode::OK, Some("application/json"), stream_array(entries, |out, (k, v)| {
-            out.push_str(&serde_json::json!({"key": wrapped(k), "value": wrapped(v)}).to_string());
-        })),
+        Reply::Keys(keys) => (
+            StatusCode::OK,
+            Some("application/json"),
+            stream_array(keys, |out, key| {
+                // Like the real server: only `"` is escaped in key listings.
+                out.push('"');
+                out.push_str(&key.replace('"', "\\\""));
+                out.push('"');
+            }),
+        ),
+        Reply::Entries(entries) => (
+            StatusCode::OK,
+            Some("application/json"),
+            stream_array(entries, |out, (k, v)| {
+                out.push_str(&serde_json::json!({"key": wrapped(k), "value": wrapped(v)}).to_string());
+            }),
+        ),
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ispn_xsite::{
-    BackupStatus, CacheName, CacheOutcome, CacheResults, ContainerSiteStatus, NodeStatus, NodeStatuses, PushStatus,
-    SiteAction, SiteName, TakeOfflineConfig,
+    BackupStatus, CacheName, CacheOutcome, CacheResults, ContainerSiteStatus, NodeStatus, NodeStatuses, PushStatus, SiteAction,
+    SiteName, TakeOfflineConfig,
 };
 use tokio::time::Instant;
 
@@ -262,12 +262,7 @@ impl World {
         let sites = spec
             .sites
             .iter()
-            .map(|s| Site {
-                spec: s.clone(),
-                up: true,
-                caches: Self::fresh_caches(s, &index),
-                request_faults: VecDeque::new(),
-            })
+            .map(|s| Site { spec: s.clone(), up: true, caches: Self::fresh_caches(s, &index), request_faults: VecDeque::new() })
             .collect();
         Self {
             sites,
@@ -282,7 +277,8 @@ impl World {
 
     fn fresh_caches(spec: &SiteSpec, index: &HashMap<SiteName, usize>) -> BTreeMap<CacheName, Cache> {
         // Every real server has these two internal caches, without backups.
-        let internal = INTERNAL_CACHES.iter().map(|n| CacheSpec { name: CacheName::new(*n).expect("valid"), backups: Vec::new() });
+        let internal =
+            INTERNAL_CACHES.iter().map(|n| CacheSpec { name: CacheName::new(*n).expect("valid"), backups: Vec::new() });
         spec.caches
             .iter()
             .cloned()
@@ -455,10 +451,7 @@ impl World {
             receiving: BTreeMap::new(),
         };
         for (name, cache) in &s.caches {
-            snapshot.entries.insert(
-                name.clone(),
-                cache.entries.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            );
+            snapshot.entries.insert(name.clone(), cache.entries.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
             snapshot.backups.insert(name.clone(), cache.backups.iter().map(|(t, b)| (t.clone(), b.status())).collect());
             snapshot.push.insert(name.clone(), cache.backups.iter().map(|(t, b)| (t.clone(), b.push)).collect());
             if let Some(r) = &cache.receiving {
@@ -571,10 +564,11 @@ impl World {
             backup.push = if failed { PushStatus::Error } else { PushStatus::Ok };
             let status = backup.push;
             self.end_push(site, cache, target_name, status, now);
-            if sync && !failed {
-                if let Some(c) = self.sites[target].caches.get_mut(cache) {
-                    c.receiving = None;
-                }
+            if sync
+                && !failed
+                && let Some(c) = self.sites[target].caches.get_mut(cache)
+            {
+                c.receiving = None;
             }
         }
     }
@@ -840,10 +834,10 @@ impl World {
         let reachable = self.linked(site, target_index) && self.sites[target_index].caches.contains_key(cache);
         if sync && reachable {
             let receiver = self.sites[target_index].caches.get(cache).and_then(|c| c.receiving.as_ref());
-            if let Some(r) = receiver {
-                if r.from != sender {
-                    return Err(unable(format!("Already receiving state from {}", r.from)));
-                }
+            if let Some(r) = receiver
+                && r.from != sender
+            {
+                return Err(unable(format!("Already receiving state from {}", r.from)));
             }
         }
         if fails_to_start || (sync && !reachable) {
@@ -865,10 +859,8 @@ impl World {
                 "ISPN000476: Timed out waiting for responses for request 1 from {target} after 4.5 seconds"
             )));
         }
-        if sync {
-            if let Some(c) = self.sites[target_index].caches.get_mut(cache) {
-                c.receiving = Some(Receive { from: sender, written_live: HashSet::default() });
-            }
+        if sync && let Some(c) = self.sites[target_index].caches.get_mut(cache) {
+            c.receiving = Some(Receive { from: sender, written_live: HashSet::default() });
         }
         let c = self.sites[site].caches.get_mut(cache).ok_or_else(|| Failure::no_cache(cache.as_str()))?;
         let stuck = std::mem::take(&mut c.faults.push_stuck);
@@ -876,8 +868,7 @@ impl World {
         let keys: Vec<Arc<str>> = c.entries.keys().cloned().collect();
         if let Some(backup) = c.backups.get_mut(target) {
             backup.push = PushStatus::Sending;
-            backup.transfer =
-                Some(Transfer { keys, sent: 0, started: Instant::now(), link_lost_at: None, stuck, error_after });
+            backup.transfer = Some(Transfer { keys, sent: 0, started: Instant::now(), link_lost_at: None, stuck, error_after });
         }
         let from = self.sites[site].spec.name.clone();
         self.pushes.push(PushRecord { from, to: target.clone(), cache: cache.clone(), started: Instant::now(), ended: None });
@@ -907,10 +898,10 @@ impl World {
             ));
         }
         let me = self.sites[site].spec.name.clone();
-        if let Some(c) = self.sites[target_index].caches.get_mut(cache) {
-            if c.receiving.as_ref().is_some_and(|r| r.from == me) {
-                c.receiving = None;
-            }
+        if let Some(c) = self.sites[target_index].caches.get_mut(cache)
+            && c.receiving.as_ref().is_some_and(|r| r.from == me)
+        {
+            c.receiving = None;
         }
         Ok(())
     }
@@ -940,7 +931,13 @@ impl World {
     }
 
     /// Changes it; `false` when unchanged (the server answers 304).
-    pub fn set_take_offline_config(&mut self, site: usize, cache: &CacheName, target: &str, config: TakeOfflineConfig) -> Outcome<bool> {
+    pub fn set_take_offline_config(
+        &mut self,
+        site: usize,
+        cache: &CacheName,
+        target: &str,
+        config: TakeOfflineConfig,
+    ) -> Outcome<bool> {
         self.backup(site, cache, target)?;
         let backup = self.sites[site].caches.get_mut(cache).and_then(|c| c.backups.get_mut(target));
         let Some(backup) = backup else { return Err(Failure::not_backup(cache, target)) };
@@ -1015,7 +1012,8 @@ impl World {
                 if ok {
                     reached.push(backup.target);
                 } else {
-                    failures.push((target_name.clone(), backup.strategy == Strategy::Sync && backup.policy == FailurePolicy::Fail));
+                    failures
+                        .push((target_name.clone(), backup.strategy == Strategy::Sync && backup.policy == FailurePolicy::Fail));
                 }
             }
         }
@@ -1065,10 +1063,8 @@ impl World {
         let Some(cache) = cache else { return };
         match op {
             Op::Put(k, v) => {
-                if remote {
-                    if let Some(r) = cache.receiving.as_mut() {
-                        r.written_live.insert((*k).clone());
-                    }
+                if remote && let Some(r) = cache.receiving.as_mut() {
+                    r.written_live.insert((*k).clone());
                 }
                 cache.entries.insert((*k).clone(), (*v).clone());
             }

@@ -198,7 +198,11 @@ impl ClusterSpec {
                 .iter()
                 .map(|c| CacheSpec {
                     name: name(c),
-                    backups: vec![BackupSpec { site: name(other), strategy: Strategy::Sync, failure_policy: FailurePolicy::Fail }],
+                    backups: vec![BackupSpec {
+                        site: name(other),
+                        strategy: Strategy::Sync,
+                        failure_policy: FailurePolicy::Fail,
+                    }],
                 })
                 .collect(),
             users: vec![

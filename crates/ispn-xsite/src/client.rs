@@ -15,8 +15,8 @@ use crate::auth::{AuthState, Chosen, Credentials, Mechanism, NotOffered, choose}
 use crate::error::{Error, Result, Subject};
 use crate::json_stream::{ArraySplitter, decode_key};
 use crate::model::{
-    ApiFlavor, BackupStatus, CacheResults, ContainerInfo, ContainerSiteStatus, Health, NodeStatuses,
-    PushStatusReport, ServerVersion, SiteAction, TakeOfflineConfig, entry_text,
+    ApiFlavor, BackupStatus, CacheResults, ContainerInfo, ContainerSiteStatus, Health, NodeStatuses, PushStatusReport,
+    ServerVersion, SiteAction, TakeOfflineConfig, entry_text,
 };
 use crate::names::{CacheName, SiteName};
 use crate::requests::{ClearScope, HttpRequest, Requests};
@@ -278,9 +278,7 @@ impl Client {
 
     fn site_map<T>(&self, what: &str, map: BTreeMap<String, T>) -> Result<BTreeMap<SiteName, T>> {
         map.into_iter()
-            .map(|(site, value)| {
-                SiteName::new(site).map(|s| (s, value)).map_err(|e| self.protocol(what, e.to_string()))
-            })
+            .map(|(site, value)| SiteName::new(site).map(|s| (s, value)).map_err(|e| self.protocol(what, e.to_string())))
             .collect()
     }
 
@@ -325,7 +323,8 @@ where
         decode: fn(&[u8]) -> Option<T>,
         to_error: E,
     }
-    let state = State { body: Box::pin(body), splitter: ArraySplitter::new(), pending: VecDeque::new(), done: false, decode, to_error };
+    let state =
+        State { body: Box::pin(body), splitter: ArraySplitter::new(), pending: VecDeque::new(), done: false, decode, to_error };
     futures::stream::unfold(state, |mut st| async move {
         loop {
             if let Some(item) = st.pending.pop_front() {
@@ -339,10 +338,8 @@ where
                     let State { splitter, pending, decode, to_error, .. } = &mut st;
                     let fed = splitter.feed(&chunk, |element| match decode(element) {
                         Some(item) => pending.push_back(Ok(item)),
-                        None => pending.push_back(Err(to_error(StreamProblem::Format(format!(
-                            "cannot read element {}",
-                            preview(element)
-                        ))))),
+                        None => pending
+                            .push_back(Err(to_error(StreamProblem::Format(format!("cannot read element {}", preview(element)))))),
                     });
                     if let Err(e) = fed {
                         st.done = true;
@@ -419,10 +416,7 @@ impl SiteApi for Client {
         let request = self.requests().await?.cache_names();
         let body = self.send_ok(request, Subject::default()).await?;
         let names: Vec<String> = self.parse("GET /rest/v2/caches", &body)?;
-        names
-            .into_iter()
-            .map(|n| CacheName::new(n).map_err(|e| self.protocol("GET /rest/v2/caches", e.to_string())))
-            .collect()
+        names.into_iter().map(|n| CacheName::new(n).map_err(|e| self.protocol("GET /rest/v2/caches", e.to_string()))).collect()
     }
 
     async fn cache_backups(&self, cache: &CacheName) -> Result<BTreeMap<SiteName, BackupStatus>> {
@@ -476,7 +470,8 @@ impl SiteApi for Client {
         let what = Self::what(&request);
         let body = self.send_ok(request, Subject { cache: Some(cache), site: None }).await?;
         let value: serde_json::Value = self.parse(&what, &body)?;
-        PushStatusReport::from_json(&value).ok_or_else(|| self.protocol(&what, format!("unknown push status in {}", preview(&body))))
+        PushStatusReport::from_json(&value)
+            .ok_or_else(|| self.protocol(&what, format!("unknown push status in {}", preview(&body))))
     }
 
     async fn clear_push_state_status(&self, cache: &CacheName) -> Result<()> {

@@ -20,7 +20,9 @@ pub enum Error {
         detail: String,
     },
     /// Connected, but no complete answer in time.
-    #[error("{endpoint}: no answer to {what} within {after:?}; the server or the network is too slow (raise --timeout if the server is merely busy)")]
+    #[error(
+        "{endpoint}: no answer to {what} within {after:?}; the server or the network is too slow (raise --timeout if the server is merely busy)"
+    )]
     Timeout {
         /// The base URL.
         endpoint: String,
@@ -30,7 +32,9 @@ pub enum Error {
         after: Duration,
     },
     /// The TLS handshake failed: unknown CA, wrong host name, plain HTTP on a TLS port.
-    #[error("{endpoint}: TLS failed ({detail}); pass the server's CA certificate (ca_file), or use insecure mode only for a test server")]
+    #[error(
+        "{endpoint}: TLS failed ({detail}); pass the server's CA certificate (ca_file), or use insecure mode only for a test server"
+    )]
     Tls {
         /// The base URL.
         endpoint: String,
@@ -58,7 +62,9 @@ pub enum Error {
         suggestion: String,
     },
     /// Authenticated, but not allowed (HTTP 403). Every x-site endpoint needs ADMIN.
-    #[error("{endpoint}: 403 Forbidden for {what}; user '{user}' needs the admin role (every cross-site operation requires ADMIN)")]
+    #[error(
+        "{endpoint}: 403 Forbidden for {what}; user '{user}' needs the admin role (every cross-site operation requires ADMIN)"
+    )]
     Forbidden {
         /// The base URL.
         endpoint: String,
@@ -106,7 +112,9 @@ pub enum Error {
         body: String,
     },
     /// The server answered something this client does not understand.
-    #[error("{endpoint}: unexpected answer to {what}: {detail}; is this an Infinispan REST endpoint (check the URL and context path)?")]
+    #[error(
+        "{endpoint}: unexpected answer to {what}: {detail}; is this an Infinispan REST endpoint (check the URL and context path)?"
+    )]
     Protocol {
         /// The base URL.
         endpoint: String,
@@ -179,10 +187,10 @@ impl Error {
                         return Self::NoBackups { endpoint, cache: cache.clone() };
                     }
                 }
-                if let Some(site) = subject.site {
-                    if text.contains("does not backup to site") || text.is_empty() {
-                        return Self::UnknownSite { endpoint, cache: subject.cache.cloned(), site: site.clone() };
-                    }
+                if let Some(site) = subject.site
+                    && (text.contains("does not backup to site") || text.is_empty())
+                {
+                    return Self::UnknownSite { endpoint, cache: subject.cache.cloned(), site: site.clone() };
                 }
                 Self::Server { endpoint, what: what.to_owned(), status, body: text }
             }

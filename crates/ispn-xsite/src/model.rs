@@ -302,12 +302,11 @@ impl PushStatusReport {
     /// status word (a site literally named `ERROR`).
     pub fn from_json(value: &serde_json::Value) -> Option<Self> {
         let map = value.as_object()?;
-        if map.len() == 1 {
-            if let Some(serde_json::Value::String(text)) = map.get("ERROR") {
-                if PushStatus::parse(text).is_none() {
-                    return Some(Self::GatherFailed(text.clone()));
-                }
-            }
+        if map.len() == 1
+            && let Some(serde_json::Value::String(text)) = map.get("ERROR")
+            && PushStatus::parse(text).is_none()
+        {
+            return Some(Self::GatherFailed(text.clone()));
         }
         let mut sites = BTreeMap::new();
         for (site, status) in map {
@@ -423,9 +422,7 @@ pub fn entry_text(value: &serde_json::Value) -> String {
     match value {
         serde_json::Value::String(s) => s.clone(),
         serde_json::Value::Object(map) => match (map.get("_type"), map.get("_value"), map.len()) {
-            (Some(serde_json::Value::String(t)), Some(serde_json::Value::String(v)), 2) if t == "string" => {
-                v.clone()
-            }
+            (Some(serde_json::Value::String(t)), Some(serde_json::Value::String(v)), 2) if t == "string" => v.clone(),
             _ => value.to_string(),
         },
         other => other.to_string(),

@@ -166,11 +166,7 @@ impl Requests {
 
     /// The runtime automatic take-offline settings of one backup.
     pub fn take_offline_config(&self, cache: &CacheName, site: &SiteName) -> HttpRequest {
-        let path = format!(
-            "{}/x-site/backups/{}/take-offline-config",
-            Self::cache(cache),
-            encode_segment(site.as_str())
-        );
+        let path = format!("{}/x-site/backups/{}/take-offline-config", Self::cache(cache), encode_segment(site.as_str()));
         self.json(Method::GET, &path, &[])
     }
 
@@ -179,9 +175,8 @@ impl Requests {
         let mut request = self.take_offline_config(cache, site);
         *request.method_mut() = Method::PUT;
         request.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        *request.body_mut() = Bytes::from(
-            serde_json::json!({"after_failures": config.after_failures, "min_wait": config.min_wait}).to_string(),
-        );
+        *request.body_mut() =
+            Bytes::from(serde_json::json!({"after_failures": config.after_failures, "min_wait": config.min_wait}).to_string());
         request
     }
 
@@ -222,9 +217,7 @@ impl Requests {
     /// Writes one entry as text.
     pub fn put(&self, cache: &CacheName, key: &str, value: &str) -> HttpRequest {
         let mut request = self.build(Method::PUT, &Self::entry_path(cache, key), &[], None);
-        request
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=UTF-8"));
+        request.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=UTF-8"));
         *request.body_mut() = Bytes::copy_from_slice(value.as_bytes());
         request
     }

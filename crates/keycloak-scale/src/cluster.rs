@@ -12,7 +12,9 @@ pub enum KubeError {
     #[error("kubeconfig: {0}")]
     Config(String),
     /// RBAC refused the call.
-    #[error("forbidden: cannot {verb} {resource} in namespace {namespace} (context {context}); grant it in the tool's Role (docs/rbac.md)")]
+    #[error(
+        "forbidden: cannot {verb} {resource} in namespace {namespace} (context {context}); grant it in the tool's Role (docs/rbac.md)"
+    )]
     Forbidden {
         /// The verb (`patch`).
         verb: String,
@@ -71,8 +73,9 @@ impl SiteCluster {
     /// `~/.kube/config`), in `namespace` (default: the context's).
     pub async fn from_kubeconfig(path: Option<&Path>, context: Option<&str>, namespace: Option<&str>) -> Result<Self, KubeError> {
         let kubeconfig = match path {
-            Some(path) => Kubeconfig::read_from(path)
-                .map_err(|e| KubeError::Config(format!("cannot read {}: {e}", path.display())))?,
+            Some(path) => {
+                Kubeconfig::read_from(path).map_err(|e| KubeError::Config(format!("cannot read {}: {e}", path.display())))?
+            }
             None => Kubeconfig::read().map_err(|e| KubeError::Config(format!("cannot read the default kubeconfig: {e}")))?,
         };
         let name = context.map(str::to_owned).or_else(|| kubeconfig.current_context.clone()).unwrap_or_default();

@@ -66,7 +66,11 @@ fn field(secret: &Secret, key: &str) -> Option<String> {
 /// Finds Infinispan credentials for the Infinispan CR `infinispan`: the Secret `preferred` (by
 /// default `connect-secret`, what Keycloak's guide creates), then the operator's
 /// `<cr>-generated-operator-secret`, then `<cr>-generated-secret`.
-pub async fn credentials(cluster: &SiteCluster, infinispan: &str, preferred: Option<&str>) -> Result<FoundCredentials, KubeError> {
+pub async fn credentials(
+    cluster: &SiteCluster,
+    infinispan: &str,
+    preferred: Option<&str>,
+) -> Result<FoundCredentials, KubeError> {
     let candidates = [
         preferred.unwrap_or("connect-secret").to_owned(),
         format!("{infinispan}-generated-operator-secret"),
@@ -107,15 +111,13 @@ pub async fn infinispan_pod(cluster: &SiteCluster, infinispan: &str) -> Result<S
     let api: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
     let selector = format!("app=infinispan-pod,clusterName={infinispan}");
     let pods = api.list(&ListParams::default().labels(&selector)).await.map_err(|e| cluster.error("list", "pods", "", e))?;
-    pods.items
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .find_map(|p| p.metadata.name)
-        .ok_or_else(|| KubeError::NotFound {
+    pods.items.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).find_map(|p| p.metadata.name).ok_or_else(|| {
+        KubeError::NotFound {
             what: format!("a running Infinispan pod ({selector})"),
             namespace: cluster.namespace.clone(),
             context: cluster.context.clone(),
-        })
+        }
+    })
 }
 
 /// A local port that forwards every connection to a pod's port through the API server.

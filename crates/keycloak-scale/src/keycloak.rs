@@ -66,9 +66,8 @@ impl Cr {
                 .and_then(|c| c.get("status").and_then(Value::as_str))
                 == Some("True")
         };
-        let default_selector = format!(
-            "app=keycloak,app.kubernetes.io/managed-by=keycloak-operator,app.kubernetes.io/instance={name}"
-        );
+        let default_selector =
+            format!("app=keycloak,app.kubernetes.io/managed-by=keycloak-operator,app.kubernetes.io/instance={name}");
         Self {
             spec: data.pointer("/spec/instances").and_then(Value::as_u64).unwrap_or(1) as u32,
             ready: data.pointer("/status/instances").and_then(Value::as_u64).unwrap_or(0) as u32,
@@ -133,13 +132,15 @@ impl KubeKeycloak {
     }
 
     async fn read(&self) -> Result<Cr, KubeError> {
-        let object = self.api().await?.get(&self.name).await.map_err(|e| self.cluster.error("get", "keycloaks", &self.name, e))?;
+        let object =
+            self.api().await?.get(&self.name).await.map_err(|e| self.cluster.error("get", "keycloaks", &self.name, e))?;
         Ok(Cr::from(&object, &self.name))
     }
 
     async fn pods(&self, selector: &str) -> Result<Vec<Pod>, KubeError> {
         let api: Api<Pod> = Api::namespaced(self.cluster.client.clone(), &self.cluster.namespace);
-        let list = api.list(&ListParams::default().labels(selector)).await.map_err(|e| self.cluster.error("list", "pods", "", e))?;
+        let list =
+            api.list(&ListParams::default().labels(selector)).await.map_err(|e| self.cluster.error("list", "pods", "", e))?;
         Ok(list.items)
     }
 
@@ -157,7 +158,9 @@ impl KubeKeycloak {
         let params = PatchParams::default();
         if *has_scale {
             let patch = Patch::Merge(json!({"spec": {"replicas": instances}}));
-            api.patch_scale(&self.name, &params, &patch).await.map_err(|e| self.cluster.error("patch", "keycloaks/scale", &self.name, e))?;
+            api.patch_scale(&self.name, &params, &patch)
+                .await
+                .map_err(|e| self.cluster.error("patch", "keycloaks/scale", &self.name, e))?;
         } else {
             let patch = Patch::Merge(json!({"spec": {"instances": instances}}));
             api.patch(&self.name, &params, &patch).await.map_err(|e| self.cluster.error("patch", "keycloaks", &self.name, e))?;

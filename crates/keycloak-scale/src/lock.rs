@@ -126,10 +126,10 @@ impl RunLock for LeaseLock {
     async fn release(&self, run_id: &str) -> Result<(), LockError> {
         let me = holder_identity(run_id);
         let api = self.api();
-        if let Some(lease) = api.get_opt(&self.name).await.map_err(|e| self.store_error("get", e))? {
-            if lease.spec.and_then(|s| s.holder_identity).as_deref() == Some(me.as_str()) {
-                api.delete(&self.name, &DeleteParams::default()).await.map_err(|e| self.store_error("delete", e))?;
-            }
+        if let Some(lease) = api.get_opt(&self.name).await.map_err(|e| self.store_error("get", e))?
+            && lease.spec.and_then(|s| s.holder_identity).as_deref() == Some(me.as_str())
+        {
+            api.delete(&self.name, &DeleteParams::default()).await.map_err(|e| self.store_error("delete", e))?;
         }
         Ok(())
     }
@@ -175,10 +175,12 @@ impl FileLock {
 impl RunLock for FileLock {
     async fn acquire(&self, run_id: &str) -> Result<(), LockError> {
         let me = holder_identity(run_id);
-        if let Some(current) = self.read() {
-            if current.holder != me && Self::alive(current.pid) && current.pid != std::process::id() {
-                return Err(LockError::Held(LockHolder { holder: current.holder, since: current.since }));
-            }
+        if let Some(current) = self.read()
+            && current.holder != me
+            && Self::alive(current.pid)
+            && current.pid != std::process::id()
+        {
+            return Err(LockError::Held(LockHolder { holder: current.holder, since: current.since }));
         }
         let content = LockFile { holder: me, since: Timestamp::now().to_string(), pid: std::process::id() };
         let text = serde_json::to_string(&content).map_err(|e| self.store(e))?;

@@ -63,7 +63,10 @@ fn confirm(yes: bool, question: &str) -> Result<(), CliError> {
     eprint!("{question} [y/N] ");
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer).map_err(|e| CliError::new(Exit::Usage, format!("cannot read the answer: {e}")))?;
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| CliError::new(Exit::Usage, format!("cannot read the answer: {e}")))?;
     if matches!(answer.trim(), "y" | "Y" | "yes" | "YES") {
         Ok(())
     } else {
@@ -329,8 +332,15 @@ pub async fn verify(format: Format, resolved: &Resolved, keys: bool) -> Result<E
             active_after: active.size(cache).await.map_err(|e| site_error(resolved, (sync_core::Side::Active, e)))?,
         };
         let counts = if keys {
-            let c = compare(active, offline, cache, CompareMode::Keys, CompareLimits::default()).await.map_err(|e| site_error(resolved, e))?;
-            Some(sync_core::observe::KeyCounts { active: c.active, offline: c.offline, only_active: c.only_active, only_offline: c.only_offline })
+            let c = compare(active, offline, cache, CompareMode::Keys, CompareLimits::default())
+                .await
+                .map_err(|e| site_error(resolved, e))?;
+            Some(sync_core::observe::KeyCounts {
+                active: c.active,
+                offline: c.offline,
+                only_active: c.only_active,
+                only_offline: c.only_offline,
+            })
         } else {
             None
         };

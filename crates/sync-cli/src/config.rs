@@ -14,8 +14,11 @@ use crate::exit::{CliError, Exit};
 
 fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
     let text: Option<String> = Option::deserialize(deserializer)?;
-    text.map(|t| humantime::parse_duration(&t).map_err(|e| serde::de::Error::custom(format!("{t:?} is not a duration ({e}); write e.g. 500ms, 30s, 15m"))))
-        .transpose()
+    text.map(|t| {
+        humantime::parse_duration(&t)
+            .map_err(|e| serde::de::Error::custom(format!("{t:?} is not a duration ({e}); write e.g. 500ms, 30s, 15m")))
+    })
+    .transpose()
 }
 
 /// The whole file.
@@ -246,7 +249,10 @@ impl Config {
     /// Reads and parses `path`; unknown keys are errors.
     pub fn load(path: &Path) -> Result<Self, CliError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            config_error(format!("cannot read the configuration {}: {e}; pass --config <file> (see docs/user-guide.md)", path.display()))
+            config_error(format!(
+                "cannot read the configuration {}: {e}; pass --config <file> (see docs/user-guide.md)",
+                path.display()
+            ))
         })?;
         Self::parse(path, &text)
     }
@@ -281,11 +287,14 @@ impl Config {
         }
         let known = || self.sites.keys().cloned().collect::<Vec<_>>().join(", ");
         let role = |role: &str, value: &Option<String>| -> Result<SiteName, CliError> {
-            let name = value
-                .clone()
-                .ok_or_else(|| config_error(format!("no {role} site: set `{role}:` in the configuration or pass --{role} <site>")))?;
+            let name = value.clone().ok_or_else(|| {
+                config_error(format!("no {role} site: set `{role}:` in the configuration or pass --{role} <site>"))
+            })?;
             if !self.sites.contains_key(&name) {
-                return Err(config_error(format!("the {role} site '{name}' is not under `sites:` (known: {}); fix the name", known())));
+                return Err(config_error(format!(
+                    "the {role} site '{name}' is not under `sites:` (known: {}); fix the name",
+                    known()
+                )));
             }
             SiteName::new(name).map_err(|e| config_error(format!("the {role} site name: {e}")))
         };
@@ -363,9 +372,13 @@ impl SiteConfig {
                 return Err(config_error(format!("sites.{name}.keycloak.mode operator needs a kubernetes section")));
             }
             Some(KeycloakMode::Commands) => {
-                for (key, value) in [("stop", &self.keycloak.stop), ("start", &self.keycloak.start), ("is_stopped", &self.keycloak.is_stopped)] {
+                for (key, value) in
+                    [("stop", &self.keycloak.stop), ("start", &self.keycloak.start), ("is_stopped", &self.keycloak.is_stopped)]
+                {
                     if value.is_none() {
-                        return Err(config_error(format!("sites.{name}.keycloak.mode is commands but keycloak.{key} is missing")));
+                        return Err(config_error(format!(
+                            "sites.{name}.keycloak.mode is commands but keycloak.{key} is missing"
+                        )));
                     }
                 }
             }

@@ -114,7 +114,7 @@ fn e_exit(error: &KubeError) -> Exit {
 #[derive(Debug)]
 pub enum AnyKeycloak {
     /// The Keycloak CR.
-    Kube(KubeKeycloak),
+    Kube(Box<KubeKeycloak>),
     /// Shell commands.
     Commands(CommandKeycloak),
     /// Already stopped by the operator.
@@ -171,7 +171,7 @@ pub fn keycloak(resolved: &Resolved, offline: &Site) -> AnyKeycloak {
             let (Some(cluster), Some(k)) = (&offline.cluster, &config.kubernetes) else {
                 unreachable!("the configuration check requires kubernetes for operator mode")
             };
-            AnyKeycloak::Kube(KubeKeycloak::new(cluster.clone(), k.keycloak.clone(), scale))
+            AnyKeycloak::Kube(Box::new(KubeKeycloak::new(cluster.clone(), k.keycloak.clone(), scale)))
         }
         Some(KeycloakMode::Commands) => AnyKeycloak::Commands(CommandKeycloak {
             stop: config.keycloak.stop.clone().unwrap_or_default(),

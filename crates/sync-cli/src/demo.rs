@@ -32,10 +32,17 @@ fn io(error: std::io::Error) -> CliError {
 /// Runs the demo.
 pub async fn demo(format: Format, entries: usize) -> Result<Exit, CliError> {
     let dir = tempfile::tempdir().map_err(io)?;
-    let spec = ClusterSpec::two_sites("site-a", "site-b")
-        .transfer(TransferSpec { chunk_size: 16, entries_per_second: Some(40_000), ..TransferSpec::default() });
+    let spec = ClusterSpec::two_sites("site-a", "site-b").transfer(TransferSpec {
+        chunk_size: 16,
+        entries_per_second: Some(40_000),
+        ..TransferSpec::default()
+    });
     let ispn = FakeCluster::start(spec).await.map_err(io)?;
-    let timing = Timing { reconcile: Duration::from_millis(100), pod_ready: Duration::from_millis(700), pod_terminate: Duration::from_millis(500) };
+    let timing = Timing {
+        reconcile: Duration::from_millis(100),
+        pod_ready: Duration::from_millis(700),
+        pod_terminate: Duration::from_millis(500),
+    };
     let kube_a = FakeKube::new().timing(timing).keycloak("keycloak", "keycloak", 3);
     let kube_b = FakeKube::new().timing(timing).keycloak("keycloak", "keycloak", 3);
     let (served_a, served_b) = (kube_a.serve().await.map_err(io)?, kube_b.serve().await.map_err(io)?);

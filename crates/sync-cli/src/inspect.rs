@@ -243,8 +243,7 @@ pub fn diagnose(view: &PairView) -> Diagnosis {
     if backward_off {
         return Diagnosis::OneSided { from: view.second.name.clone(), to: view.first.name.clone() };
     }
-    let differ: Vec<CacheName> =
-        view.caches.iter().filter(|c| c.size_first != c.size_second).map(|c| c.cache.clone()).collect();
+    let differ: Vec<CacheName> = view.caches.iter().filter(|c| c.size_first != c.size_second).map(|c| c.cache.clone()).collect();
     if differ.is_empty() { Diagnosis::Healthy } else { Diagnosis::Diverged { caches: differ } }
 }
 
@@ -274,7 +273,9 @@ pub fn render(view: &PairView) -> Vec<String> {
     let push_right = format!("push {b}→{a}");
     lines.push(format!(
         "  {:<24} {left:>14} {right:>14} {push_left:>18} {push_right:>18} {:>9} {:>9}",
-        "cache", a.as_str(), b.as_str()
+        "cache",
+        a.as_str(),
+        b.as_str()
     ));
     for row in &view.caches {
         lines.push(format!(

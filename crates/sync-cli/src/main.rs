@@ -72,7 +72,9 @@ fn main() -> ExitCode {
         Ok(exit) => exit.into(),
         Err(error) => {
             match cli.output {
-                Format::Json => json_line(serde_json::json!({"type": "error", "message": error.message, "exit_code": error.exit.code()})),
+                Format::Json => {
+                    json_line(serde_json::json!({"type": "error", "message": error.message, "exit_code": error.exit.code()}))
+                }
                 Format::Text => eprintln!("site-sync: {}", error.message),
             }
             error.exit.into()

@@ -137,7 +137,10 @@ impl Renderer {
                 match &state.multi {
                     Some(multi) => {
                         let bar = multi.add(ProgressBar::new_spinner());
-                        bar.set_style(ProgressStyle::with_template("  {spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+                        bar.set_style(
+                            ProgressStyle::with_template("  {spinner} {msg} {elapsed}")
+                                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                        );
                         bar.set_message(head);
                         bar.enable_steady_tick(Duration::from_millis(120));
                         state.step_bar = Some(bar);
@@ -154,7 +157,13 @@ impl Renderer {
                 }
                 self.line(
                     &state,
-                    format!("  ✓ {:>2}/{} {:<17} done in {}", step.number(), Step::ALL.len(), step.name(), human_duration(*elapsed)),
+                    format!(
+                        "  ✓ {:>2}/{} {:<17} done in {}",
+                        step.number(),
+                        Step::ALL.len(),
+                        step.name(),
+                        human_duration(*elapsed)
+                    ),
                 );
             }
             Event::CachesResolved { caches, line } => {
@@ -228,7 +237,13 @@ pub fn finish(format: Format, outcome: &RunOutcome, exit: Exit, post_sync: Optio
     }
     match outcome {
         RunOutcome::Succeeded(report) => {
-            println!("synchronized {} caches from {} to {} in {}", report.caches.len(), report.active, report.offline, human_duration(report.elapsed));
+            println!(
+                "synchronized {} caches from {} to {} in {}",
+                report.caches.len(),
+                report.active,
+                report.offline,
+                human_duration(report.elapsed)
+            );
             for cache in &report.caches {
                 let verdict = cache.verdict.as_ref().map(verdict_text).unwrap_or_else(|| "not verified".to_owned());
                 println!("  {:<26} pushes: {}  {verdict}", cache.cache.as_str(), cache.push_attempts);

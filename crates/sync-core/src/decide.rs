@@ -183,7 +183,11 @@ fn pending(plan: &Plan, journal: &Journal) -> String {
         })
         .map(CacheName::as_str)
         .collect();
-    format!("caches not done: {}; raise step_deadline ({:?}) if the data is just large", open.join(", "), plan.settings.step_deadline)
+    format!(
+        "caches not done: {}; raise step_deadline ({:?}) if the data is just large",
+        open.join(", "),
+        plan.settings.step_deadline
+    )
 }
 
 fn preflight(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
@@ -382,7 +386,7 @@ fn clear_caches(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
             }));
         }
         let settle_ms = plan.settings.poll_interval.as_millis() as u64;
-        if !progress.last_take_offline_ms.is_some_and(|at| obs.now_ms < at + settle_ms) {
+        if progress.last_take_offline_ms.is_none_or(|at| obs.now_ms >= at + settle_ms) {
             actions.push(Action::TakeOffline(cache));
         }
     }
@@ -451,21 +455,17 @@ fn push_state(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
 }
 
 fn await_push(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
-    if plan.sabotaged(Sabotage::ScaleUpBeforePushOk) {
-        if let Some(original) = journal.keycloak_original_instances {
-            match keycloak_state(plan, obs) {
-                Err(observe) => return observe,
-                Ok(Some(state)) if state.spec_instances < original => return Decision::Act(vec![Action::ScaleUp(original)]),
-                Ok(_) => {}
-            }
+    if plan.sabotaged(Sabotage::ScaleUpBeforePushOk)
+        && let Some(original) = journal.keycloak_original_instances
+    {
+        match keycloak_state(plan, obs) {
+            Err(observe) => return observe,
+            Ok(Some(state)) if state.spec_instances < original => return Decision::Act(vec![Action::ScaleUp(original)]),
+            Ok(_) => {}
         }
     }
-    let open: Vec<CacheName> = journal
-        .caches
-        .iter()
-        .filter(|c| !matches!(journal.cache(c).push, PushPhase::Ok | PushPhase::Done))
-        .cloned()
-        .collect();
+    let open: Vec<CacheName> =
+        journal.caches.iter().filter(|c| !matches!(journal.cache(c).push, PushPhase::Ok | PushPhase::Done)).cloned().collect();
     if open.is_empty() {
         return Decision::Advance;
     }
@@ -627,8 +627,7 @@ fn verify(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
 
 fn scale_up(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
     // The interlock: Keycloak may only start on data every push delivered.
-    let unpushed: Vec<CacheName> =
-        journal.caches.iter().filter(|c| journal.cache(c).push != PushPhase::Done).cloned().collect();
+    let unpushed: Vec<CacheName> = journal.caches.iter().filter(|c| journal.cache(c).push != PushPhase::Done).cloned().collect();
     if !unpushed.is_empty() {
         return Decision::Finish(Ending::Refused(Refusal::ScaleUpInterlock { caches: unpushed }));
     }

@@ -428,14 +428,21 @@ where
         failures: &mut u32,
     ) -> Result<(), RunOutcome> {
         let limit = self.plan.settings.parallelism.max(1);
-        let results: Vec<(Probe, Result<Fact, (Side, Error)>)> =
-            futures::stream::iter(probes).map(|p| async move { (p.clone(), self.probe(&p).await) }).buffer_unordered(limit).collect().await;
+        let results: Vec<(Probe, ProbeResult)> = futures::stream::iter(probes)
+            .map(|p| async move { (p.clone(), self.probe(&p).await) })
+            .buffer_unordered(limit)
+            .collect()
+            .await;
         let mut transient = None;
         for (probe, result) in results {
             match result {
                 Ok(Fact::Sizes(sizes)) if journal.step == Step::AwaitPush => {
                     if let Probe::Sizes { cache } = &probe {
-                        self.emit(Event::PushProgress { cache: cache.clone(), transferred: sizes.offline, total: sizes.active_after });
+                        self.emit(Event::PushProgress {
+                            cache: cache.clone(),
+                            transferred: sizes.offline,
+                            total: sizes.active_after,
+                        });
                     }
                     record(obs, probe, Fact::Sizes(sizes));
                 }
@@ -512,10 +519,22 @@ where
             }
             Probe::Keys { cache } => {
                 let c = compare(active, offline, cache, CompareMode::Keys, CompareLimits::default()).await?;
-                Fact::Keys(KeyCounts { active: c.active, offline: c.offline, only_active: c.only_active, only_offline: c.only_offline })
+                Fact::Keys(KeyCounts {
+                    active: c.active,
+                    offline: c.offline,
+                    only_active: c.only_active,
+                    only_offline: c.only_offline,
+                })
             }
             Probe::Keycloak => Fact::Keycloak(self.ports.keycloak.observe().await.map_err(|e| {
-                (Side::Offline, Error::Protocol { endpoint: self.ports.keycloak.describe(), what: "Keycloak".to_owned(), detail: e.to_string() })
+                (
+                    Side::Offline,
+                    Error::Protocol {
+                        endpoint: self.ports.keycloak.describe(),
+                        what: "Keycloak".to_owned(),
+                        detail: e.to_string(),
+                    },
+                )
             })?),
         })
     }
@@ -579,7 +598,9 @@ where
                     }
                     if !error.is_recoverable() && fatal.is_none() {
                         fatal = Some(match error {
-                            ActionError::Site(side, e) => RunOutcome::Failed(Failure::Site { side: *side, message: e.to_string() }),
+                            ActionError::Site(side, e) => {
+                                RunOutcome::Failed(Failure::Site { side: *side, message: e.to_string() })
+                            }
                             ActionError::Keycloak(e) => RunOutcome::Failed(Failure::Keycloak(e.clone())),
                             ActionError::Refused(r) => RunOutcome::Refused(r.clone()),
                         });
@@ -652,10 +673,8 @@ where
             offline.clear(cache, ClearScope::Replicated).await.map_err(|e| ActionError::Site(Side::Offline, e))?;
             return Ok(ActionOutcome::Done);
         }
-        let nodes = offline
-            .cache_site_nodes(cache, &self.plan.active.name)
-            .await
-            .map_err(|e| ActionError::Site(Side::Offline, e))?;
+        let nodes =
+            offline.cache_site_nodes(cache, &self.plan.active.name).await.map_err(|e| ActionError::Site(Side::Offline, e))?;
         if !nodes.all_offline() {
             return Err(ActionError::Refused(Refusal::ClearInterlock {
                 cache: cache.clone(),
@@ -681,6 +700,8 @@ fn retry_reason(action: &Action, journal: &Journal) -> String {
         _ => "previous attempt failed".to_owned(),
     }
 }
+
+type ProbeResult = Result<Fact, (Side, Error)>;
 
 /// One probe's answer.
 enum Fact {

@@ -280,9 +280,10 @@ impl Journal {
     pub fn from_json(location: &str, text: &str) -> Result<Self, JournalError> {
         let value: serde_json::Value = serde_json::from_str(text)
             .map_err(|e| JournalError::Corrupt { location: location.to_owned(), detail: e.to_string() })?;
-        let version = value.get("schema_version").and_then(serde_json::Value::as_u64).ok_or_else(|| {
-            JournalError::Corrupt { location: location.to_owned(), detail: "no schema_version".to_owned() }
-        })?;
+        let version = value
+            .get("schema_version")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| JournalError::Corrupt { location: location.to_owned(), detail: "no schema_version".to_owned() })?;
         if version > u64::from(JOURNAL_SCHEMA) {
             return Err(JournalError::NewerSchema {
                 location: location.to_owned(),

@@ -27,7 +27,9 @@ pub enum Refusal {
         found: Option<String>,
     },
     /// Both sites report the other's name: the configuration swapped them.
-    #[error("the sites are swapped: {active_endpoint} is '{offline}' and {offline_endpoint} is '{active}'; swap the URLs (or the names) in the configuration")]
+    #[error(
+        "the sites are swapped: {active_endpoint} is '{offline}' and {offline_endpoint} is '{active}'; swap the URLs (or the names) in the configuration"
+    )]
     SitesSwapped {
         /// The configured active name.
         active: SiteName,
@@ -49,7 +51,9 @@ pub enum Refusal {
         cache: CacheName,
     },
     /// A planned cache exists but does not back up to the other site.
-    #[error("cache '{cache}' on the {side} site '{site}' does not back up to '{other}'; only caches replicated between the two sites can be synchronized")]
+    #[error(
+        "cache '{cache}' on the {side} site '{site}' does not back up to '{other}'; only caches replicated between the two sites can be synchronized"
+    )]
     NotReplicated {
         /// Which site.
         side: Side,
@@ -84,7 +88,9 @@ pub enum Refusal {
     #[error("another run holds the lock: {} since {}; wait for it, or remove a stale lock", .0.holder, .0.since)]
     LockHeld(LockHolder),
     /// The journal is of another site pair.
-    #[error("the journal {location} is for active '{journal_active}' / offline '{journal_offline}', not '{active}' / '{offline}'; use the matching configuration or another journal path")]
+    #[error(
+        "the journal {location} is for active '{journal_active}' / offline '{journal_offline}', not '{active}' / '{offline}'; use the matching configuration or another journal path"
+    )]
     JournalOfAnotherPair {
         /// Where the journal is.
         location: String,
@@ -130,7 +136,9 @@ pub enum Refusal {
         message: String,
     },
     /// An earlier run on this journal stopped half-way.
-    #[error("the journal {location} holds an unfinished run (stopped at step {step}); continue it with `site-sync resume`, or move the journal aside")]
+    #[error(
+        "the journal {location} holds an unfinished run (stopped at step {step}); continue it with `site-sync resume`, or move the journal aside"
+    )]
     UnfinishedRun {
         /// Where the journal is.
         location: String,
@@ -262,7 +270,9 @@ impl RunOutcome {
     /// The text stored in the journal and shown as the last line.
     pub fn summary(&self) -> String {
         match self {
-            Self::Succeeded(report) => format!("synchronized {} caches from {} to {}", report.caches.len(), report.active, report.offline),
+            Self::Succeeded(report) => {
+                format!("synchronized {} caches from {} to {}", report.caches.len(), report.active, report.offline)
+            }
             Self::Refused(r) => r.to_string(),
             Self::Failed(f) => f.to_string(),
             Self::Interrupted => "interrupted; the journal is saved: run `site-sync resume` to continue".to_owned(),

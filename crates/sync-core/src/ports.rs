@@ -119,7 +119,9 @@ pub enum JournalError {
         detail: String,
     },
     /// The journal was written by a newer site-sync.
-    #[error("the journal {location} has schema version {found}, newer than this site-sync understands ({supported}); use the site-sync that wrote it")]
+    #[error(
+        "the journal {location} has schema version {found}, newer than this site-sync understands ({supported}); use the site-sync that wrote it"
+    )]
     NewerSchema {
         /// Where it is.
         location: String,

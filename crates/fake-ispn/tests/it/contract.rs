@@ -7,14 +7,13 @@
 //! both sites (backups online, pushes cancelled and cleared, caches emptied).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use fake_ispn::{ADMIN_PASSWORD, ADMIN_USER, ClusterSpec, FakeCluster, KEYCLOAK_26_CACHES, Personality};
 use futures::TryStreamExt;
 use ispn_xsite::{
-    BackupStatus, CacheName, CacheOutcome, ClearScope, Client, ClientConfig, ContainerSiteStatus, Credentials, Error,
-    Mechanism, NodeStatus, PushStatus, SiteAction, SiteApi, SiteName, TakeOfflineConfig, TlsMode,
+    BackupStatus, CacheName, CacheOutcome, ClearScope, Client, ClientConfig, ContainerSiteStatus, Credentials, Error, Mechanism,
+    NodeStatus, PushStatus, SiteAction, SiteApi, SiteName, TakeOfflineConfig, TlsMode,
 };
 
 /// A server pair under test: two clients and the facts a case needs.
@@ -31,7 +30,9 @@ pub struct Pair {
     pub personality: Option<Personality>,
 }
 
-static REAL_PAIR_LOCK: Mutex<()> = Mutex::new(());
+/// Serializes cases on a shared real pair (tests of one binary run on several threads, each with
+/// its own runtime, so an async-aware lock is needed across runtimes).
+static REAL_PAIR_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
@@ -147,7 +148,7 @@ where
     Fut: Future<Output = ()>,
 {
     if Pair::real() {
-        let _serial = REAL_PAIR_LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _serial = REAL_PAIR_LOCK.lock().await;
         let pair = Pair::from_env();
         pair.reset().await;
         case(pair).await;

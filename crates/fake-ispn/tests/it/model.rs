@@ -5,12 +5,11 @@
 use std::time::Duration;
 
 use fake_ispn::{
-    AuthMechanism, CacheFaults, ClusterSpec, FailurePolicy, FakeCluster, ModelSite, Personality, RequestFault,
-    TransferSpec,
+    AuthMechanism, CacheFaults, ClusterSpec, FailurePolicy, FakeCluster, ModelSite, Personality, RequestFault, TransferSpec,
 };
 use ispn_xsite::{
-    BackupStatus, CacheName, ClearScope, Client, ClientConfig, ContainerSiteStatus, Credentials, Error, Mechanism,
-    PushStatus, SiteAction, SiteApi, SiteName, TakeOfflineConfig,
+    BackupStatus, CacheName, ClearScope, Client, ClientConfig, ContainerSiteStatus, Credentials, Error, Mechanism, PushStatus,
+    SiteAction, SiteApi, SiteName, TakeOfflineConfig,
 };
 
 fn c(name: &str) -> CacheName {
@@ -103,8 +102,11 @@ async fn the_clear_log_shows_which_sites_a_clear_reached() {
 
 #[tokio::test(start_paused = true)]
 async fn state_transfer_is_paced_by_the_configured_rate() {
-    let spec = ClusterSpec::two_sites("site-a", "site-b")
-        .transfer(TransferSpec { chunk_size: 10, entries_per_second: Some(1000), ..TransferSpec::default() });
+    let spec = ClusterSpec::two_sites("site-a", "site-b").transfer(TransferSpec {
+        chunk_size: 10,
+        entries_per_second: Some(1000),
+        ..TransferSpec::default()
+    });
     let (fake, a, b) = model(spec);
     let work = c("work");
     fake.world().load(0, &work, (0..1000).map(|i| (format!("k{i}"), format!("v{i}"))));
@@ -119,8 +121,11 @@ async fn state_transfer_is_paced_by_the_configured_rate() {
 
 #[tokio::test(start_paused = true)]
 async fn writes_that_replicate_during_a_push_are_not_overwritten_by_older_state() {
-    let spec = ClusterSpec::two_sites("site-a", "site-b")
-        .transfer(TransferSpec { chunk_size: 1, entries_per_second: Some(10), ..TransferSpec::default() });
+    let spec = ClusterSpec::two_sites("site-a", "site-b").transfer(TransferSpec {
+        chunk_size: 1,
+        entries_per_second: Some(10),
+        ..TransferSpec::default()
+    });
     let (fake, a, b) = model(spec);
     let work = c("work");
     fake.world().load(0, &work, (0..20).map(|i| (format!("k{i:02}"), "old".to_owned())));
@@ -345,9 +350,8 @@ fn http_client(url: &str, password: &str, mechanism: Mechanism) -> Client {
 
 #[tokio::test]
 async fn digest_sha256_is_answered_when_offered() {
-    let fake = FakeCluster::start(ClusterSpec::two_sites("site-a", "site-b").mechanisms(&[AuthMechanism::DigestSha256]))
-        .await
-        .unwrap();
+    let fake =
+        FakeCluster::start(ClusterSpec::two_sites("site-a", "site-b").mechanisms(&[AuthMechanism::DigestSha256])).await.unwrap();
     let client = http_client(&fake.url("site-a"), "password", Mechanism::Auto);
     assert!(client.cache_names().await.is_ok());
     let wrong = http_client(&fake.url("site-a"), "nope", Mechanism::Digest);
@@ -356,9 +360,8 @@ async fn digest_sha256_is_answered_when_offered() {
 
 #[tokio::test]
 async fn forcing_basic_on_a_digest_only_server_names_the_mechanism_to_use() {
-    let fake = FakeCluster::start(ClusterSpec::two_sites("site-a", "site-b").mechanisms(&[AuthMechanism::DigestMd5]))
-        .await
-        .unwrap();
+    let fake =
+        FakeCluster::start(ClusterSpec::two_sites("site-a", "site-b").mechanisms(&[AuthMechanism::DigestMd5])).await.unwrap();
     let err = http_client(&fake.url("site-a"), "password", Mechanism::Basic).cache_names().await.unwrap_err();
     assert!(matches!(&err, Error::MechanismNotOffered { suggestion, .. } if suggestion == "digest"), "{err:?}");
     assert!(err.to_string().contains("DIGEST-MD5"), "{err}");
@@ -398,9 +401,8 @@ async fn reqwest_like_get(url: &str, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = url.trim_start_matches("http://");
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic YWRtaW46cGFzc3dvcmQ=\r\nConnection: close\r\n\r\n"
-    );
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic YWRtaW46cGFzc3dvcmQ=\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();

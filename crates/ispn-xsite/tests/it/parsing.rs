@@ -1,7 +1,7 @@
 use ispn_xsite::json_stream::decode_key;
 use ispn_xsite::{
-    ApiFlavor, BackupStatus, CacheName, CacheOutcome, CacheResults, ContainerInfo, ContainerSiteStatus, Error,
-    NodeStatus, NodeStatuses, PushStatus, PushStatusReport, ServerVersion, SiteName, Subject, entry_text,
+    ApiFlavor, BackupStatus, CacheName, CacheOutcome, CacheResults, ContainerInfo, ContainerSiteStatus, Error, NodeStatus,
+    NodeStatuses, PushStatus, PushStatusReport, ServerVersion, SiteName, Subject, entry_text,
 };
 use serde_json::json;
 
@@ -38,10 +38,7 @@ fn backup_statuses_parse_including_mixed() {
     }))
     .unwrap();
     assert_eq!(map["site-b"], BackupStatus::Online);
-    assert_eq!(
-        map["NYC"],
-        BackupStatus::Mixed { online: vec!["node-a-1234".into()], offline: vec!["node-b-5678".into()] }
-    );
+    assert_eq!(map["NYC"], BackupStatus::Mixed { online: vec!["node-a-1234".into()], offline: vec!["node-b-5678".into()] });
     assert!(serde_json::from_value::<BackupStatus>(json!({"status": "sideways"})).is_err());
 }
 

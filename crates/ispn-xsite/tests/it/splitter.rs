@@ -23,10 +23,7 @@ fn split_in_chunks(body: &[u8], cuts: &[usize]) -> Result<Vec<String>, SplitErro
 fn splits_strings_objects_and_scalars() {
     let body = br#" [ "a", {"key":{"_type":"string","_value":"x]}"},"value":[1,2]}, 42 ,true, "q\"\\" ] "#;
     let parts = split_in_chunks(body, &[]).unwrap();
-    assert_eq!(
-        parts,
-        vec![r#""a""#, r#"{"key":{"_type":"string","_value":"x]}"},"value":[1,2]}"#, "42", "true", r#""q\"\\""#]
-    );
+    assert_eq!(parts, vec![r#""a""#, r#"{"key":{"_type":"string","_value":"x]}"},"value":[1,2]}"#, "42", "true", r#""q\"\\""#]);
 }
 
 #[test]

@@ -49,7 +49,11 @@ pub struct Timing {
 
 impl Default for Timing {
     fn default() -> Self {
-        Self { reconcile: Duration::from_millis(50), pod_ready: Duration::from_millis(200), pod_terminate: Duration::from_millis(200) }
+        Self {
+            reconcile: Duration::from_millis(50),
+            pod_ready: Duration::from_millis(200),
+            pod_terminate: Duration::from_millis(200),
+        }
     }
 }
 
@@ -138,7 +142,13 @@ impl KubeState {
                 }
                 self.pods.insert(
                     (ns.clone(), pod_name.clone()),
-                    Pod { owner: name.clone(), labels: labels.clone(), ready_at: now + timing.pod_ready, terminating_since: None, stuck: false },
+                    Pod {
+                        owner: name.clone(),
+                        labels: labels.clone(),
+                        ready_at: now + timing.pod_ready,
+                        terminating_since: None,
+                        stuck: false,
+                    },
                 );
                 live.push(pod_name);
             }
@@ -167,9 +177,7 @@ impl KubeState {
 
     fn keycloak_json(&self, version: &str, ns: &str, name: &str, kc: &Keycloak) -> Value {
         let ready = self.ready(ns, name);
-        let condition = |kind: &str, status: bool, message: &str| {
-            json!({"type": kind, "status": if status { "True" } else { "False" }, "message": message, "observedGeneration": kc.observed_generation})
-        };
+        let condition = |kind: &str, status: bool, message: &str| json!({"type": kind, "status": if status { "True" } else { "False" }, "message": message, "observedGeneration": kc.observed_generation});
         let is_ready = ready >= kc.instances && kc.observed_generation == kc.generation;
         json!({
             "apiVersion": format!("k8s.keycloak.org/{version}"),
@@ -296,7 +304,13 @@ impl FakeKube {
             for i in 0..instances {
                 s.pods.insert(
                     (namespace.to_owned(), format!("{name}-{i}")),
-                    Pod { owner: name.to_owned(), labels: keycloak_labels(name), ready_at: past, terminating_since: None, stuck: false },
+                    Pod {
+                        owner: name.to_owned(),
+                        labels: keycloak_labels(name),
+                        ready_at: past,
+                        terminating_since: None,
+                        stuck: false,
+                    },
                 );
             }
         }
@@ -496,7 +510,9 @@ async fn guard(State(kube): State<FakeKube>, request: axum::extract::Request, ne
             return status(
                 403,
                 "Forbidden",
-                format!("{kind} is forbidden: User \"system:serviceaccount:{namespace}:site-sync\" cannot {verb} resource \"{what}\" in the namespace \"{namespace}\""),
+                format!(
+                    "{kind} is forbidden: User \"system:serviceaccount:{namespace}:site-sync\" cannot {verb} resource \"{what}\" in the namespace \"{namespace}\""
+                ),
             );
         }
     }
@@ -675,7 +691,9 @@ async fn pod_delete(State(kube): State<FakeKube>, Path((ns, name)): Path<(String
     let mut s = kube.lock();
     // Only a forced delete (grace period 0) removes a pod that hangs in Terminating.
     match s.pods.remove(&(ns.clone(), name.clone())) {
-        Some(_) => axum::Json(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns}})).into_response(),
+        Some(_) => {
+            axum::Json(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns}})).into_response()
+        }
         None => not_found("pods", &name),
     }
 }
@@ -687,8 +705,10 @@ async fn secret_get(State(kube): State<FakeKube>, Path((ns, name)): Path<(String
         Some(data) => {
             let encoded: BTreeMap<&String, String> =
                 data.iter().map(|(k, v)| (k, base64::engine::general_purpose::STANDARD.encode(v))).collect();
-            axum::Json(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": ns}, "data": encoded}))
-                .into_response()
+            axum::Json(
+                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": ns}, "data": encoded}),
+            )
+            .into_response()
         }
         None => not_found("secrets", &name),
     }
@@ -709,7 +729,9 @@ async fn lease_get(State(kube): State<FakeKube>, Path((ns, name)): Path<(String,
 }
 
 async fn lease_create(State(kube): State<FakeKube>, Path(ns): Path<String>, body: Bytes) -> Response {
-    let Ok(mut lease) = serde_json::from_slice::<Value>(&body) else { return status(400, "BadRequest", "invalid lease".to_owned()) };
+    let Ok(mut lease) = serde_json::from_slice::<Value>(&body) else {
+        return status(400, "BadRequest", "invalid lease".to_owned());
+    };
     let name = lease.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_owned();
     let mut s = kube.lock();
     if s.leases.contains_key(&(ns.clone(), name.clone())) {
@@ -723,7 +745,9 @@ async fn lease_create(State(kube): State<FakeKube>, Path(ns): Path<String>, body
 }
 
 async fn lease_replace(State(kube): State<FakeKube>, Path((ns, name)): Path<(String, String)>, body: Bytes) -> Response {
-    let Ok(mut lease) = serde_json::from_slice::<Value>(&body) else { return status(400, "BadRequest", "invalid lease".to_owned()) };
+    let Ok(mut lease) = serde_json::from_slice::<Value>(&body) else {
+        return status(400, "BadRequest", "invalid lease".to_owned());
+    };
     let mut s = kube.lock();
     let key = (ns.clone(), name.clone());
     let Some(current) = s.leases.get(&key) else { return not_found("leases.coordination.k8s.io", &name) };
@@ -732,7 +756,9 @@ async fn lease_replace(State(kube): State<FakeKube>, Path((ns, name)): Path<(Str
         return status(
             409,
             "Conflict",
-            format!("Operation cannot be fulfilled on leases.coordination.k8s.io \"{name}\": the object has been modified; please apply your changes to the latest version and try again"),
+            format!(
+                "Operation cannot be fulfilled on leases.coordination.k8s.io \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
+            ),
         );
     }
     let version = s.next_version();

@@ -27,10 +27,7 @@ pub(super) async fn handle(
     let Ok(port) = ports.split(',').next().unwrap_or_default().parse::<u16>() else {
         return super::status(400, "BadRequest", format!("invalid port {ports:?}"));
     };
-    upgrade
-        .protocols(["v4.channel.k8s.io"])
-        .on_upgrade(move |socket| relay(socket, target, port))
-        .into_response()
+    upgrade.protocols(["v4.channel.k8s.io"]).on_upgrade(move |socket| relay(socket, target, port)).into_response()
 }
 
 async fn relay(socket: WebSocket, target: std::net::SocketAddr, port: u16) {
@@ -56,10 +53,8 @@ async fn relay(socket: WebSocket, target: std::net::SocketAddr, port: u16) {
     let upstream = async {
         while let Some(Ok(message)) = from_client.next().await {
             match message {
-                Message::Binary(bytes) if bytes.len() > 1 && bytes[0] == 0 => {
-                    if pod_write.write_all(&bytes[1..]).await.is_err() {
-                        break;
-                    }
+                Message::Binary(bytes) if bytes.len() > 1 && bytes[0] == 0 && pod_write.write_all(&bytes[1..]).await.is_err() => {
+                    break;
                 }
                 Message::Close(_) => break,
                 _ => {}

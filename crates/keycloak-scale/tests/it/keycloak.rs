@@ -23,7 +23,11 @@ async fn scale_down_records_the_count_waits_for_the_pods_and_scale_up_restores_i
     keycloak.scale_up(3).await.unwrap();
     assert_eq!(kube.keycloak_state(NS, "keycloak"), Some((3, 3, 3, None)), "ready, and the annotation is gone");
     let requests = kube.requests();
-    assert!(requests.iter().any(|r| r.starts_with("PATCH /apis/k8s.keycloak.org/v2alpha1/namespaces/keycloak/keycloaks/keycloak/scale")));
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.starts_with("PATCH /apis/k8s.keycloak.org/v2alpha1/namespaces/keycloak/keycloaks/keycloak/scale"))
+    );
 }
 
 #[tokio::test]
@@ -40,14 +44,20 @@ async fn the_wait_is_on_pods_not_on_ready() {
 
 #[tokio::test]
 async fn every_served_version_is_discovered() {
-    for (versions, expected) in [(&["v2alpha1"][..], "v2alpha1"), (&["v2beta1"][..], "v2beta1"), (&["v2beta1", "v2alpha1"][..], "v2beta1")] {
+    for (versions, expected) in
+        [(&["v2alpha1"][..], "v2alpha1"), (&["v2beta1"][..], "v2beta1"), (&["v2beta1", "v2alpha1"][..], "v2beta1")]
+    {
         let kube = FakeKube::new().served_versions(versions).timing(quick()).keycloak(NS, "kc", 1);
         let keycloak = KubeKeycloak::new(in_process(&kube), "kc", settings());
         let (resource, has_scale) = keycloak.served().await.unwrap();
         assert_eq!(resource.version, expected);
         assert!(*has_scale);
         assert_eq!(keycloak.scale_down().await.unwrap(), 1);
-        assert!(kube.requests().iter().any(|r| r.contains(&format!("/k8s.keycloak.org/{expected}/namespaces/keycloak/keycloaks/kc/scale"))));
+        assert!(
+            kube.requests()
+                .iter()
+                .any(|r| r.contains(&format!("/k8s.keycloak.org/{expected}/namespaces/keycloak/keycloaks/kc/scale")))
+        );
     }
 }
 

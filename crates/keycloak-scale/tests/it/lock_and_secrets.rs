@@ -70,16 +70,23 @@ async fn credentials_come_from_connect_secret_then_the_operators_secrets() {
     assert_eq!(found.source, "secret connect-secret, identities.yaml");
     assert!(!format!("{found:?}").contains("admin-pass"));
 
-    let kube = FakeKube::new().secret(NS, "infinispan-generated-operator-secret", &[("username", "operator"), ("password", "op")]);
+    let kube =
+        FakeKube::new().secret(NS, "infinispan-generated-operator-secret", &[("username", "operator"), ("password", "op")]);
     let found = credentials(&in_process(&kube), "infinispan", None).await.unwrap();
-    assert_eq!((found.user.as_str(), found.source.as_str()), ("operator", "secret infinispan-generated-operator-secret, username/password"));
+    assert_eq!(
+        (found.user.as_str(), found.source.as_str()),
+        ("operator", "secret infinispan-generated-operator-secret, username/password")
+    );
 
     let generated = "credentials:\n- username: developer\n  password: gen\n";
     let kube = FakeKube::new().secret(NS, "infinispan-generated-secret", &[("identities.yaml", generated)]);
     assert_eq!(credentials(&in_process(&kube), "infinispan", None).await.unwrap().user, "developer");
 
     let err = credentials(&in_process(&FakeKube::new()), "infinispan", None).await.unwrap_err();
-    assert!(err.to_string().contains("connect-secret, infinispan-generated-operator-secret, infinispan-generated-secret"), "{err}");
+    assert!(
+        err.to_string().contains("connect-secret, infinispan-generated-operator-secret, infinispan-generated-secret"),
+        "{err}"
+    );
     let err = credentials(&in_process(&FakeKube::new().forbid("get", "secrets")), "infinispan", None).await.unwrap_err();
     assert!(err.to_string().contains("cannot get secrets"), "{err}");
 }
@@ -92,7 +99,10 @@ async fn the_external_service_gives_the_endpoint() {
         "status": {"loadBalancer": {"ingress": [{"hostname": "ispn.site-b.example"}]}},
     });
     let kube = FakeKube::new().service(NS, "infinispan-external", service);
-    assert_eq!(external_url(&in_process(&kube), "infinispan").await.unwrap().as_deref(), Some("https://ispn.site-b.example:11222"));
+    assert_eq!(
+        external_url(&in_process(&kube), "infinispan").await.unwrap().as_deref(),
+        Some("https://ispn.site-b.example:11222")
+    );
     assert_eq!(external_url(&in_process(&FakeKube::new()), "infinispan").await.unwrap(), None);
 }
 
@@ -100,12 +110,15 @@ async fn the_external_service_gives_the_endpoint() {
 async fn rest_calls_reach_infinispan_through_a_port_forward() {
     let ispn = FakeCluster::start(ClusterSpec::two_sites("site-a", "site-b")).await.unwrap();
     let target: std::net::SocketAddr = ispn.url("site-b").trim_start_matches("http://").parse().unwrap();
-    let kube = FakeKube::new().forwarded_pod(NS, "infinispan-0", &[("app", "infinispan-pod"), ("clusterName", "infinispan")], target);
+    let kube =
+        FakeKube::new().forwarded_pod(NS, "infinispan-0", &[("app", "infinispan-pod"), ("clusterName", "infinispan")], target);
     let (_server, cluster, _config) = over_loopback(&kube).await;
     let pod = infinispan_pod(&cluster, "infinispan").await.unwrap();
     assert_eq!(pod, "infinispan-0");
     let forward = PortForward::start(&cluster, &pod, 11222).await.unwrap();
-    let client = Client::new(ClientConfig::new(format!("http://{}", forward.local_addr()), Some(Credentials::new("admin", "password")))).unwrap();
+    let client =
+        Client::new(ClientConfig::new(format!("http://{}", forward.local_addr()), Some(Credentials::new("admin", "password"))))
+            .unwrap();
     let info = client.container_info().await.unwrap();
     assert_eq!(info.local_site.as_deref(), Some("site-b"));
     // Several requests, several connections: every one is forwarded.

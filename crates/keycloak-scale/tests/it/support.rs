@@ -6,7 +6,11 @@ use keycloak_scale::{ScaleSettings, SiteCluster};
 pub const NS: &str = "keycloak";
 
 pub fn quick() -> Timing {
-    Timing { reconcile: Duration::from_millis(20), pod_ready: Duration::from_millis(60), pod_terminate: Duration::from_millis(60) }
+    Timing {
+        reconcile: Duration::from_millis(20),
+        pod_ready: Duration::from_millis(60),
+        pod_terminate: Duration::from_millis(60),
+    }
 }
 
 pub fn settings() -> ScaleSettings {
@@ -23,7 +27,8 @@ pub fn settings() -> ScaleSettings {
 pub async fn over_loopback(kube: &FakeKube) -> (RunningKube, SiteCluster, tempfile::NamedTempFile) {
     let running = kube.serve().await.unwrap();
     let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), kubeconfig(&[("site-b", &running.url(), NS), ("site-a", "http://127.0.0.1:9", "other")])).unwrap();
+    std::fs::write(file.path(), kubeconfig(&[("site-b", &running.url(), NS), ("site-a", "http://127.0.0.1:9", "other")]))
+        .unwrap();
     let cluster = SiteCluster::from_kubeconfig(Some(file.path()), Some("site-b"), None).await.unwrap();
     (running, cluster, file)
 }

@@ -173,7 +173,10 @@ fn preflight_refuses_a_site_that_reports_another_name() {
     assert!(matches!(&refusal, Refusal::WrongSite { side: Side::Offline, found: Some(f), .. } if f == "site-c"), "{refusal:?}");
     let mut obs = healthy();
     obs.sites.get_mut(&Side::Active).unwrap().local_site = None;
-    assert!(matches!(refused(decide(&plan(), &journal_at(Step::Preflight), &obs)), Refusal::WrongSite { side: Side::Active, found: None, .. }));
+    assert!(matches!(
+        refused(decide(&plan(), &journal_at(Step::Preflight), &obs)),
+        Refusal::WrongSite { side: Side::Active, found: None, .. }
+    ));
 }
 
 #[test]
@@ -192,14 +195,20 @@ fn preflight_refuses_a_cache_that_does_not_back_up_to_the_other_site() {
     assert!(matches!(refusal, Refusal::NotReplicated { side: Side::Active, .. }), "{refusal:?}");
     let mut obs = healthy();
     obs.backups.get_mut(&Side::Offline).unwrap().insert(cache("work"), vec![site("site-c")]);
-    assert!(matches!(refused(decide(&plan(), &journal_at(Step::Preflight), &obs)), Refusal::NotReplicated { side: Side::Offline, .. }));
+    assert!(matches!(
+        refused(decide(&plan(), &journal_at(Step::Preflight), &obs)),
+        Refusal::NotReplicated { side: Side::Offline, .. }
+    ));
 }
 
 #[test]
 fn preflight_refuses_when_the_active_site_does_not_see_the_offline_one() {
     let mut obs = healthy();
     obs.sites.insert(Side::Active, facts("site-a", &["site-a"], true));
-    assert_eq!(refused(decide(&plan(), &journal_at(Step::Preflight), &obs)), Refusal::NoLink { from: site("site-a"), to: site("site-b") });
+    assert_eq!(
+        refused(decide(&plan(), &journal_at(Step::Preflight), &obs)),
+        Refusal::NoLink { from: site("site-a"), to: site("site-b") }
+    );
 }
 
 #[test]
@@ -291,7 +300,10 @@ fn take_offline_gives_a_call_time_to_reach_every_node_then_repeats_it_then_gives
     assert_eq!(acts(decide(&plan(), &journal, &obs)), vec![Action::TakeOffline(cache("work"))]);
     progress(&mut journal, "work").take_offline_calls = plan().settings.take_offline_attempts;
     let failure = failed(decide(&plan(), &journal, &obs));
-    assert!(matches!(&failure, Failure::TakeOfflineDidNotStick { nodes, .. } if nodes == &vec!["site-b-2".to_owned()]), "{failure:?}");
+    assert!(
+        matches!(&failure, Failure::TakeOfflineDidNotStick { nodes, .. } if nodes == &vec!["site-b-2".to_owned()]),
+        "{failure:?}"
+    );
 }
 
 #[test]
@@ -305,7 +317,11 @@ fn clear_only_clears_caches_whose_backup_reads_offline_everywhere() {
     obs.offline_nodes.insert(cache("work"), nodes(&[NodeStatus::Online, NodeStatus::Offline]));
     assert_eq!(
         acts(decide(&plan(), &journal, &obs)),
-        vec![Action::Clear(cache("authenticationSessions")), Action::Clear(cache("loginFailures")), Action::TakeOffline(cache("work"))],
+        vec![
+            Action::Clear(cache("authenticationSessions")),
+            Action::Clear(cache("loginFailures")),
+            Action::TakeOffline(cache("work"))
+        ],
         "the cache whose backup came back online is taken offline again, not cleared"
     );
 }
@@ -519,7 +535,10 @@ fn verify_tells_equal_drift_and_mismatch_apart() {
 #[test]
 fn verify_notes_verdicts_then_advances() {
     let journal = journal_at(Step::Verify);
-    let Decision::Note(notes) = decide(&plan(), &journal, &verify_obs(Sizes { active_before: 7, offline: 7, active_after: 7 })) else { panic!() };
+    let Decision::Note(notes) = decide(&plan(), &journal, &verify_obs(Sizes { active_before: 7, offline: 7, active_after: 7 }))
+    else {
+        panic!()
+    };
     assert_eq!(notes.len(), 4);
     assert!(notes.iter().all(|n| matches!(n, Note::Verified(_, Verdict::Equal { entries: 7 }))));
 }
@@ -579,7 +598,15 @@ fn report_checks_once_more_and_repushes_a_cache_that_lost_entries() {
 
 #[test]
 fn every_waiting_step_fails_past_its_deadline() {
-    for step in [Step::TakeOffline, Step::ClearCaches, Step::BringOnline, Step::PushState, Step::AwaitPush, Step::ClearPushStatus, Step::Verify] {
+    for step in [
+        Step::TakeOffline,
+        Step::ClearCaches,
+        Step::BringOnline,
+        Step::PushState,
+        Step::AwaitPush,
+        Step::ClearPushStatus,
+        Step::Verify,
+    ] {
         let journal = journal_at(step);
         let obs = Observation::at(NOW + plan().settings.step_deadline.as_millis() as u64 + 1);
         assert!(matches!(failed(decide(&plan(), &journal, &obs)), Failure::Deadline { step: s, .. } if s == step), "{step}");

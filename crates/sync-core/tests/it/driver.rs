@@ -47,7 +47,7 @@ async fn a_split_brain_is_healed_and_keycloak_restored() {
 }
 
 use sync_core::ports::{KeycloakError, MemoryLock};
-use sync_core::{Event, Refusal, Failure};
+use sync_core::{Event, Failure, Refusal};
 
 fn fresh(instances: u32) -> (fake_ispn::FakeCluster, ModelPorts) {
     model(ClusterSpec::two_sites("site-a", "site-b"), instances)

@@ -22,8 +22,8 @@ use std::time::Duration;
 use fake_ispn::{CacheFaults, ClusterSpec, Personality, PushRecord, RequestFault, TransferSpec};
 use ispn_xsite::{CacheName, PushStatus, SiteAction, SiteApi};
 use proptest::prelude::*;
-use sync_core::{Driver, Failure, RunOutcome, Sabotage};
 use sync_core::ports::JournalError;
+use sync_core::{Driver, Failure, RunOutcome, Sabotage};
 
 use crate::support::*;
 
@@ -200,7 +200,8 @@ async fn simulate(schedule: Schedule, sabotage: Option<Sabotage>) -> Result<(), 
                     }
                     Chaos::Faults { side, faults } => fake.world().inject_request_faults(side, faults),
                     Chaos::ExternalBringOnline { cache } => {
-                        let _ = fake.site("site-b").cache_site_action(&caches[cache], &site("site-a"), SiteAction::BringOnline).await;
+                        let _ =
+                            fake.site("site-b").cache_site_action(&caches[cache], &site("site-a"), SiteAction::BringOnline).await;
                     }
                     Chaos::RestartOffline => {
                         fake.world().kill(1);
@@ -325,7 +326,10 @@ async fn simulate(schedule: Schedule, sabotage: Option<Sabotage>) -> Result<(), 
             }
         }
     }
-    check(ports.keycloak.instances() == (schedule.instances, schedule.instances), "5: Keycloak did not end at its original count")?;
+    check(
+        ports.keycloak.instances() == (schedule.instances, schedule.instances),
+        "5: Keycloak did not end at its original count",
+    )?;
     Ok(())
 }
 
