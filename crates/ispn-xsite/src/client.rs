@@ -78,6 +78,7 @@ impl ClientConfig {
 pub struct Client {
     http: reqwest::Client,
     endpoint: String,
+    context: String,
     base: Requests,
     auth: AuthState,
     timeout: Duration,
@@ -134,6 +135,7 @@ impl Client {
             http,
             base: Requests::new(&endpoint, &config.context_path, ApiFlavor::Container),
             endpoint,
+            context: config.context_path.clone(),
             auth: AuthState::new(config.credentials, config.mechanism),
             timeout: config.timeout,
             detected: OnceCell::new(),
@@ -155,7 +157,21 @@ impl Client {
                     Ok(body) => body,
                     Err(Error::Server { status: 400 | 404 | 405, .. }) => {
                         let legacy = self.base.with_flavor(ApiFlavor::CacheManagers);
-                        self.send_ok(legacy.container_info(), Subject::default()).await?
+                        match self.send_ok(legacy.container_info(), Subject::default()).await {
+                            Ok(body) => body,
+                            Err(Error::Server { status: 404, .. }) => {
+                                return Err(Error::Protocol {
+                                    endpoint: self.endpoint.clone(),
+                                    what: "the version probe".to_owned(),
+                                    detail: format!(
+                                        "no Infinispan REST API at {}/{} (404)",
+                                        self.endpoint,
+                                        self.context.trim_matches('/')
+                                    ),
+                                });
+                            }
+                            Err(e) => return Err(e),
+                        }
                     }
                     Err(e) => return Err(e),
                 };

@@ -248,6 +248,7 @@ pub struct Report {
     /// Warnings collected on the way.
     pub warnings: Vec<String>,
     /// How long the run took, resumes included.
+    #[serde(rename = "elapsed_ms", with = "millis")]
     pub elapsed: Duration,
     /// What the operator must do next.
     pub next_step: String,
@@ -277,5 +278,20 @@ impl RunOutcome {
             Self::Failed(f) => f.to_string(),
             Self::Interrupted => "interrupted; the journal is saved: run `site-sync resume` to continue".to_owned(),
         }
+    }
+}
+
+/// Durations as whole milliseconds in serialized reports.
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(duration.as_millis() as u64)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        u64::deserialize(deserializer).map(Duration::from_millis)
     }
 }

@@ -1,0 +1,169 @@
+//! A test environment: two fake Infinispan sites and two fake Kubernetes clusters on loopback, a
+//! generated kubeconfig, password file and configuration, and the built `site-sync` binary.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use fake_ispn::{ClusterSpec, FakeCluster, KEYCLOAK_26_CACHES, SiteSnapshot};
+use ispn_xsite::{CacheName, SiteAction, SiteApi, SiteName};
+use keycloak_scale::fake::{FakeKube, RunningKube, Timing, kubeconfig};
+
+pub const NS: &str = "keycloak";
+
+pub struct Env {
+    pub ispn: FakeCluster,
+    pub kube_a: FakeKube,
+    pub kube_b: FakeKube,
+    _served: (RunningKube, RunningKube),
+    pub dir: tempfile::TempDir,
+}
+
+/// What a command printed and how it ended.
+#[derive(Debug)]
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    /// The last non-empty line of stderr (where one-line errors go).
+    pub fn last_error_line(&self) -> &str {
+        self.stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default()
+    }
+}
+
+pub fn cache(name: &str) -> CacheName {
+    CacheName::new(name).unwrap()
+}
+
+pub fn site(name: &str) -> SiteName {
+    SiteName::new(name).unwrap()
+}
+
+pub fn quick() -> Timing {
+    Timing {
+        reconcile: Duration::from_millis(20),
+        pod_ready: Duration::from_millis(80),
+        pod_terminate: Duration::from_millis(80),
+    }
+}
+
+impl Env {
+    pub async fn start() -> Self {
+        Self::with(ClusterSpec::two_sites("site-a", "site-b"), |k| k).await
+    }
+
+    /// An environment whose Infinispan pair is `spec` and whose site-b cluster is adjusted by `kube`.
+    pub async fn with(spec: ClusterSpec, kube: impl FnOnce(FakeKube) -> FakeKube) -> Self {
+        let ispn = FakeCluster::start(spec).await.unwrap();
+        let kube_a = FakeKube::new().timing(quick()).keycloak(NS, "keycloak", 2);
+        let kube_b = kube(FakeKube::new().timing(quick()).keycloak(NS, "keycloak", 3));
+        let served = (kube_a.serve().await.unwrap(), kube_b.serve().await.unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("kubeconfig"),
+            kubeconfig(&[("site-a", &served.0.url(), NS), ("site-b", &served.1.url(), NS)]),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("password"), "password\n").unwrap();
+        let env = Self { ispn, kube_a, kube_b, _served: served, dir };
+        env.write_config(&env.config());
+        env
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn url(&self, name: &str) -> String {
+        self.ispn.url(name)
+    }
+
+    /// The default configuration text.
+    pub fn config(&self) -> String {
+        format!(
+            "active: site-a\noffline: site-b\njournal: journal.json\nsettings:\n  poll_interval: 50ms\n  request_timeout: 5s\nsites:\n{}{}",
+            self.site_block("site-a", &self.url("site-a")),
+            self.site_block("site-b", &self.url("site-b"))
+        )
+    }
+
+    pub fn site_block(&self, name: &str, url: &str) -> String {
+        format!(
+            "  {name}:\n    infinispan:\n      url: {url}\n      user: admin\n      password_file: password\n    kubernetes:\n      kubeconfig: kubeconfig\n      context: {name}\n      namespace: {NS}\n      keycloak: keycloak\n"
+        )
+    }
+
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(self.path("site-sync.yaml"), text).unwrap();
+    }
+
+    /// Runs `site-sync --config <dir>/site-sync.yaml <args>` with no terminal.
+    pub async fn run(&self, args: &[&str]) -> Output {
+        let output = self.command(args).output().await.unwrap();
+        Output {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    pub fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_site-sync"));
+        command
+            .arg("--config")
+            .arg(self.path("site-sync.yaml"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_remove("RUST_LOG")
+            .env_remove("SITE_SYNC_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    }
+
+    /// A split brain: each site took the other offline, then both took different writes.
+    pub async fn split_brain(&self, per_cache: usize) {
+        let (a, b) = (self.ispn.site("site-a"), self.ispn.site("site-b"));
+        for c in KEYCLOAK_26_CACHES {
+            let c = cache(c);
+            a.cache_site_action(&c, &site("site-b"), SiteAction::TakeOffline).await.unwrap();
+            b.cache_site_action(&c, &site("site-a"), SiteAction::TakeOffline).await.unwrap();
+            let mut world = self.ispn.world();
+            world.load(0, &c, (0..per_cache).map(|i| (format!("key-{i:05}"), format!("active-{i}"))));
+            world.load(1, &c, (0..per_cache / 2).map(|i| (format!("key-{i:05}"), format!("stale-{i}"))));
+            world.load(1, &c, (0..per_cache / 4).map(|i| (format!("ghost-{i:05}"), "stale".to_owned())));
+        }
+    }
+
+    /// Everything observable on both sites and both clusters, to prove nothing changed.
+    pub fn state(&self) -> (SiteSnapshot, SiteSnapshot, Option<(u32, u32, u32, Option<String>)>, usize) {
+        let clears = self.ispn.world().clears().len();
+        (self.ispn.snapshot("site-a"), self.ispn.snapshot("site-b"), self.kube_b.keycloak_state(NS, "keycloak"), clears)
+    }
+
+    pub fn entries(&self, name: &str) -> BTreeMap<CacheName, BTreeMap<String, String>> {
+        self.ispn.snapshot(name).entries
+    }
+}
+
+/// Replaces what changes from run to run: ports, temp paths, times, run ids.
+pub fn normalize(text: &str, env: &Env) -> String {
+    let mut out = text.replace(env.dir.path().to_str().unwrap(), "<dir>");
+    let patterns: [(&str, &str); 6] = [
+        (r"127\.0\.0\.1:\d+", "127.0.0.1:<port>"),
+        (r"\d+(\.\d+)? (ms|s)\b", "<time>"),
+        (r#""elapsed_ms":\d+"#, r#""elapsed_ms":<ms>"#),
+        (r#""elapsed":\{"secs":\d+,"nanos":\d+\}"#, r#""elapsed":<time>"#),
+        (r"run \d+-\d+", "run <id>"),
+        (r#""run_id":"\d+-\d+""#, r#""run_id":"<id>""#),
+    ];
+    for (pattern, replacement) in patterns {
+        out = regex_lite::Regex::new(pattern).unwrap().replace_all(&out, replacement).into_owned();
+    }
+    out
+}
