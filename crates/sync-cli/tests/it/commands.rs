@@ -93,17 +93,16 @@ async fn config_check_reaches_both_sites_read_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_and_endpoint_can_come_from_kubernetes_with_a_port_forward() {
-    let url: std::net::SocketAddr;
-    let env = Env::with(fake_ispn::ClusterSpec::two_sites("site-a", "site-b"), |k| k).await;
-    url = env.url("site-b").trim_start_matches("http://").parse().unwrap();
+    let env = Env::start().await;
+    let url: std::net::SocketAddr = env.url("site-b").trim_start_matches("http://").parse().unwrap();
     let identities = "credentials:\n- username: admin\n  password: password\n  roles: [admin]\n";
-    let kube_b = env.kube_b.clone().secret(NS, "connect-secret", &[("identities.yaml", identities)]).forwarded_pod(
+    // The builder shares its state with env.kube_b, which serves site-b's cluster.
+    env.kube_b.clone().secret(NS, "connect-secret", &[("identities.yaml", identities)]).forwarded_pod(
         NS,
         "infinispan-0",
         &[("app", "infinispan-pod"), ("clusterName", "infinispan")],
         url,
     );
-    let _ = kube_b;
     let config = format!(
         "active: site-a\noffline: site-b\njournal: journal.json\nsettings:\n  poll_interval: 50ms\nsites:\n{}  site-b:\n    kubernetes:\n      kubeconfig: kubeconfig\n      context: site-b\n      keycloak: keycloak\n      infinispan: infinispan\n",
         env.site_block("site-a", &env.url("site-a"))

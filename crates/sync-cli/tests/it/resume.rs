@@ -18,10 +18,10 @@ async fn slow_env() -> Env {
 
 async fn wait_for_step(env: &Env, step: &str) {
     for _ in 0..400 {
-        if let Ok(text) = std::fs::read_to_string(env.path("journal.json")) {
-            if text.contains(&format!("\"step\": \"{step}\"")) {
-                return;
-            }
+        if let Ok(text) = std::fs::read_to_string(env.path("journal.json"))
+            && text.contains(&format!("\"step\": \"{step}\""))
+        {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

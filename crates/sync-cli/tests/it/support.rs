@@ -12,6 +12,9 @@ use keycloak_scale::fake::{FakeKube, RunningKube, Timing, kubeconfig};
 
 pub const NS: &str = "keycloak";
 
+/// Both sites, the offline site's Keycloak, and the number of clears ever sent.
+pub type State = (SiteSnapshot, SiteSnapshot, Option<(u32, u32, u32, Option<String>)>, usize);
+
 pub struct Env {
     pub ispn: FakeCluster,
     pub kube_a: FakeKube,
@@ -141,7 +144,7 @@ impl Env {
     }
 
     /// Everything observable on both sites and both clusters, to prove nothing changed.
-    pub fn state(&self) -> (SiteSnapshot, SiteSnapshot, Option<(u32, u32, u32, Option<String>)>, usize) {
+    pub fn state(&self) -> State {
         let clears = self.ispn.world().clears().len();
         (self.ispn.snapshot("site-a"), self.ispn.snapshot("site-b"), self.kube_b.keycloak_state(NS, "keycloak"), clears)
     }
