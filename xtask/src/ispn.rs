@@ -177,6 +177,19 @@ impl RunningPair {
     }
 
     fn stop_all(&mut self) {
+        // Tests may have killed a node and started it again (`sh <node>.start`), writing the new
+        // pid to the pid file: stop those too.
+        for (node, pid) in pids(&self.dir) {
+            if alive(pid) && !self.children.iter().any(|(_, c)| c.id() == pid) {
+                eprintln!("stopping restarted {node} (pid {pid})");
+                let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while alive(pid) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+            }
+        }
         for (_, child) in &mut self.children {
             let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
         }

@@ -1,0 +1,394 @@
+//! End-to-end scenarios of the `site-sync` binary: it heals a split brain under live writes,
+//! survives being killed at every step boundary (and mid-push), and survives the offline site
+//! dying during the push. Keycloak is the fake Kubernetes API in both cases; Infinispan is a real
+//! pair when `SITE_SYNC_REAL_DIR` is set (`cargo xtask e2e` sets it, with the pair's URLs), and
+//! fake-ispn otherwise. The assertions are the same for both.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use fake_ispn::{ClusterSpec, FakeCluster, KEYCLOAK_26_CACHES, TransferSpec};
+use futures::{StreamExt, TryStreamExt};
+use ispn_xsite::{CacheName, ClearScope, Client, ClientConfig, Credentials, SiteAction, SiteApi, SiteName};
+use keycloak_scale::fake::{FakeKube, RunningKube, kubeconfig};
+use sync_core::journal::{Journal, Step};
+
+use crate::support::{NS, quick};
+
+/// Real pairs are shared: one scenario at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+enum Backend {
+    Fake(FakeCluster),
+    Real(PathBuf),
+}
+
+struct Pair {
+    backend: Backend,
+    urls: (String, String),
+    a: Client,
+    b: Client,
+    kube_b: FakeKube,
+    _kube_a: FakeKube,
+    _served: (RunningKube, RunningKube),
+    dir: tempfile::TempDir,
+}
+
+type Data = BTreeMap<(String, String), String>;
+
+fn cache(name: &str) -> CacheName {
+    CacheName::new(name).unwrap()
+}
+
+fn caches() -> Vec<CacheName> {
+    KEYCLOAK_26_CACHES.iter().map(|c| cache(c)).collect()
+}
+
+fn site(name: &str) -> SiteName {
+    SiteName::new(name).unwrap()
+}
+
+fn client(url: &str) -> Client {
+    let mut config = ClientConfig::new(url, Some(Credentials::new("admin", "password")));
+    config.timeout = Duration::from_secs(20);
+    Client::new(config).unwrap()
+}
+
+impl Pair {
+    async fn start(settings: &str) -> Self {
+        let (backend, urls) = match std::env::var("SITE_SYNC_REAL_DIR").ok().filter(|d| !d.is_empty()) {
+            Some(dir) => {
+                let url = |var: &str| std::env::var(var).unwrap_or_else(|_| panic!("{var} must be set with SITE_SYNC_REAL_DIR"));
+                (Backend::Real(PathBuf::from(dir)), (url("SITE_SYNC_CONTRACT_A_URL"), url("SITE_SYNC_CONTRACT_B_URL")))
+            }
+            None => {
+                let spec = ClusterSpec::two_sites("site-a", "site-b")
+                    .transfer(TransferSpec { chunk_size: 16, entries_per_second: Some(4_000), ..TransferSpec::default() });
+                let fake = FakeCluster::start(spec).await.unwrap();
+                let urls = (fake.url("site-a"), fake.url("site-b"));
+                (Backend::Fake(fake), urls)
+            }
+        };
+        let kube_a = FakeKube::new().timing(quick()).keycloak(NS, "keycloak", 2);
+        let kube_b = FakeKube::new().timing(quick()).keycloak(NS, "keycloak", 3);
+        let served = (kube_a.serve().await.unwrap(), kube_b.serve().await.unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("kubeconfig"), kubeconfig(&[("site-a", &served.0.url(), NS), ("site-b", &served.1.url(), NS)]))
+            .unwrap();
+        std::fs::write(dir.path().join("password"), "password\n").unwrap();
+        let block = |name: &str, url: &str| {
+            format!(
+                "  {name}:\n    infinispan:\n      url: {url}\n      user: admin\n      password_file: password\n    kubernetes:\n      kubeconfig: kubeconfig\n      context: {name}\n      keycloak: keycloak\n"
+            )
+        };
+        let config = format!(
+            "active: site-a\noffline: site-b\njournal: journal.json\nsettings:\n  poll_interval: 100ms\n{settings}sites:\n{}{}",
+            block("site-a", &urls.0),
+            block("site-b", &urls.1)
+        );
+        std::fs::write(dir.path().join("site-sync.yaml"), config).unwrap();
+        let pair = Self {
+            a: client(&urls.0),
+            b: client(&urls.1),
+            urls,
+            backend,
+            kube_b,
+            _kube_a: kube_a,
+            _served: served,
+            dir,
+        };
+        pair.reset().await;
+        pair
+    }
+
+    fn real(&self) -> bool {
+        matches!(self.backend, Backend::Real(_))
+    }
+
+    /// Entries per cache on the active site.
+    fn size(&self) -> usize {
+        if self.real() { 5_000 } else { 1_000 }
+    }
+
+    /// Back to a clean pair: both directions online, no push, empty caches.
+    async fn reset(&self) {
+        for (me, other) in [(&self.a, site("site-b")), (&self.b, site("site-a"))] {
+            for c in caches() {
+                let _ = me.cache_site_action(&c, &other, SiteAction::CancelPushState).await;
+                me.cache_site_action(&c, &other, SiteAction::CancelReceiveState).await.unwrap();
+                me.cache_site_action(&c, &other, SiteAction::BringOnline).await.unwrap();
+                me.clear_push_state_status(&c).await.unwrap();
+                me.clear(&c, ClearScope::LocalOnly).await.unwrap();
+            }
+        }
+    }
+
+    async fn fill(&self, site: &Client, items: Vec<(CacheName, String, String)>) {
+        futures::stream::iter(items)
+            .map(|(c, k, v)| async move { site.put(&c, &k, &v).await.unwrap() })
+            .buffer_unordered(32)
+            .collect::<Vec<()>>()
+            .await;
+    }
+
+    /// Each site takes the other offline (what the fencing automation does), then both take
+    /// writes: shared keys with different values, and keys only on one side, in every cache.
+    async fn split_brain(&self) {
+        for c in caches() {
+            self.a.cache_site_action(&c, &site("site-b"), SiteAction::TakeOffline).await.unwrap();
+            self.b.cache_site_action(&c, &site("site-a"), SiteAction::TakeOffline).await.unwrap();
+        }
+        let n = self.size();
+        let mut active = Vec::new();
+        let mut stale = Vec::new();
+        for c in caches() {
+            for i in 0..n {
+                active.push((c.clone(), format!("user-{i:06}"), format!("active-{i}")));
+            }
+            for i in 0..n / 2 {
+                stale.push((c.clone(), format!("user-{i:06}"), format!("stale-{i}")));
+            }
+            for i in 0..n / 4 {
+                stale.push((c.clone(), format!("ghost-{i:06}"), "stale-only".to_owned()));
+            }
+        }
+        tokio::join!(self.fill(&self.a, active), self.fill(&self.b, stale));
+    }
+
+    /// Every entry of the four caches on a site, read back through REST.
+    async fn data(&self, site: &Client) -> Data {
+        let mut data = BTreeMap::new();
+        for c in caches() {
+            let entries: Vec<ispn_xsite::Entry> = site.entries(&c).await.unwrap().try_collect().await.unwrap();
+            for e in entries {
+                data.insert((c.to_string(), e.key), e.value);
+            }
+        }
+        data
+    }
+
+    fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_site-sync"));
+        command
+            .arg("--config")
+            .arg(self.dir.path().join("site-sync.yaml"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    }
+
+    async fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = self.command(args).output().await.unwrap();
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    fn journal(&self) -> Option<Journal> {
+        let text = std::fs::read_to_string(self.dir.path().join("journal.json")).ok()?;
+        Journal::from_json("journal.json", &text).ok()
+    }
+
+    /// Kills the offline site as a crashed JVM (real: SIGKILL; fake: the server stops and the
+    /// site loses its data, as a restarted JVM without persistence does).
+    async fn kill_offline(&mut self) {
+        match &mut self.backend {
+            Backend::Fake(fake) => fake.kill("site-b").await,
+            Backend::Real(dir) => {
+                let pid = std::fs::read_to_string(dir.join("site-b-1.pid")).unwrap();
+                std::process::Command::new("kill").arg("-9").arg(pid.trim()).status().unwrap();
+            }
+        }
+    }
+
+    async fn restart_offline(&mut self) {
+        match &mut self.backend {
+            Backend::Fake(fake) => fake.restart("site-b").await.unwrap(),
+            Backend::Real(dir) => {
+                let mut command = std::process::Command::new("sh");
+                command.arg(dir.join("site-b-1.start")).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+                std::os::unix::process::CommandExt::process_group(&mut command, 0);
+                let child = command.spawn().unwrap();
+                std::fs::write(dir.join("site-b-1.pid"), child.id().to_string()).unwrap();
+            }
+        }
+        // Up, and both sites see each other again.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let fresh = client(&self.urls.1);
+        loop {
+            let seen = match (self.a.container_info().await, fresh.container_info().await) {
+                (Ok(a), Ok(b)) => a.sees(&site("site-b")) && b.sees(&site("site-a")),
+                _ => false,
+            };
+            if seen {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the offline site did not come back");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        self.b = fresh;
+    }
+}
+
+/// Writes to the active site until stopped; returns what it wrote successfully.
+fn writer(pair: &Pair, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<(String, String, String)>> {
+    let active = client(&pair.urls.0);
+    tokio::spawn(async move {
+        let mut written = Vec::new();
+        let caches = caches();
+        let mut i = 0usize;
+        while !stop.load(Ordering::Relaxed) {
+            let c = &caches[i % caches.len()];
+            let (key, value) = (format!("live-{i:06}"), format!("written-during-the-run-{i}"));
+            if active.put(c, &key, &value).await.is_ok() {
+                written.push((c.to_string(), key, value));
+            }
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        written
+    })
+}
+
+fn active_expected(before: &Data, written: &[(String, String, String)]) -> Data {
+    let mut expected = before.clone();
+    for (c, k, v) in written {
+        expected.insert((c.clone(), k.clone()), v.clone());
+    }
+    expected
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_brain_is_healed_under_live_writes_and_every_report_tells_the_truth() {
+    let _serial = SERIAL.lock().await;
+    let pair = Pair::start("").await;
+    pair.split_brain().await;
+    let before = pair.data(&pair.a).await;
+    let stale = pair.data(&pair.b).await;
+    let n = pair.size() as u64;
+
+    let (code, stdout, stderr) = pair.run(&["status"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("Diagnosis: split brain"), "{stdout}");
+    let (code, stdout, _) = pair.run(&["plan"]).await;
+    assert_eq!(code, 0);
+    assert!(stdout.contains("Preflight passed (Keycloak 26): 4 cache(s)"), "{stdout}");
+    let (code, stdout, _) = pair.run(&["-o", "json", "diff", "--values"]).await;
+    assert_eq!(code, 5, "diff must report the split");
+    for line in stdout.lines().filter(|l| l.contains("\"type\":\"diff\"")) {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap();
+        let c = &value["comparison"];
+        assert_eq!((c["active"].as_u64(), c["offline"].as_u64()), (Some(n), Some(n / 2 + n / 4)), "{line}");
+        assert_eq!(c["only_active"].as_u64(), Some(n - n / 2), "{line}");
+        assert_eq!(c["only_offline"].as_u64(), Some(n / 4), "{line}");
+        assert_eq!(c["different_values"].as_u64(), Some(n / 2), "{line}");
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = writer(&pair, stop.clone());
+    let (code, stdout, stderr) = pair.run(&["run", "--yes"]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let written = writes.await.unwrap();
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(!written.is_empty(), "the writer wrote nothing");
+
+    let expected = active_expected(&before, &written);
+    let active = pair.data(&pair.a).await;
+    let offline = pair.data(&pair.b).await;
+    assert_eq!(active, expected, "the active site changed beyond the live writes");
+    assert_eq!(offline, active, "the offline site does not equal the active site key by key and value by value");
+    assert!(stale.keys().any(|k| k.1.starts_with("ghost")), "the scenario had stale-only keys");
+    assert_eq!(pair.kube_b.keycloak_state(NS, "keycloak"), Some((3, 3, 3, None)));
+
+    let (code, stdout, _) = pair.run(&["verify", "--keys"]).await;
+    assert_eq!(code, 0, "verify disagrees with the independent comparison: {stdout}");
+    let (code, _, _) = pair.run(&["diff", "--values"]).await;
+    assert_eq!(code, 0);
+    let (_, stdout, _) = pair.run(&["status"]).await;
+    assert!(stdout.contains("Diagnosis: healthy"), "{stdout}");
+}
+
+async fn run_until_killed(pair: &Pair, args: &[&str], target: Step, mid_push: bool) -> bool {
+    let mut child = pair.command(args).spawn().unwrap();
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        if let Some(journal) = pair.journal() {
+            let reached = journal.resume_from.is_none() && journal.step >= target;
+            let pushed = !mid_push || pair.b.size(&cache("work")).await.is_ok_and(|s| s > 0);
+            if reached && pushed {
+                child.kill().await.unwrap();
+                let _ = child.wait().await;
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_at_every_step_boundary_and_mid_push_then_resumed_ends_consistent() {
+    let _serial = SERIAL.lock().await;
+    let pair = Pair::start("").await;
+    pair.split_brain().await;
+    let expected = pair.data(&pair.a).await;
+    let mut killed = BTreeSet::new();
+    let mut first = true;
+    let targets: Vec<(Step, bool)> =
+        Step::ALL[1..].iter().map(|s| (*s, false)).chain([(Step::AwaitPush, true)]).collect();
+    let mut targets = targets;
+    targets.sort_by_key(|(s, mid)| (*s, *mid));
+    for (target, mid_push) in targets {
+        let args: &[&str] = if first { &["run", "--yes"] } else { &["resume", "--yes"] };
+        if run_until_killed(&pair, args, target, mid_push).await {
+            killed.insert(format!("{target}{}", if mid_push { " (mid-push)" } else { "" }));
+            first = false;
+        }
+    }
+    assert!(killed.len() >= 8, "the run was killed at too few points: {killed:?}");
+    let (code, stdout, stderr) = pair.run(&["resume", "--yes"]).await;
+    let journal = pair.journal().unwrap();
+    assert!(code == 0 || journal.is_complete(), "{stdout}\n{stderr}");
+    assert_eq!(pair.data(&pair.a).await, expected, "killed at {killed:?}");
+    assert_eq!(pair.data(&pair.b).await, expected, "killed at {killed:?}");
+    assert_eq!(pair.kube_b.keycloak_state(NS, "keycloak"), Some((3, 3, 3, None)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_offline_site_dying_mid_push_stops_the_run_and_resume_completes_after_its_restart() {
+    let _serial = SERIAL.lock().await;
+    let mut pair = Pair::start("  push_deadline: 3s\n  step_deadline: 20s\n  request_timeout: 5s\n").await;
+    pair.split_brain().await;
+    let expected = pair.data(&pair.a).await;
+    let mut child = pair.command(&["run", "--yes"]).spawn().unwrap();
+    loop {
+        if pair.journal().is_some_and(|j| j.resume_from.is_none() && j.step >= Step::AwaitPush) {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before the push");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    pair.kill_offline().await;
+    let out = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let last = stderr.lines().rev().find(|l| l.starts_with("site-sync: ")).unwrap_or_default();
+    assert!(last.contains("offline site") || last.contains("step "), "not a clear error: {last}");
+    let journal = pair.journal().expect("a journal to resume from");
+    assert!(journal.step >= Step::AwaitPush && !journal.is_complete());
+
+    pair.restart_offline().await;
+    let (code, stdout, stderr) = pair.run(&["resume", "--yes"]).await;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert_eq!(pair.data(&pair.b).await, expected);
+    assert_eq!(pair.data(&pair.a).await, expected);
+    assert_eq!(pair.kube_b.keycloak_state(NS, "keycloak"), Some((3, 3, 3, None)));
+}
