@@ -141,6 +141,7 @@ pub struct RunningPair {
     children: Vec<(String, Child)>,
     /// The CA certificate (PEM) of the TLS variant.
     pub ca_file: Option<PathBuf>,
+    detached: bool,
 }
 
 impl RunningPair {
@@ -176,7 +177,15 @@ impl RunningPair {
         Ok(())
     }
 
+    /// Leaves the servers running after this process ends (`ispn up`).
+    pub fn detach(mut self) {
+        self.detached = true;
+    }
+
     fn stop_all(&mut self) {
+        if self.detached {
+            return;
+        }
         // Tests may have killed a node and started it again (`sh <node>.start`), writing the new
         // pid to the pid file: stop those too.
         for (node, pid) in pids(&self.dir) {
@@ -335,7 +344,7 @@ pub fn start(spec: PairSpec) -> Result<RunningPair> {
         std::fs::write(dir.join(format!("{}.pid", node.name)), child.id().to_string())?;
         children.push((node.name.clone(), child));
     }
-    let mut pair = RunningPair { spec: spec.clone(), dir: dir.clone(), children, ca_file };
+    let mut pair = RunningPair { spec: spec.clone(), dir: dir.clone(), children, ca_file, detached: false };
     wait_ready(&mut pair, &nodes)?;
     eprintln!(
         "Infinispan {} pair ({}) ready in {:.1} s: site-a {} / site-b {}",
@@ -480,12 +489,12 @@ pub fn command(args: &[&str]) -> Result<()> {
                     other => bail!("unknown option {other}"),
                 }
             }
-            let mut pair = start(spec)?;
-            // Detach: the servers keep running after this command; `ispn down` stops them.
-            pair.children.clear();
+            let pair = start(spec)?;
             for (k, v) in pair.env() {
                 println!("export {k}={v}");
             }
+            // The servers keep running after this command; `ispn down` stops them.
+            pair.detach();
             Ok(())
         }
         ["down"] => {

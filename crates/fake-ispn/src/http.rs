@@ -42,7 +42,15 @@ pub(crate) struct SiteService {
     pub(crate) nonces: Mutex<NonceBook>,
     /// Fires when the server shuts down, so that requests stalled by a fault end too.
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// The cache whose site status is being changed right now, if any (see [`status_change`]).
+    pub(crate) changing: Mutex<Option<String>>,
+    /// Caches whose site status machinery deadlocked.
+    pub(crate) deadlocked: Mutex<std::collections::BTreeSet<String>>,
 }
+
+/// How long a site status change takes on the server: the window in which a second one, on
+/// another cache, deadlocks it.
+const STATUS_CHANGE_TIME: Duration = Duration::from_millis(3);
 
 pub(crate) fn router(service: Arc<SiteService>) -> axum::Router {
     axum::Router::new().fallback(handle).with_state(service)
@@ -236,7 +244,57 @@ async fn handle(State(service): State<Arc<SiteService>>, request: axum::extract:
         }
         None => {}
     }
+    if let Some(cache) = status_subject(personality, &parts.method, &rest, &query) {
+        if service.deadlocked.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&cache) {
+            stall(&service).await;
+            return respond(Reply::Text(StatusCode::SERVICE_UNAVAILABLE, "fake-ispn: deadlocked".to_owned()));
+        }
+        if is_status_change(&parts.method, &query) && status_change(&service, &cache).await.is_err() {
+            stall(&service).await;
+            return respond(Reply::Text(StatusCode::SERVICE_UNAVAILABLE, "fake-ispn: deadlocked".to_owned()));
+        }
+    }
     respond(dispatch(&service, &parts.method, &rest, &query, &parts.headers, &body, &user))
+}
+
+/// The cache of a cache-level x-site request, on lines whose site status is cluster-global
+/// (15.0.11 and later): those share the deadlock below.
+fn status_subject(personality: crate::spec::Personality, method: &Method, rest: &[&str], query: &Query) -> Option<String> {
+    if personality == crate::spec::Personality::V14 {
+        return None;
+    }
+    match rest {
+        ["v2", "caches", cache, "x-site", "backups", ..] => {
+            let reads_push_status = *method == Method::GET && query.get("action") == Some("push-state-status");
+            (!reads_push_status).then(|| (*cache).to_owned())
+        }
+        _ => None,
+    }
+}
+
+fn is_status_change(method: &Method, query: &Query) -> bool {
+    *method == Method::POST && matches!(query.get("action"), Some("take-offline" | "bring-online" | "start-push-state"))
+}
+
+/// Reproduces a real server bug (15.0.21 and 16.0.7, Java-level deadlock on `OfflineStatus`
+/// monitors): a status change on one cache while another cache's is in progress deadlocks both;
+/// from then on every status request on those caches hangs.
+async fn status_change(service: &SiteService, cache: &str) -> Result<(), ()> {
+    {
+        let mut changing = service.changing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match changing.as_deref() {
+            Some(other) if other != cache => {
+                let mut deadlocked = service.deadlocked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                deadlocked.insert(other.to_owned());
+                deadlocked.insert(cache.to_owned());
+                return Err(());
+            }
+            _ => *changing = Some(cache.to_owned()),
+        }
+    }
+    tokio::time::sleep(STATUS_CHANGE_TIME).await;
+    *service.changing.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    if service.deadlocked.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(cache) { Err(()) } else { Ok(()) }
 }
 
 /// Holds a request until the client gives up (or the server stops).

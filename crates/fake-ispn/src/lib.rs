@@ -75,6 +75,8 @@ impl FakeCluster {
             site,
             nonces: Mutex::new(auth::NonceBook::default()),
             shutdown: stopped.clone(),
+            changing: Mutex::new(None),
+            deadlocked: Mutex::new(std::collections::BTreeSet::new()),
         });
         let app = http::router(service);
         let mut signal = stopped;

@@ -563,7 +563,15 @@ where
         }
         self.save(journal).await?;
         let step = journal.step;
-        let limit = self.plan.settings.parallelism.max(1);
+        // Site status changes go one at a time: on a real 15.0.21 server, two concurrent
+        // bring-online calls on different caches deadlock the server (each holds its cache's
+        // OfflineStatus monitor while the global-state listener waits for the other's), and every
+        // later status read of those caches hangs. The server's own container-level operations
+        // run one cache after another for the same reason.
+        let changes_status = actions.iter().any(|a| {
+            matches!(a, Action::TakeOffline(_) | Action::BringOnline(..) | Action::StartPush(_) | Action::CancelPush(_))
+        });
+        let limit = if changes_status { 1 } else { self.plan.settings.parallelism.max(1) };
         let results: Vec<(Action, Result<ActionOutcome, ActionError>)> = futures::stream::iter(actions)
             .map(|a| async move {
                 self.emit(Event::Action { step, action: a.verb().to_owned(), side: a.side(), cache: a.cache().cloned() });

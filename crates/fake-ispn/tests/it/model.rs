@@ -410,3 +410,21 @@ async fn reqwest_like_get(url: &str, path: &str) -> (u16, String) {
     let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, body)
 }
+
+#[tokio::test]
+async fn concurrent_status_changes_on_two_caches_deadlock_like_the_real_server() {
+    let fake = FakeCluster::start(ClusterSpec::two_sites("site-a", "site-b")).await.unwrap();
+    let client = http_client(&fake.url("site-b"), "password", Mechanism::Auto);
+    let (a, w, site_a) = (c("actionTokens"), c("work"), s("site-a"));
+    let (first, second) = tokio::join!(
+        client.cache_site_action(&a, &site_a, SiteAction::TakeOffline),
+        client.cache_site_action(&w, &site_a, SiteAction::TakeOffline),
+    );
+    assert!(matches!(first, Err(Error::Timeout { .. })) && matches!(second, Err(Error::Timeout { .. })), "{first:?} {second:?}");
+    assert!(matches!(client.cache_backups(&w).await, Err(Error::Timeout { .. })), "the deadlocked cache stays stuck");
+    assert!(client.cache_backups(&c("loginFailures")).await.is_ok(), "other caches still answer");
+    // One after the other is fine.
+    for cache in [c("loginFailures"), c("authenticationSessions")] {
+        client.cache_site_action(&cache, &s("site-a"), SiteAction::TakeOffline).await.unwrap();
+    }
+}
