@@ -549,7 +549,7 @@ pub fn e2e(args: &[&str]) -> Result<()> {
         versions = VERSIONS.to_vec();
     }
     // Build first, so that servers are not kept waiting for the compiler.
-    run(cargo().args(["test", "-p", "fake-ispn", "--test", "it", "--no-run"]))?;
+    run(cargo().args(["test", "-p", "fake-ispn", "-p", "sync-cli", "--test", "it", "--no-run"]))?;
     let started = Instant::now();
     let mut timings = Vec::new();
     for version in versions {
@@ -562,6 +562,9 @@ pub fn e2e(args: &[&str]) -> Result<()> {
             let pair = start(spec.clone())?;
             let ready = t.elapsed();
             contract(&pair, &[])?;
+            if !spec.tls && spec.nodes == 1 {
+                scenarios(&pair)?;
+            }
             if spec.tls {
                 // Operators run the CLI with --trustall: the insecure mode must work too.
                 contract(&pair, &[("SITE_SYNC_CONTRACT_CA_FILE", ""), ("SITE_SYNC_CONTRACT_INSECURE", "1")])?;
@@ -580,6 +583,16 @@ pub fn e2e(args: &[&str]) -> Result<()> {
     }
     eprintln!("e2e: every real-server suite passed in {:.0?}", started.elapsed());
     Ok(())
+}
+
+/// The site-sync binary's end-to-end scenarios (split brain, kills, a dying site) on this pair.
+fn scenarios(pair: &RunningPair) -> Result<()> {
+    let mut command = cargo();
+    command.args(["test", "-p", "sync-cli", "--test", "it", "scenarios::", "--", "--test-threads", "1", "--nocapture"]);
+    for (k, v) in pair.env() {
+        command.env(k, v);
+    }
+    run(&mut command).with_context(|| format!("the end-to-end scenarios failed against the real {} pair", pair.spec.variant()))
 }
 
 fn contract(pair: &RunningPair, overrides: &[(&str, &str)]) -> Result<()> {

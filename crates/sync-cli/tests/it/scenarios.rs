@@ -236,6 +236,17 @@ impl Pair {
     }
 }
 
+/// Reports a scenario's wall time (`cargo xtask e2e` shows it).
+struct Timed(&'static str, Instant);
+
+impl Drop for Timed {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            eprintln!("scenario {}: {:.1} s", self.0, self.1.elapsed().as_secs_f64());
+        }
+    }
+}
+
 /// Writes to the active site until stopped; returns what it wrote successfully.
 fn writer(pair: &Pair, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<(String, String, String)>> {
     let active = client(&pair.urls.0);
@@ -267,6 +278,7 @@ fn active_expected(before: &Data, written: &[(String, String, String)]) -> Data 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_split_brain_is_healed_under_live_writes_and_every_report_tells_the_truth() {
     let _serial = SERIAL.lock().await;
+    let _timed = Timed("split brain under live writes", Instant::now());
     let pair = Pair::start("").await;
     pair.split_brain().await;
     let before = pair.data(&pair.a).await;
@@ -337,6 +349,7 @@ async fn run_until_killed(pair: &Pair, args: &[&str], target: Step, mid_push: bo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_every_step_boundary_and_mid_push_then_resumed_ends_consistent() {
     let _serial = SERIAL.lock().await;
+    let _timed = Timed("kill -9 at every step boundary and mid-push, then resume", Instant::now());
     let pair = Pair::start("").await;
     pair.split_brain().await;
     let expected = pair.data(&pair.a).await;
@@ -365,6 +378,7 @@ async fn killed_at_every_step_boundary_and_mid_push_then_resumed_ends_consistent
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_offline_site_dying_mid_push_stops_the_run_and_resume_completes_after_its_restart() {
     let _serial = SERIAL.lock().await;
+    let _timed = Timed("offline site killed mid-push, restarted, resumed", Instant::now());
     let mut pair = Pair::start("  push_deadline: 3s\n  step_deadline: 20s\n  request_timeout: 5s\n").await;
     pair.split_brain().await;
     let expected = pair.data(&pair.a).await;
