@@ -66,8 +66,11 @@ impl Pair {
                 (Backend::Real(PathBuf::from(dir)), (url("SITE_SYNC_CONTRACT_A_URL"), url("SITE_SYNC_CONTRACT_B_URL")))
             }
             None => {
-                let spec = ClusterSpec::two_sites("site-a", "site-b")
-                    .transfer(TransferSpec { chunk_size: 16, entries_per_second: Some(4_000), ..TransferSpec::default() });
+                let spec = ClusterSpec::two_sites("site-a", "site-b").transfer(TransferSpec {
+                    chunk_size: 16,
+                    entries_per_second: Some(4_000),
+                    ..TransferSpec::default()
+                });
                 let fake = FakeCluster::start(spec).await.unwrap();
                 let urls = (fake.url("site-a"), fake.url("site-b"));
                 (Backend::Fake(fake), urls)
@@ -77,8 +80,11 @@ impl Pair {
         let kube_b = FakeKube::new().timing(quick()).keycloak(NS, "keycloak", 3);
         let served = (kube_a.serve().await.unwrap(), kube_b.serve().await.unwrap());
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("kubeconfig"), kubeconfig(&[("site-a", &served.0.url(), NS), ("site-b", &served.1.url(), NS)]))
-            .unwrap();
+        std::fs::write(
+            dir.path().join("kubeconfig"),
+            kubeconfig(&[("site-a", &served.0.url(), NS), ("site-b", &served.1.url(), NS)]),
+        )
+        .unwrap();
         std::fs::write(dir.path().join("password"), "password\n").unwrap();
         let block = |name: &str, url: &str| {
             format!(
@@ -91,16 +97,7 @@ impl Pair {
             block("site-b", &urls.1)
         );
         std::fs::write(dir.path().join("site-sync.yaml"), config).unwrap();
-        let pair = Self {
-            a: client(&urls.0),
-            b: client(&urls.1),
-            urls,
-            backend,
-            kube_b,
-            _kube_a: kube_a,
-            _served: served,
-            dir,
-        };
+        let pair = Self { a: client(&urls.0), b: client(&urls.1), urls, backend, kube_b, _kube_a: kube_a, _served: served, dir };
         pair.reset().await;
         pair
     }
@@ -187,7 +184,11 @@ impl Pair {
 
     async fn run(&self, args: &[&str]) -> (i32, String, String) {
         let out = self.command(args).output().await.unwrap();
-        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     fn journal(&self) -> Option<Journal> {
@@ -355,8 +356,7 @@ async fn killed_at_every_step_boundary_and_mid_push_then_resumed_ends_consistent
     let expected = pair.data(&pair.a).await;
     let mut killed = BTreeSet::new();
     let mut first = true;
-    let targets: Vec<(Step, bool)> =
-        Step::ALL[1..].iter().map(|s| (*s, false)).chain([(Step::AwaitPush, true)]).collect();
+    let targets: Vec<(Step, bool)> = Step::ALL[1..].iter().map(|s| (*s, false)).chain([(Step::AwaitPush, true)]).collect();
     let mut targets = targets;
     targets.sort_by_key(|(s, mid)| (*s, *mid));
     for (target, mid_push) in targets {
