@@ -215,6 +215,8 @@ impl Pair {
                 let mut command = std::process::Command::new("sh");
                 command.arg(dir.join("site-b-1.start")).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
                 std::os::unix::process::CommandExt::process_group(&mut command, 0);
+                // Left running on purpose: `cargo xtask e2e` stops it through the pid file.
+                #[allow(clippy::zombie_processes)]
                 let child = command.spawn().unwrap();
                 std::fs::write(dir.join("site-b-1.pid"), child.id().to_string()).unwrap();
             }
@@ -241,6 +243,7 @@ impl Pair {
 struct Timed(&'static str, Instant);
 
 impl Drop for Timed {
+    #[allow(clippy::print_stderr)]
     fn drop(&mut self) {
         if !std::thread::panicking() {
             eprintln!("scenario {}: {:.1} s", self.0, self.1.elapsed().as_secs_f64());
