@@ -548,8 +548,10 @@ pub fn e2e(args: &[&str]) -> Result<()> {
     if versions.is_empty() {
         versions = VERSIONS.to_vec();
     }
-    // Build first, so that servers are not kept waiting for the compiler.
-    run(cargo().args(["test", "-p", "fake-ispn", "-p", "sync-cli", "--test", "it", "--no-run"]))?;
+    // Build first, so that servers are not kept waiting for the compiler. Every cargo command
+    // here selects the whole workspace, like `cargo xtask ci` does: selecting single packages
+    // changes feature unification and rebuilds half the dependency graph.
+    run(cargo().args(["test", "--workspace", "--test", "it", "--no-run"]))?;
     let started = Instant::now();
     let mut timings = Vec::new();
     for version in versions {
@@ -588,7 +590,7 @@ pub fn e2e(args: &[&str]) -> Result<()> {
 /// The site-sync binary's end-to-end scenarios (split brain, kills, a dying site) on this pair.
 fn scenarios(pair: &RunningPair) -> Result<()> {
     let mut command = cargo();
-    command.args(["test", "-p", "sync-cli", "--test", "it", "scenarios::", "--", "--test-threads", "1", "--nocapture"]);
+    command.args(["test", "--workspace", "--test", "it", "--", "scenarios::", "--test-threads", "1", "--nocapture"]);
     for (k, v) in pair.env() {
         command.env(k, v);
     }
@@ -597,7 +599,7 @@ fn scenarios(pair: &RunningPair) -> Result<()> {
 
 fn contract(pair: &RunningPair, overrides: &[(&str, &str)]) -> Result<()> {
     let mut command = cargo();
-    command.args(["test", "-p", "fake-ispn", "--test", "it", "contract::", "--", "--test-threads", "1"]);
+    command.args(["test", "--workspace", "--test", "it", "--", "contract::", "--test-threads", "1"]);
     for (k, v) in pair.env() {
         command.env(k, v);
     }

@@ -1,12 +1,15 @@
 //! Project automation (<https://github.com/matklad/cargo-xtask>): `cargo xtask <task>`.
 //!
-//! - `ci`: what CI runs: formatting, lints, the test suite, then `e2e` for both real versions.
+//! - `ci`: what CI runs: formatting, `tidy`, lints, the test suite, then `e2e` for both real versions.
 //! - `ispn up|down|status`: a real two-site Infinispan Server pair on 127.0.0.1 (testenv/).
 //! - `e2e`: the contract suite and the end-to-end scenarios against real pairs.
 //! - `bench`: the benchmarks behind docs/benchmarks.md.
+//! - `tidy`: the architecture's rooms, checked mechanically.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod bench;
 mod ispn;
+mod tidy;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,13 +19,16 @@ use anyhow::{Context, Result, bail};
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
-  ci                               formatting, clippy, tests, then e2e for every real version
+  ci                               formatting, tidy, clippy, tests, then e2e for every real version
+  tidy                             check the architecture's rooms, the TLS stack and the README
   ispn up [--version V] [--tls] [--nodes N]
                                    start a real two-site Infinispan pair on 127.0.0.1
   ispn down                        stop every pair started by `ispn up`
   ispn status                      show the pairs started by `ispn up`
   e2e [--version V]...             run the contract suite and end-to-end scenarios on real pairs
                                    (default: every supported version)
+  bench [--quick]                  measure P1-P4 and write docs/benchmarks.md and .json
+                                   (--quick: smaller sizes, for trying the harness)
 
 versions: 15 (15.0.21.Final, Keycloak 26.0-26.4), 16 (16.0.7, Keycloak 26.6+), or an exact version";
 
@@ -33,6 +39,8 @@ fn main() -> Result<()> {
         ["ci", rest @ ..] => ci(rest),
         ["ispn", rest @ ..] => ispn::command(rest),
         ["e2e", rest @ ..] => ispn::e2e(rest),
+        ["bench", rest @ ..] => bench::bench(rest),
+        ["tidy", rest @ ..] => tidy::tidy(rest),
         [] | ["help" | "--help" | "-h"] => {
             println!("{USAGE}");
             Ok(())
@@ -66,6 +74,7 @@ fn ci(args: &[&str]) -> Result<()> {
     }
     let started = std::time::Instant::now();
     run(cargo().args(["fmt", "--all", "--check"]))?;
+    tidy::tidy(&[])?;
     run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     run(cargo().args(["test", "--workspace", "--all-targets"]))?;
     ispn::e2e(&[])?;

@@ -1,0 +1,331 @@
+//! `cargo xtask bench`: the measurements behind docs/benchmarks.md. Targets are goals, never
+//! assertions: this reports what it measured, honestly, with the command that produced it.
+//!
+//! - P1: the procedure on a real pair (4 caches x 10k entries), site-sync versus the seed's
+//!   commands scripted with the official Infinispan CLI (testenv/bench/cli-procedure.sh);
+//!   Keycloak scaling excluded from both.
+//! - P2: site-sync's push phase versus the server-side floor (first push start to last OK, seen by
+//!   a 10 ms poller), 4 caches x 100k entries.
+//! - P3: `site-sync diff` of 100k, 1M and 10M keys per site against fake-ispn over HTTP: wall time
+//!   and peak RSS.
+//! - P4: deterministic simulation schedules per minute.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use crate::ispn::{ADMIN, PairSpec, RunningPair, VERSIONS, start};
+use crate::{cargo, project_root, run};
+
+const CACHES: [&str; 4] = ["actionTokens", "authenticationSessions", "loginFailures", "work"];
+const ROUNDS: usize = 3;
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
+fn release(name: &str) -> PathBuf {
+    project_root().join("target").join("release").join(name)
+}
+
+fn example(name: &str) -> PathBuf {
+    project_root().join("target").join("release").join("examples").join(name)
+}
+
+fn output(command: &mut Command) -> Result<String> {
+    let out = command.output().with_context(|| format!("cannot start {command:?}"))?;
+    if !out.status.success() {
+        bail!("{command:?} failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn timed(command: &mut Command) -> Result<f64> {
+    let started = Instant::now();
+    output(command)?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// The machine, for the report.
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model =
+        cpuinfo.lines().find_map(|l| l.strip_prefix("model name")).map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned());
+    let cores = cpuinfo.lines().filter(|l| l.starts_with("processor")).count();
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:").map(|v| v.trim().to_owned()))
+        .unwrap_or_default();
+    format!("{cores} cores ({}), {memory} RAM, Linux", model.unwrap_or_else(|| "unknown CPU".to_owned()))
+}
+
+/// P4: schedules per minute of the deterministic simulation (test profile, as CI runs it).
+fn simulation() -> Result<Value> {
+    let cases = 3000;
+    let mut minutes = Vec::new();
+    for _ in 0..ROUNDS {
+        let seconds = timed(cargo().current_dir(project_root()).env("SITE_SYNC_SIM_CASES", cases.to_string()).args([
+            "test",
+            "--workspace",
+            "--test",
+            "it",
+            "--",
+            "--exact",
+            "sim::every_fault_schedule_keeps_the_invariants",
+        ]))?;
+        minutes.push(f64::from(cases) / seconds * 60.0);
+    }
+    let per_minute = median(minutes);
+    eprintln!("P4: {per_minute:.0} schedules per minute");
+    Ok(json!({"schedules_per_minute": per_minute, "cases_per_run": cases, "runs": ROUNDS}))
+}
+
+fn write_config(dir: &Path, url_a: &str, url_b: &str, settings: &str) -> Result<PathBuf> {
+    std::fs::write(dir.join("password"), format!("{}\n", ADMIN.1))?;
+    let site = |name: &str, url: &str| {
+        format!(
+            "  {name}:\n    infinispan:\n      url: {url}\n      user: {}\n      password_file: password\n    keycloak:\n      mode: already-stopped\n",
+            ADMIN.0
+        )
+    };
+    let path = dir.join("site-sync.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "active: site-a\noffline: site-b\njournal: journal.json\nsettings:\n  request_timeout: 120s\n{settings}sites:\n{}{}",
+            site("site-a", url_a),
+            site("site-b", url_b)
+        ),
+    )?;
+    Ok(path)
+}
+
+/// Peak RSS (KiB) and wall time (s) of a command, from GNU time.
+fn rss_and_time(command: &[&str]) -> Result<(f64, u64)> {
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "%e %M"])
+        .args(command)
+        .stdout(Stdio::null())
+        .output()
+        .context("GNU time is needed for peak RSS (Debian: apt-get install time)")?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    let mut parts = last.split_whitespace();
+    let seconds: f64 = parts.next().and_then(|s| s.parse().ok()).with_context(|| format!("unexpected time output: {stderr}"))?;
+    let rss: u64 = parts.next().and_then(|s| s.parse().ok()).with_context(|| format!("unexpected time output: {stderr}"))?;
+    // `diff` exits 5 when the sites differ, which they do by construction.
+    if !matches!(out.status.code(), Some(0 | 5)) {
+        bail!("{command:?} failed: {stderr}");
+    }
+    Ok((seconds, rss))
+}
+
+/// P3: `site-sync diff` at growing sizes against fake-ispn over HTTP.
+fn diff_scaling(sizes: &[usize]) -> Result<Value> {
+    let mut rows = Vec::new();
+    for &per_site in sizes {
+        let mut server = Command::new(example("serve"))
+            .arg((per_site / CACHES.len()).to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("cannot start the fake-ispn server")?;
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(server.stdout.take().context("stdout")?), &mut line)?;
+        let urls: Vec<&str> = line.split_whitespace().collect();
+        let dir = scratch_dir()?;
+        let config = write_config(&dir, urls[0], urls[1], "")?;
+        let binary = release("site-sync");
+        let mut runs = Vec::new();
+        for _ in 0..ROUNDS {
+            runs.push(rss_and_time(&[
+                binary.to_str().unwrap_or_default(),
+                "--config",
+                config.to_str().unwrap_or_default(),
+                "diff",
+            ])?);
+        }
+        drop(server.stdin.take());
+        let _ = server.wait();
+        let seconds = median(runs.iter().map(|r| r.0).collect());
+        let rss_mib = median(runs.iter().map(|r| r.1 as f64 / 1024.0).collect());
+        eprintln!("P3: diff of {per_site} keys per site: {seconds:.2} s, peak RSS {rss_mib:.1} MiB");
+        rows.push(json!({"keys_per_site": per_site, "seconds": seconds, "peak_rss_mib": rss_mib}));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    Ok(Value::Array(rows))
+}
+
+fn scratch_dir() -> Result<PathBuf> {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let dir = project_root().join("target").join("bench").join(nanos.to_string());
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// `bench_tool <command> <url-a> <url-b> admin <password-file> <caches>` (reset, split, push-floor).
+fn on_pair(pair: &RunningPair, command: &str, password: &Path) -> Result<String> {
+    output(
+        Command::new(example("bench_tool"))
+            .arg(command)
+            .args([pair.url("site-a"), pair.url("site-b")])
+            .arg(ADMIN.0)
+            .arg(password)
+            .args(CACHES),
+    )
+}
+
+/// `bench_tool fill <url> admin <password-file> <entries> <prefix> <caches>`.
+fn fill(url: &str, password: &Path, entries: usize, prefix: &str) -> Result<()> {
+    let out = output(
+        Command::new(example("bench_tool"))
+            .args(["fill", url, ADMIN.0])
+            .arg(password)
+            .args([entries.to_string().as_str(), prefix])
+            .args(CACHES),
+    )?;
+    eprintln!("bench: filled {url}: {}", out.trim());
+    Ok(())
+}
+
+/// P1 and P2 on a real pair.
+fn real(entries_p1: usize, entries_p2: usize) -> Result<(Value, Value)> {
+    let version = VERSIONS[0];
+    let pair = start(PairSpec { version, tls: false, nodes: 1 })?;
+    let dir = scratch_dir()?;
+    let password = dir.join("password");
+    std::fs::write(&password, format!("{}\n", ADMIN.1))?;
+    let lib = project_root().join("target").join("ispn").join("dist").join(version).join("lib");
+    let connection = |site: &str| pair.url(site).replacen("http://", &format!("http://{}:{}@", ADMIN.0, ADMIN.1), 1);
+    let (a_url, b_url) = (pair.url("site-a"), pair.url("site-b"));
+
+    // P1: 4 x entries_p1 on the active site; before each run a fresh split with stale data.
+    on_pair(&pair, "reset", &password)?;
+    fill(&a_url, &password, entries_p1, "user")?;
+    let config = write_config(&dir, &a_url, &b_url, "")?;
+    let mut site_sync = Vec::new();
+    let mut cli = Vec::new();
+    for round in 0..ROUNDS {
+        for with_cli in [round % 2 == 1, round % 2 == 0] {
+            on_pair(&pair, "split", &password)?;
+            fill(&b_url, &password, entries_p1 / 4, "stale")?;
+            let _ = std::fs::remove_file(dir.join("journal.json"));
+            if with_cli {
+                let seconds = timed(
+                    Command::new(project_root().join("testenv/bench/cli-procedure.sh"))
+                        .arg(&lib)
+                        .arg(connection("site-a"))
+                        .arg(connection("site-b")),
+                )?;
+                eprintln!("P1: CLI script {seconds:.1} s");
+                cli.push(seconds);
+            } else {
+                let seconds = timed(Command::new(release("site-sync")).arg("--config").arg(&config).args(["run", "--yes"]))?;
+                eprintln!("P1: site-sync {seconds:.1} s");
+                site_sync.push(seconds);
+            }
+        }
+    }
+    let p1 = json!({
+        "entries_per_cache": entries_p1, "caches": CACHES.len(), "server": version,
+        "site_sync_seconds": median(site_sync.clone()), "cli_seconds": median(cli.clone()),
+        "ratio": median(site_sync.clone()) / median(cli.clone()),
+        "site_sync_runs": site_sync, "cli_runs": cli,
+    });
+
+    // P2: 4 x entries_p2; the floor from a 10 ms poller, site-sync's push phase from its events.
+    on_pair(&pair, "reset", &password)?;
+    fill(&a_url, &password, entries_p2, "big")?;
+    let config = write_config(&dir, &a_url, &b_url, "  poll_interval: 100ms\n")?;
+    let mut floors = Vec::new();
+    let mut phases = Vec::new();
+    for _ in 0..ROUNDS {
+        let floor: f64 = on_pair(&pair, "push-floor", &password)?.trim().parse().context("push-floor output")?;
+        floors.push(floor);
+        on_pair(&pair, "split", &password)?;
+        let _ = std::fs::remove_file(dir.join("journal.json"));
+        let events =
+            output(Command::new(release("site-sync")).arg("--config").arg(&config).args(["-o", "json", "run", "--yes"]))?;
+        let phase_ms: u64 = events
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|e| e["type"] == "step_finished" && matches!(e["step"].as_str(), Some("push-state" | "await-push")))
+            .filter_map(|e| e["elapsed_ms"].as_u64())
+            .sum();
+        let phase = phase_ms as f64 / 1000.0;
+        eprintln!("P2: floor {floor:.2} s, site-sync push phase {phase:.2} s");
+        phases.push(phase);
+    }
+    let (floor, phase) = (median(floors.clone()), median(phases.clone()));
+    let p2 = json!({
+        "entries_per_cache": entries_p2, "caches": CACHES.len(), "server": version,
+        "floor_seconds": floor, "site_sync_push_seconds": phase, "overhead": (phase - floor) / floor,
+        "floor_runs": floors, "site_sync_runs": phases,
+    });
+    pair.stop()?;
+    let _ = std::fs::remove_dir_all(dir);
+    Ok((p1, p2))
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}%", x * 100.0)
+}
+
+/// `cargo xtask bench [--quick]`.
+pub fn bench(args: &[&str]) -> Result<()> {
+    let quick = args.contains(&"--quick");
+    run(cargo().args(["build", "--release", "-p", "sync-cli"]))?;
+    run(cargo().args(["build", "--release", "-p", "ispn-xsite", "--example", "bench_tool"]))?;
+    run(cargo().args(["build", "--release", "-p", "fake-ispn", "--example", "serve"]))?;
+    let machine = machine();
+    let p4 = simulation()?;
+    let sizes: &[usize] = if quick { &[100_000, 1_000_000] } else { &[100_000, 1_000_000, 10_000_000] };
+    let p3 = diff_scaling(sizes)?;
+    let (p1, p2) = if quick { real(2_000, 20_000)? } else { real(10_000, 100_000)? };
+
+    let report = json!({"machine": machine, "quick": quick, "p1": p1, "p2": p2, "p3": p3, "p4": p4});
+    let docs = project_root().join("docs");
+    std::fs::write(docs.join("benchmarks.json"), serde_json::to_string_pretty(&report)?)?;
+    let p3_rows: Vec<String> = p3
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            format!(
+                "| P3 `diff`, {} keys per site | ≤ 10 s and ≤ 64 MiB at 1M | {:.2} s, {:.1} MiB peak RSS | | `cargo xtask bench` |",
+                r["keys_per_site"], r["seconds"].as_f64().unwrap_or(0.0), r["peak_rss_mib"].as_f64().unwrap_or(0.0)
+            )
+        })
+        .collect();
+    let markdown = format!(
+        "# Benchmarks\n\nMeasured by `cargo xtask bench`{} on {machine}. Medians of {ROUNDS} runs; P1 and P2 alternate the \
+         two sides. Raw numbers: [benchmarks.json](benchmarks.json). Targets are goals for this table, never assertions in tests.\n\n\
+         | Benchmark | Target | Measured | Ratio | Command |\n|---|---|---|---|---|\n\
+         | P1 procedure, {} caches x {} entries, real Infinispan {} (Keycloak scaling excluded) | ≤ 1/3 of the CLI script | site-sync {:.1} s, CLI script {:.1} s | {:.2} | `cargo xtask bench` (`testenv/bench/cli-procedure.sh`) |\n\
+         | P2 push phase over the server floor, {} caches x {} entries | ≤ 5% | floor {:.2} s, site-sync {:.2} s | {} | `cargo xtask bench` |\n\
+         {}\n\
+         | P4 simulation throughput | ≥ 1,000 schedules/min | {:.0} schedules/min | | `cargo xtask bench` |\n",
+        if quick { " --quick" } else { "" },
+        p1["caches"],
+        p1["entries_per_cache"],
+        p1["server"].as_str().unwrap_or_default(),
+        p1["site_sync_seconds"].as_f64().unwrap_or(0.0),
+        p1["cli_seconds"].as_f64().unwrap_or(0.0),
+        p1["ratio"].as_f64().unwrap_or(0.0),
+        p2["caches"],
+        p2["entries_per_cache"],
+        p2["floor_seconds"].as_f64().unwrap_or(0.0),
+        p2["site_sync_push_seconds"].as_f64().unwrap_or(0.0),
+        pct(p2["overhead"].as_f64().unwrap_or(0.0)),
+        p3_rows.join("\n"),
+        p4["schedules_per_minute"].as_f64().unwrap_or(0.0),
+    );
+    std::fs::write(docs.join("benchmarks.md"), markdown)?;
+    eprintln!("bench: wrote docs/benchmarks.md and docs/benchmarks.json");
+    Ok(())
+}

@@ -1,0 +1,174 @@
+//! `cargo xtask tidy`: the architecture's rooms, checked mechanically (ARCHITECTURE.md,
+//! "Invariants"). Clippy's print lints cover "only sync-cli prints" inside each crate; this covers
+//! what no lint sees: which crate may depend on what, which TLS stack is built, and what the
+//! README promises on its first lines.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use crate::{cargo, project_root};
+
+/// Direct dependencies only these workspace crates may declare (any section).
+const OWNED_DEPENDENCIES: &[(&str, &[&str])] = &[
+    ("kube", &["keycloak-scale"]),
+    // sync-cli picks the Kubernetes API version feature; nothing else may use the types.
+    ("k8s-openapi", &["keycloak-scale", "sync-cli"]),
+    ("reqwest", &["ispn-xsite"]),
+    ("axum", &["fake-ispn", "keycloak-scale"]),
+];
+
+/// Packages that must never be built: the TLS stack is rustls on aws-lc-rs.
+const FORBIDDEN_PACKAGES: &[&str] = &["ring", "openssl", "openssl-sys", "native-tls"];
+
+/// What sync-core's build (normal dependencies, its own features) must not contain: it does no IO.
+const IO_PACKAGES: &[&str] = &["reqwest", "hyper", "hyper-util", "kube", "kube-client", "axum", "mio", "socket2"];
+
+/// Source patterns that mean IO, forbidden in sync-core's sources.
+const IO_PATTERNS: &[&str] =
+    &["std::fs", "std::net", "std::process", "tokio::fs", "tokio::net", "tokio::process", "std::io::stdout"];
+
+/// The README's first fenced block: exactly these two commands, in this order.
+const README_COMMANDS: [&str; 2] = ["cargo run -p sync-cli -- demo", "cargo xtask ci"];
+
+pub fn tidy(args: &[&str]) -> Result<()> {
+    if !args.is_empty() {
+        bail!("tidy takes no arguments");
+    }
+    let mut problems = Vec::new();
+
+    let metadata = command_output(cargo().args(["metadata", "--format-version", "1", "--no-deps"]))?;
+    let metadata: Value = serde_json::from_str(&metadata).context("cargo metadata printed something that is not JSON")?;
+    problems.extend(dependency_rooms(&metadata));
+
+    let whole_tree =
+        command_output(cargo().args(["tree", "--workspace", "--target", "all", "-e", "normal,build,dev", "--prefix", "none"]))?;
+    problems.extend(forbidden_packages(&whole_tree, FORBIDDEN_PACKAGES, "the workspace"));
+
+    let core_tree = command_output(cargo().args(["tree", "-p", "sync-core", "-e", "normal", "--prefix", "none"]))?;
+    problems.extend(forbidden_packages(&core_tree, IO_PACKAGES, "sync-core (it does no IO)"));
+
+    let core_src = project_root().join("crates/sync-core/src");
+    for entry in std::fs::read_dir(&core_src).with_context(|| format!("cannot read {}", core_src.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(&path)?;
+            problems.extend(io_in_source(&path.display().to_string(), &text));
+        }
+    }
+
+    let readme = std::fs::read_to_string(project_root().join("README.md")).context("cannot read README.md")?;
+    problems.extend(readme_first_commands(&readme));
+
+    if !problems.is_empty() {
+        bail!("tidy found {} problem(s):\n  {}", problems.len(), problems.join("\n  "));
+    }
+    eprintln!("tidy: rooms, TLS stack and README hold");
+    Ok(())
+}
+
+fn command_output(command: &mut Command) -> Result<String> {
+    let out = command.current_dir(project_root()).output().with_context(|| format!("cannot start {command:?}"))?;
+    if !out.status.success() {
+        bail!("{command:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+fn dependency_rooms(metadata: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    for package in metadata["packages"].as_array().into_iter().flatten() {
+        let name = package["name"].as_str().unwrap_or_default();
+        let declared: BTreeSet<&str> =
+            package["dependencies"].as_array().into_iter().flatten().filter_map(|d| d["name"].as_str()).collect();
+        for (dependency, owners) in OWNED_DEPENDENCIES {
+            if declared.contains(dependency) && !owners.contains(&name) {
+                problems.push(format!("{name} depends on {dependency}, which only {} may use", owners.join(" and ")));
+            }
+        }
+    }
+    problems
+}
+
+/// `tree` is `cargo tree --prefix none` output: one `name vX.Y.Z ...` per line.
+fn forbidden_packages(tree: &str, forbidden: &[&str], whose: &str) -> Vec<String> {
+    let built: BTreeSet<&str> = tree.lines().filter_map(|line| line.split_whitespace().next()).collect();
+    forbidden.iter().filter(|p| built.contains(*p)).map(|p| format!("{whose} builds {p}")).collect()
+}
+
+fn io_in_source(file: &str, text: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let code = line.split("//").next().unwrap_or_default();
+        for pattern in IO_PATTERNS {
+            if code.contains(pattern) {
+                problems.push(format!("{file}:{}: sync-core uses {pattern}; IO belongs behind a port trait", number + 1));
+            }
+        }
+    }
+    problems
+}
+
+fn readme_first_commands(readme: &str) -> Vec<String> {
+    let block: Vec<&str> = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("```"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("```"))
+        .map(|l| l.split(" #").next().unwrap_or_default().trim())
+        .filter(|l| !l.is_empty())
+        .collect();
+    if block == README_COMMANDS {
+        return Vec::new();
+    }
+    vec![format!(
+        "README's first code block must hold exactly `{}` then `{}`, found {block:?}",
+        README_COMMANDS[0], README_COMMANDS[1]
+    )]
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_crate_outside_the_room_using_kube_is_named() {
+        let metadata = json!({"packages": [
+            {"name": "keycloak-scale", "dependencies": [{"name": "kube"}]},
+            {"name": "sync-core", "dependencies": [{"name": "kube"}, {"name": "serde"}]},
+        ]});
+        assert_eq!(dependency_rooms(&metadata), ["sync-core depends on kube, which only keycloak-scale may use"]);
+    }
+
+    #[test]
+    fn forbidden_packages_match_whole_names_only() {
+        let tree = "ring v0.17.14\nringbuf v0.3.0\nrustls v0.23.1 (*)\n";
+        assert_eq!(forbidden_packages(tree, &["ring", "openssl"], "x"), ["x builds ring"]);
+        assert!(forbidden_packages("ringbuf v0.3.0\n", &["ring"], "x").is_empty());
+    }
+
+    #[test]
+    fn io_in_sync_core_sources_is_found_but_comments_are_not() {
+        let text = "use std::fs::File;\n// std::net is fine to mention in a comment\nlet x = 1;\n";
+        assert_eq!(io_in_source("a.rs", text), ["a.rs:1: sync-core uses std::fs; IO belongs behind a port trait"]);
+    }
+
+    #[test]
+    fn the_readme_must_start_with_the_two_commands() {
+        let good = "# site-sync\n\n```sh\ncargo run -p sync-cli -- demo   # demo\ncargo xtask ci  # tests\n```\n";
+        assert!(readme_first_commands(good).is_empty());
+        let extra = "```sh\ncargo run -p sync-cli -- demo\ncargo build\ncargo xtask ci\n```\n";
+        assert_eq!(readme_first_commands(extra).len(), 1);
+        assert_eq!(readme_first_commands("no code at all").len(), 1);
+    }
+
+    #[test]
+    fn this_repository_passes_its_own_readme_check() {
+        let readme = std::fs::read_to_string(project_root().join("README.md")).expect("README.md");
+        assert_eq!(readme_first_commands(&readme), Vec::<String>::new());
+    }
+}
