@@ -9,6 +9,9 @@
 //! - `push-floor <url-a> <url-b> <user> <password-file> <cache>...`: the server-side floor of a
 //!   push: prepares site-b (offline, cleared, online), starts site-a's pushes one cache after the
 //!   other, polls every 10 ms, and prints the seconds from the first start to the last OK.
+//! - `same <url-a> <url-b> <user> <password-file> <cache>...`: fails unless every cache holds
+//!   the same number of entries on both sites, more than zero (a benchmark run that did not
+//!   synchronize does not count).
 #![allow(clippy::print_stdout)]
 
 use std::time::{Duration, Instant};
@@ -95,6 +98,13 @@ async fn main() {
             println!("{:.3}", started.elapsed().as_secs_f64());
             for cache in &caches {
                 ca.clear_push_state_status(cache).await.expect("clear status");
+            }
+        }
+        [command, url_a, url_b, user, password, caches @ ..] if command == "same" => {
+            let (ca, cb) = (client(url_a, user, password), client(url_b, user, password));
+            for cache in names(caches) {
+                let (on_a, on_b) = (ca.size(&cache).await.expect("size"), cb.size(&cache).await.expect("size"));
+                assert!(on_a > 0 && on_a == on_b, "{cache}: {on_a} entries on site-a, {on_b} on site-b");
             }
         }
         _ => panic!("usage: see the module documentation"),

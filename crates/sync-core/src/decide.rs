@@ -550,7 +550,28 @@ fn await_push(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
             actions.push(Action::BringOnline(Side::Active, cache.clone()));
         }
     }
-    if actions.is_empty() { poll(plan, "pushes to finish") } else { Decision::Act(actions) }
+    if actions.is_empty() { poll_push(plan, journal, obs) } else { Decision::Act(actions) }
+}
+
+/// Polling a push costs the time between its OK and the next read, so the wait grows with the
+/// push: 5% of the time it has run so far, at least 50 ms, at most `poll_interval`. A push that
+/// takes seconds is seen finished within a few percent of the server's own time, and a long one
+/// does not get read more often than configured.
+fn poll_push(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
+    const FLOOR_MS: u64 = 50;
+    let running_since = journal
+        .caches
+        .iter()
+        .map(|c| journal.cache(c))
+        .filter(|p| p.push == PushPhase::Sending)
+        .filter_map(|p| p.push_started_at_ms)
+        .min();
+    let ceiling_ms = plan.settings.poll_interval.as_millis() as u64;
+    let wait_ms = match running_since {
+        Some(since) => (obs.now_ms.saturating_sub(since) / 20).max(FLOOR_MS).min(ceiling_ms),
+        None => ceiling_ms,
+    };
+    Decision::Wait { duration: Duration::from_millis(wait_ms), why: "pushes to finish".into() }
 }
 
 fn clear_push_status(journal: &Journal, obs: &Observation) -> Decision {

@@ -456,6 +456,27 @@ fn await_push_does_not_spend_attempts_while_the_link_is_down() {
 }
 
 #[test]
+fn await_push_polls_at_a_twentieth_of_the_push_time_within_50ms_and_the_interval() {
+    let wait_after = |running_ms: u64| {
+        let mut journal = sending_journal();
+        for c in CACHES {
+            progress(&mut journal, c).push_started_at_ms = Some(NOW - running_ms);
+        }
+        // The earliest push still sending sets the pace.
+        progress(&mut journal, "work").push_started_at_ms = Some(NOW - running_ms / 2);
+        match decide(&plan(), &journal, &await_obs(PushStatus::Sending)) {
+            Decision::Wait { duration, .. } => duration.as_millis(),
+            other => panic!("expected a wait, got {other:?}"),
+        }
+    };
+    assert_eq!(wait_after(0), 50);
+    assert_eq!(wait_after(2_000), 100);
+    assert_eq!(wait_after(3_000), 150);
+    assert_eq!(plan().settings.poll_interval.as_millis(), 200);
+    assert_eq!(wait_after(60_000), 200);
+}
+
+#[test]
 fn await_push_cancels_a_push_past_its_deadline_or_after_a_failed_start() {
     let mut journal = sending_journal();
     let mut obs = await_obs(PushStatus::Sending);
