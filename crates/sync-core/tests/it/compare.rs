@@ -16,6 +16,9 @@ struct Placement {
     same_value: bool,
 }
 
+/// Which placements make a key belong to one kind of difference.
+type Kind = fn(&Placement) -> bool;
+
 fn placement() -> impl Strategy<Value = Placement> {
     (any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(active, offline, same_value)| Placement {
         active,
@@ -59,7 +62,7 @@ proptest! {
         prop_assert_eq!(u64::from(result.passes), active.div_ceil(budget as u64).max(1));
         prop_assert_eq!(result.is_equal(), result.only_active + result.only_offline + differing == 0);
 
-        let samples: [(&Vec<String>, u64, fn(&Placement) -> bool); 3] = [
+        let samples: [(&Vec<String>, u64, Kind); 3] = [
             (&result.sample_only_active, result.only_active, |p| p.active && !p.offline),
             (&result.sample_only_offline, result.only_offline, |p| p.offline && !p.active),
             (&result.sample_different, differing, |p| p.active && p.offline && !p.same_value),
