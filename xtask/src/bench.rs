@@ -381,3 +381,30 @@ pub fn bench(args: &[&str]) -> Result<()> {
     eprintln!("bench: wrote docs/benchmarks.md and docs/benchmarks.json");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_table_replaces_the_old_one_and_keeps_the_text_around_it() {
+        let dir = std::env::temp_dir().join(format!("xtask-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("benchmarks.md");
+        std::fs::write(&path, format!("# B\n\nintro\n\n{TABLE_BEGIN}\nold\n{TABLE_END}\n\nanalysis\n")).unwrap();
+        write_table(&path, "new\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("# B\n\nintro\n\n{TABLE_BEGIN}\nnew\n{TABLE_END}\n\nanalysis\n")
+        );
+        std::fs::remove_file(&path).unwrap();
+        write_table(&path, "first\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("# Benchmarks\n\n{TABLE_BEGIN}\nfirst\n{TABLE_END}\n"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_median_of_an_odd_count_is_the_middle_value() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0, 10.0, 0.5]), 2.0);
+    }
+}
