@@ -290,6 +290,9 @@ fn real(entries_p1: usize, entries_p2: usize) -> Result<(Measured, Measured)> {
             .filter(|e| e["type"] == "step_finished" && matches!(e["step"].as_str(), Some("push-state" | "await-push")))
             .filter_map(|e| e["elapsed_ms"].as_u64())
             .sum();
+        if phase_ms == 0 {
+            bail!("site-sync's JSON events had no finished push-state/await-push step: has the event schema changed?");
+        }
         Ok(phase_ms as f64 / 1000.0)
     };
     // The first push after a fill runs on a cold JIT on both servers; it counts for neither side.
