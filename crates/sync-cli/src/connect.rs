@@ -292,6 +292,10 @@ impl JournalStore for FileJournal {
 }
 
 /// The plan the configuration describes.
+#[allow(
+    clippy::needless_update,
+    reason = "`..defaults` fills sync-core's test-only `sabotage` field when workspace test builds unify that feature in"
+)]
 pub fn plan(resolved: &Resolved, active: &Site, offline: &Site) -> Plan {
     let s = &resolved.config.settings;
     let defaults = Settings::default();

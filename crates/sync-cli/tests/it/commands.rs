@@ -105,7 +105,7 @@ async fn credentials_and_endpoint_can_come_from_kubernetes_with_a_port_forward()
     );
     let config = format!(
         "active: site-a\noffline: site-b\njournal: journal.json\nsettings:\n  poll_interval: 50ms\nsites:\n{}  site-b:\n    kubernetes:\n      kubeconfig: kubeconfig\n      context: site-b\n      keycloak: keycloak\n      infinispan: infinispan\n",
-        env.site_block("site-a", &env.url("site-a"))
+        site_block("site-a", &env.url("site-a"))
     );
     env.write_config(&config);
     env.split_brain(50).await;

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use fake_ispn::{ClusterSpec, FakeCluster, KEYCLOAK_26_CACHES, TransferSpec};
 use futures::{StreamExt, TryStreamExt};
 use ispn_xsite::{CacheName, ClearScope, Client, ClientConfig, Credentials, SiteAction, SiteApi, SiteName};
-use keycloak_scale::fake::{FakeKube, RunningKube, kubeconfig};
+use keycloak_scale::fake::{FakeKube, RunningKube};
 use sync_core::journal::{Journal, Step};
 
-use crate::support::{NS, quick};
+use crate::support::{Clusters, NS, Output, clusters, site_block, site_sync};
 
 /// Real pairs are shared: one scenario at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -76,25 +76,11 @@ impl Pair {
                 (Backend::Fake(fake), urls)
             }
         };
-        let kube_a = FakeKube::new().timing(quick()).keycloak(NS, "keycloak", 2);
-        let kube_b = FakeKube::new().timing(quick()).keycloak(NS, "keycloak", 3);
-        let served = (kube_a.serve().await.unwrap(), kube_b.serve().await.unwrap());
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("kubeconfig"),
-            kubeconfig(&[("site-a", &served.0.url(), NS), ("site-b", &served.1.url(), NS)]),
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("password"), "password\n").unwrap();
-        let block = |name: &str, url: &str| {
-            format!(
-                "  {name}:\n    infinispan:\n      url: {url}\n      user: admin\n      password_file: password\n    kubernetes:\n      kubeconfig: kubeconfig\n      context: {name}\n      keycloak: keycloak\n"
-            )
-        };
+        let Clusters { kube_a, kube_b, served, dir } = clusters(|k| k).await;
         let config = format!(
             "active: site-a\noffline: site-b\njournal: journal.json\nsettings:\n  poll_interval: 100ms\n{settings}sites:\n{}{}",
-            block("site-a", &urls.0),
-            block("site-b", &urls.1)
+            site_block("site-a", &urls.0),
+            site_block("site-b", &urls.1)
         );
         std::fs::write(dir.path().join("site-sync.yaml"), config).unwrap();
         let pair = Self { a: client(&urls.0), b: client(&urls.1), urls, backend, kube_b, _kube_a: kube_a, _served: served, dir };
@@ -169,26 +155,11 @@ impl Pair {
     }
 
     fn command(&self, args: &[&str]) -> tokio::process::Command {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_site-sync"));
-        command
-            .arg("--config")
-            .arg(self.dir.path().join("site-sync.yaml"))
-            .args(args)
-            .current_dir(self.dir.path())
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        command
+        site_sync(self.dir.path(), args)
     }
 
-    async fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let out = self.command(args).output().await.unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+    async fn run(&self, args: &[&str]) -> Output {
+        Output::of(self.command(args)).await
     }
 
     fn journal(&self) -> Option<Journal> {
@@ -289,13 +260,13 @@ async fn a_split_brain_is_healed_under_live_writes_and_every_report_tells_the_tr
     let stale = pair.data(&pair.b).await;
     let n = pair.size() as u64;
 
-    let (code, stdout, stderr) = pair.run(&["status"]).await;
+    let Output { code, stdout, stderr } = pair.run(&["status"]).await;
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("Diagnosis: split brain"), "{stdout}");
-    let (code, stdout, _) = pair.run(&["plan"]).await;
+    let Output { code, stdout, .. } = pair.run(&["plan"]).await;
     assert_eq!(code, 0);
     assert!(stdout.contains("Preflight passed (Keycloak 26): 4 cache(s)"), "{stdout}");
-    let (code, stdout, _) = pair.run(&["-o", "json", "diff", "--values"]).await;
+    let Output { code, stdout, .. } = pair.run(&["-o", "json", "diff", "--values"]).await;
     assert_eq!(code, 5, "diff must report the split");
     for line in stdout.lines().filter(|l| l.contains("\"type\":\"diff\"")) {
         let value: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -308,7 +279,7 @@ async fn a_split_brain_is_healed_under_live_writes_and_every_report_tells_the_tr
 
     let stop = Arc::new(AtomicBool::new(false));
     let writes = writer(&pair, stop.clone());
-    let (code, stdout, stderr) = pair.run(&["run", "--yes"]).await;
+    let Output { code, stdout, stderr } = pair.run(&["run", "--yes"]).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
     let written = writes.await.unwrap();
@@ -323,11 +294,11 @@ async fn a_split_brain_is_healed_under_live_writes_and_every_report_tells_the_tr
     assert!(stale.keys().any(|k| k.1.starts_with("ghost")), "the scenario had stale-only keys");
     assert_eq!(pair.kube_b.keycloak_state(NS, "keycloak"), Some((3, 3, 3, None)));
 
-    let (code, stdout, _) = pair.run(&["verify", "--keys"]).await;
+    let Output { code, stdout, .. } = pair.run(&["verify", "--keys"]).await;
     assert_eq!(code, 0, "verify disagrees with the independent comparison: {stdout}");
-    let (code, _, _) = pair.run(&["diff", "--values"]).await;
+    let Output { code, .. } = pair.run(&["diff", "--values"]).await;
     assert_eq!(code, 0);
-    let (_, stdout, _) = pair.run(&["status"]).await;
+    let Output { stdout, .. } = pair.run(&["status"]).await;
     assert!(stdout.contains("Diagnosis: healthy"), "{stdout}");
 }
 
@@ -370,7 +341,7 @@ async fn killed_at_every_step_boundary_and_mid_push_then_resumed_ends_consistent
         }
     }
     assert!(killed.len() >= 8, "the run was killed at too few points: {killed:?}");
-    let (code, stdout, stderr) = pair.run(&["resume", "--yes"]).await;
+    let Output { code, stdout, stderr } = pair.run(&["resume", "--yes"]).await;
     let journal = pair.journal().unwrap();
     assert!(code == 0 || journal.is_complete(), "{stdout}\n{stderr}");
     assert_eq!(pair.data(&pair.a).await, expected, "killed at {killed:?}");
@@ -403,7 +374,7 @@ async fn the_offline_site_dying_mid_push_stops_the_run_and_resume_completes_afte
     assert!(journal.step >= Step::AwaitPush && !journal.is_complete());
 
     pair.restart_offline().await;
-    let (code, stdout, stderr) = pair.run(&["resume", "--yes"]).await;
+    let Output { code, stdout, stderr } = pair.run(&["resume", "--yes"]).await;
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert_eq!(pair.data(&pair.b).await, expected);
     assert_eq!(pair.data(&pair.a).await, expected);

@@ -2,7 +2,7 @@
 //! generated kubeconfig, password file and configuration, and the built `site-sync` binary.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -32,6 +32,16 @@ pub struct Output {
 }
 
 impl Output {
+    /// Runs `command` to its end.
+    pub async fn of(mut command: tokio::process::Command) -> Self {
+        let output = command.output().await.unwrap();
+        Self {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
     /// The last non-empty line of stderr (where one-line errors go).
     pub fn last_error_line(&self) -> &str {
         self.stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default()
@@ -44,6 +54,56 @@ pub fn cache(name: &str) -> CacheName {
 
 pub fn site(name: &str) -> SiteName {
     SiteName::new(name).unwrap()
+}
+
+/// Both fake Kubernetes clusters (Keycloak with 2 instances on site-a, 3 on site-b), served, and a
+/// scratch directory holding their kubeconfig and the Infinispan password file.
+#[derive(Debug)]
+pub struct Clusters {
+    pub kube_a: FakeKube,
+    pub kube_b: FakeKube,
+    pub served: (RunningKube, RunningKube),
+    pub dir: tempfile::TempDir,
+}
+
+/// [`Clusters`], with site-b's cluster adjusted by `kube_b`.
+pub async fn clusters(kube_b: impl FnOnce(FakeKube) -> FakeKube) -> Clusters {
+    let kube_a = FakeKube::new().timing(quick()).keycloak(NS, "keycloak", 2);
+    let kube_b = kube_b(FakeKube::new().timing(quick()).keycloak(NS, "keycloak", 3));
+    let served = (kube_a.serve().await.unwrap(), kube_b.serve().await.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("kubeconfig"),
+        kubeconfig(&[("site-a", &served.0.url(), NS), ("site-b", &served.1.url(), NS)]),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("password"), "password\n").unwrap();
+    Clusters { kube_a, kube_b, served, dir }
+}
+
+/// A configuration's `sites:` entry for `name`: Infinispan at `url` as admin, Keycloak through
+/// the generated kubeconfig.
+pub fn site_block(name: &str, url: &str) -> String {
+    format!(
+        "  {name}:\n    infinispan:\n      url: {url}\n      user: admin\n      password_file: password\n    kubernetes:\n      kubeconfig: kubeconfig\n      context: {name}\n      namespace: {NS}\n      keycloak: keycloak\n"
+    )
+}
+
+/// `site-sync --config <dir>/site-sync.yaml <args>`, run in `dir` with no terminal and nothing
+/// inherited that would change what it reads or logs.
+pub fn site_sync(dir: &Path, args: &[&str]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_site-sync"));
+    command
+        .arg("--config")
+        .arg(dir.join("site-sync.yaml"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env_remove("SITE_SYNC_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
 }
 
 pub fn quick() -> Timing {
@@ -62,16 +122,7 @@ impl Env {
     /// An environment whose Infinispan pair is `spec` and whose site-b cluster is adjusted by `kube`.
     pub async fn with(spec: ClusterSpec, kube: impl FnOnce(FakeKube) -> FakeKube) -> Self {
         let ispn = FakeCluster::start(spec).await.unwrap();
-        let kube_a = FakeKube::new().timing(quick()).keycloak(NS, "keycloak", 2);
-        let kube_b = kube(FakeKube::new().timing(quick()).keycloak(NS, "keycloak", 3));
-        let served = (kube_a.serve().await.unwrap(), kube_b.serve().await.unwrap());
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("kubeconfig"),
-            kubeconfig(&[("site-a", &served.0.url(), NS), ("site-b", &served.1.url(), NS)]),
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("password"), "password\n").unwrap();
+        let Clusters { kube_a, kube_b, served, dir } = clusters(kube).await;
         let env = Self { ispn, kube_a, kube_b, _served: served, dir };
         env.write_config(&env.config());
         env
@@ -89,14 +140,8 @@ impl Env {
     pub fn config(&self) -> String {
         format!(
             "active: site-a\noffline: site-b\njournal: journal.json\nsettings:\n  poll_interval: 50ms\n  request_timeout: 5s\nsites:\n{}{}",
-            self.site_block("site-a", &self.url("site-a")),
-            self.site_block("site-b", &self.url("site-b"))
-        )
-    }
-
-    pub fn site_block(&self, name: &str, url: &str) -> String {
-        format!(
-            "  {name}:\n    infinispan:\n      url: {url}\n      user: admin\n      password_file: password\n    kubernetes:\n      kubeconfig: kubeconfig\n      context: {name}\n      namespace: {NS}\n      keycloak: keycloak\n"
+            site_block("site-a", &self.url("site-a")),
+            site_block("site-b", &self.url("site-b"))
         )
     }
 
@@ -106,27 +151,11 @@ impl Env {
 
     /// Runs `site-sync --config <dir>/site-sync.yaml <args>` with no terminal.
     pub async fn run(&self, args: &[&str]) -> Output {
-        let output = self.command(args).output().await.unwrap();
-        Output {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        Output::of(self.command(args)).await
     }
 
     pub fn command(&self, args: &[&str]) -> tokio::process::Command {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_site-sync"));
-        command
-            .arg("--config")
-            .arg(self.path("site-sync.yaml"))
-            .args(args)
-            .current_dir(self.dir.path())
-            .env_remove("RUST_LOG")
-            .env_remove("SITE_SYNC_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        command
+        site_sync(self.dir.path(), args)
     }
 
     /// A split brain: each site took the other offline, then both took different writes.
