@@ -17,7 +17,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use crate::ispn::{ADMIN, PairSpec, RunningPair, VERSIONS, start};
+use crate::ispn::{ADMIN, Lifetime, PairSpec, RunningPair, VERSIONS, start};
 use crate::{cargo, project_root, run};
 
 const CACHES: [&str; 4] = ["actionTokens", "authenticationSessions", "loginFailures", "work"];
@@ -216,7 +216,7 @@ fn fill(url: &str, password: &Path, entries: usize, prefix: &str) -> Result<()> 
 /// P1 and P2 on a real pair.
 fn real(entries_p1: usize, entries_p2: usize) -> Result<(Measured, Measured)> {
     let version = VERSIONS[0];
-    let pair = start(PairSpec { version, tls: false, nodes: 1 })?;
+    let pair = start(PairSpec { version, tls: false, nodes: 1 }, Lifetime::ThisProcess)?;
     let dir = scratch_dir()?;
     let password = dir.join("password");
     std::fs::write(&password, format!("{}\n", ADMIN.1))?;

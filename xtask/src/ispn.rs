@@ -133,7 +133,17 @@ fn nodes(spec: &PairSpec) -> Vec<Node> {
     out
 }
 
-/// A started pair. Dropping it stops the servers.
+/// How long a pair's servers outlive the process that started them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifetime {
+    /// Stopped when the [`RunningPair`] is dropped, and by a Ctrl-C or a signal to the caller's
+    /// process group, which ends this process before any drop runs.
+    ThisProcess,
+    /// Left running for `ispn down` (`ispn up`).
+    Detached,
+}
+
+/// A started pair. Dropping it stops the servers unless they are [`Lifetime::Detached`].
 #[derive(Debug)]
 pub struct RunningPair {
     pub spec: PairSpec,
@@ -141,7 +151,7 @@ pub struct RunningPair {
     children: Vec<(String, Child)>,
     /// The CA certificate (PEM) of the TLS variant.
     pub ca_file: Option<PathBuf>,
-    detached: bool,
+    lifetime: Lifetime,
 }
 
 impl RunningPair {
@@ -177,13 +187,8 @@ impl RunningPair {
         Ok(())
     }
 
-    /// Leaves the servers running after this process ends (`ispn up`).
-    pub fn detach(mut self) {
-        self.detached = true;
-    }
-
     fn stop_all(&mut self) {
-        if self.detached {
+        if self.lifetime == Lifetime::Detached {
             return;
         }
         // Tests may have killed a node and started it again (`sh <node>.start`), writing the new
@@ -191,12 +196,7 @@ impl RunningPair {
         for (node, pid) in pids(&self.dir) {
             if alive(pid) && !self.children.iter().any(|(_, c)| c.id() == pid) {
                 eprintln!("stopping restarted {node} (pid {pid})");
-                let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
-                let deadline = Instant::now() + Duration::from_secs(20);
-                while alive(pid) && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+                terminate(pid);
             }
         }
         for (_, child) in &mut self.children {
@@ -281,16 +281,14 @@ fn port_in_use(port: u16) -> bool {
 }
 
 /// Starts a pair and waits until both sites see each other.
-pub fn start(spec: PairSpec) -> Result<RunningPair> {
+pub fn start(spec: PairSpec, lifetime: Lifetime) -> Result<RunningPair> {
     let lib = ensure_dist(spec.version)?;
     let dir = ispn_dir().join("run").join(spec.variant());
     let nodes = nodes(&spec);
     for node in &nodes {
         for port in [node.rest_port(), 7800 + node.offset, 7850 + node.offset] {
             if port_in_use(port) {
-                bail!(
-                    "port {port} is already in use on 127.0.0.1: stop the other pair (`cargo xtask ispn down`) or whatever holds it"
-                );
+                bail!("port {port} is already in use on 127.0.0.1: {}", leftover_servers_hint(&harness_servers()));
             }
         }
     }
@@ -337,14 +335,15 @@ pub fn start(spec: PairSpec) -> Result<RunningPair> {
         )?;
         let mut command = Command::new("sh");
         command.arg(&script).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-        // Its own process group: a Ctrl-C meant for the caller must not kill the servers
-        // mid-test; they are stopped explicitly.
-        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        if lifetime == Lifetime::Detached {
+            // Out of the shell's process group, so that a later Ctrl-C there does not stop them.
+            std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        }
         let child = command.spawn().context("cannot start java")?;
         std::fs::write(dir.join(format!("{}.pid", node.name)), child.id().to_string())?;
         children.push((node.name.clone(), child));
     }
-    let mut pair = RunningPair { spec: spec.clone(), dir: dir.clone(), children, ca_file, detached: false };
+    let mut pair = RunningPair { spec: spec.clone(), dir: dir.clone(), children, ca_file, lifetime };
     wait_ready(&mut pair, &nodes)?;
     eprintln!(
         "Infinispan {} pair ({}) ready in {:.1} s: site-a {} / site-b {}",
@@ -475,6 +474,60 @@ fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// SIGTERM, and SIGKILL if the process is still there 20 s later.
+fn terminate(pid: u32) {
+    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if alive(pid) {
+        let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+    }
+}
+
+const HOME_PROPERTY: &str = "-Dinfinispan.server.home.path=";
+
+/// Servers this harness started, from any checkout, that are still running: (pid, server home).
+fn harness_servers() -> Vec<(u32, String)> {
+    let mut found: Vec<(u32, String)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            server_home(&cmdline).map(|home| (pid, home))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// The server home of a command line (NUL-separated, as /proc holds it) when it is an Infinispan
+/// server started from a harness run directory.
+fn server_home(cmdline: &[u8]) -> Option<String> {
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    if !args.iter().any(|a| *a == b"org.infinispan.server.Bootstrap") {
+        return None;
+    }
+    let home = args.iter().find_map(|a| a.strip_prefix(HOME_PROPERTY.as_bytes()))?;
+    let home = String::from_utf8_lossy(home).into_owned();
+    home.contains("/ispn/run/").then_some(home)
+}
+
+/// What to do about a taken port, naming the harness servers that may hold it.
+fn leftover_servers_hint(servers: &[(u32, String)]) -> String {
+    if servers.is_empty() {
+        return "no server of this harness is running, so stop whatever else holds it".to_owned();
+    }
+    let listed = servers.iter().map(|(pid, home)| format!("pid {pid} ({home})")).collect::<Vec<_>>().join(", ");
+    let pids = servers.iter().map(|(pid, _)| pid.to_string()).collect::<Vec<_>>().join(" ");
+    format!(
+        "leftover Infinispan servers of this harness are running: {listed}; `cargo xtask ispn down` stops the ones this checkout started, `kill {pids}` stops them all"
+    )
+}
+
 /// `cargo xtask ispn up|down|status`.
 pub fn command(args: &[&str]) -> Result<()> {
     match args {
@@ -489,12 +542,10 @@ pub fn command(args: &[&str]) -> Result<()> {
                     other => bail!("unknown option {other}"),
                 }
             }
-            let pair = start(spec)?;
+            let pair = start(spec, Lifetime::Detached)?;
             for (k, v) in pair.env() {
                 println!("export {k}={v}");
             }
-            // The servers keep running after this command; `ispn down` stops them.
-            pair.detach();
             Ok(())
         }
         ["down"] => {
@@ -502,16 +553,18 @@ pub fn command(args: &[&str]) -> Result<()> {
                 for (node, pid) in pids(&dir) {
                     if alive(pid) {
                         eprintln!("stopping {node} (pid {pid})");
-                        let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
-                        let deadline = Instant::now() + Duration::from_secs(20);
-                        while alive(pid) && Instant::now() < deadline {
-                            std::thread::sleep(Duration::from_millis(100));
-                        }
-                        if alive(pid) {
-                            let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
-                        }
+                        terminate(pid);
                     }
                     let _ = std::fs::remove_file(dir.join(format!("{node}.pid")));
+                }
+            }
+            // Servers whose pid file is gone (a run directory cleaned under them) are found by
+            // their command line.
+            let ours = ispn_dir().join("run");
+            for (pid, home) in harness_servers() {
+                if Path::new(&home).starts_with(&ours) {
+                    eprintln!("stopping {home} (pid {pid}, no pid file)");
+                    terminate(pid);
                 }
             }
             Ok(())
@@ -561,7 +614,7 @@ pub fn e2e(args: &[&str]) -> Result<()> {
             PairSpec { version, tls: false, nodes: 2 },
         ] {
             let t = Instant::now();
-            let pair = start(spec.clone())?;
+            let pair = start(spec.clone(), Lifetime::ThisProcess)?;
             let ready = t.elapsed();
             contract(&pair, &[])?;
             if !spec.tls && spec.nodes == 1 {
@@ -607,4 +660,41 @@ fn contract(pair: &RunningPair, overrides: &[(&str, &str)]) -> Result<()> {
         command.env(k, v);
     }
     run(&mut command).with_context(|| format!("the contract suite failed against the real {} pair", pair.spec.variant()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmdline(args: &[&str]) -> Vec<u8> {
+        args.iter().flat_map(|a| a.bytes().chain([0])).collect()
+    }
+
+    #[test]
+    fn a_harness_server_is_recognised_by_its_main_class_and_run_directory() {
+        let server = cmdline(&[
+            "java",
+            "-Dinfinispan.server.home.path=/src/target/ispn/run/16.0.7-plain-1n/site-a-1",
+            "-cp",
+            "/src/target/ispn/dist/16.0.7/lib/*",
+            "org.infinispan.server.Bootstrap",
+        ]);
+        assert_eq!(server_home(&server).as_deref(), Some("/src/target/ispn/run/16.0.7-plain-1n/site-a-1"));
+        let foreign_home = cmdline(&["java", "-Dinfinispan.server.home.path=/opt/infinispan", "org.infinispan.server.Bootstrap"]);
+        assert_eq!(server_home(&foreign_home), None, "a server someone else runs is not ours to name");
+        let not_a_server = cmdline(&["java", "-Dinfinispan.server.home.path=/src/target/ispn/run/x", "org.example.Main"]);
+        assert_eq!(server_home(&not_a_server), None);
+    }
+
+    #[test]
+    fn a_taken_port_names_the_leftover_servers_and_how_to_stop_them() {
+        let hint = leftover_servers_hint(&[
+            (12413, "/a/target/ispn/run/v/site-a-1".to_owned()),
+            (12414, "/a/target/ispn/run/v/site-b-1".to_owned()),
+        ]);
+        assert!(hint.contains("pid 12413 (/a/target/ispn/run/v/site-a-1)"), "{hint}");
+        assert!(hint.contains("`kill 12413 12414`"), "{hint}");
+        assert!(hint.contains("`cargo xtask ispn down`"), "{hint}");
+        assert!(leftover_servers_hint(&[]).contains("no server of this harness"));
+    }
 }
