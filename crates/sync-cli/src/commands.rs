@@ -12,6 +12,7 @@ use sync_core::journal::Verdict;
 use sync_core::observe::Sizes;
 use sync_core::ports::{JournalStore, Keycloak};
 use sync_core::{Driver, RunOutcome, Step};
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::cli::{Change, Cli};
@@ -74,16 +75,28 @@ fn confirm(yes: bool, question: &str) -> Result<(), CliError> {
     }
 }
 
-/// Stops the driver at the next safe point on the first Ctrl-C; exits at once on the second.
-fn stop_on_ctrl_c() -> watch::Receiver<bool> {
+/// Stops the driver at the next safe point on the first Ctrl-C or SIGTERM (what `kill`, `timeout`
+/// and a Kubernetes pod's termination send); exits at once on the second.
+fn stop_on_signal() -> watch::Receiver<bool> {
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\nsite-sync: stopping at the next safe point (Ctrl-C again to quit at once)");
-            let _ = stop.send(true);
-            if tokio::signal::ctrl_c().await.is_ok() {
+        // Without the handlers the default action stays: the process ends, and the journal still
+        // holds the last completed action.
+        let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+            return;
+        };
+        let mut received = 0;
+        loop {
+            let name = tokio::select! {
+                _ = interrupt.recv() => "Ctrl-C",
+                _ = terminate.recv() => "SIGTERM",
+            };
+            received += 1;
+            if received > 1 {
                 std::process::exit(i32::from(Exit::Interrupted.code()));
             }
+            eprintln!("\nsite-sync: {name}: stopping at the next safe point (Ctrl-C again to quit at once)");
+            let _ = stop.send(true);
         }
     });
     stopped
@@ -149,7 +162,7 @@ pub async fn run(format: Format, resolved: &Resolved, change: Change, resume: bo
     if !question.is_empty() {
         confirm(change.yes, &question)?;
     }
-    let driver = driver.with_stop(stop_on_ctrl_c());
+    let driver = driver.with_stop(stop_on_signal());
     let outcome = if resume { driver.resume().await } else { driver.run(run_id()).await };
     let mut exit = exit_for(&outcome);
     let mut note = None;

@@ -19,7 +19,7 @@ pub enum Exit {
     ConfirmationNeeded,
     /// `verify` or `diff` found the sites different.
     Differ,
-    /// Stopped by Ctrl-C at a safe point; the journal is saved and `resume` continues.
+    /// Stopped by Ctrl-C or SIGTERM at a safe point; the journal is saved and `resume` continues.
     Interrupted,
 }
 
@@ -52,7 +52,7 @@ pub const EXIT_CODES: &str = "Exit codes:
   3    refused by a precondition or an interlock; nothing unsafe was done
   4    confirmation needed but no terminal and no --yes; nothing was done
   5    verify/diff: the sites differ
-  130  interrupted (Ctrl-C) at a safe point; `site-sync resume` continues";
+  130  interrupted (Ctrl-C, SIGTERM) at a safe point; `site-sync resume` continues";
 
 /// An error with its exit code and a one-line message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -214,7 +214,7 @@ pub enum Finished {
         /// The reason, as shown to the user.
         reason: String,
     },
-    /// Stopped on request (Ctrl-C) at a safe point; `resume` continues.
+    /// Stopped on request (Ctrl-C, SIGTERM) at a safe point; `resume` continues.
     Interrupted,
 }
 

@@ -50,18 +50,30 @@ async fn resume_finishes_a_run_killed_in_the_middle_of_the_push() {
     assert_eq!(env.kube_b.keycloak_state(NS, "keycloak"), Some((3, 3, 3, None)));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ctrl_c_stops_at_a_safe_point_with_exit_130_and_resume_continues() {
+/// Sends `signal` to a run in its push phase: it must stop at a safe point with exit 130, say
+/// why, record the interruption, and leave a journal that `resume` finishes from.
+async fn signal_stops_at_a_safe_point_and_resume_continues(signal: &str, announced: &str) {
     let env = slow_env().await;
-    let mut child = env.command(&["run", "--yes"]).spawn().unwrap();
+    let child = env.command(&["run", "--yes"]).spawn().unwrap();
     wait_for_step(&env, "await-push").await;
     let pid = child.id().unwrap();
-    std::process::Command::new("kill").arg("-INT").arg(pid.to_string()).status().unwrap();
-    let status = child.wait().await.unwrap();
-    assert_eq!(status.code(), Some(130));
+    std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().unwrap();
+    let out = Output::of_child(child).await;
+    assert_eq!(out.code, 130, "{}", out.stderr);
+    assert!(out.stderr.contains(&format!("{announced}: stopping at the next safe point")), "{}", out.stderr);
     let journal: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(env.path("journal.json")).unwrap()).unwrap();
     assert_eq!(journal["finished"]["outcome"], "interrupted");
     let out = env.run(&["resume", "--yes"]).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(env.entries("site-b"), env.entries("site-a"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_at_a_safe_point_with_exit_130_and_resume_continues() {
+    signal_stops_at_a_safe_point_and_resume_continues("INT", "Ctrl-C").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_at_a_safe_point_like_ctrl_c() {
+    signal_stops_at_a_safe_point_and_resume_continues("TERM", "SIGTERM").await;
 }

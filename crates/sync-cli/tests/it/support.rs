@@ -34,7 +34,12 @@ pub struct Output {
 impl Output {
     /// Runs `command` to its end.
     pub async fn of(mut command: tokio::process::Command) -> Self {
-        let output = command.output().await.unwrap();
+        Self::of_child(command.spawn().unwrap()).await
+    }
+
+    /// Waits for a spawned `command` (stdout and stderr piped) to end.
+    pub async fn of_child(child: tokio::process::Child) -> Self {
+        let output = child.wait_with_output().await.unwrap();
         Self {
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
