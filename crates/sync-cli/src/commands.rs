@@ -11,7 +11,7 @@ use sync_core::decide::verdict;
 use sync_core::journal::Verdict;
 use sync_core::observe::Sizes;
 use sync_core::ports::{JournalStore, Keycloak};
-use sync_core::{Driver, RunOutcome, Step};
+use sync_core::{Driver, PreflightReport, RunOutcome, Step};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
@@ -179,12 +179,17 @@ pub async fn run(format: Format, resolved: &Resolved, change: Change, resume: bo
     Ok(exit)
 }
 
+/// The read-only checks alone, their progress as text on stderr whatever `-o` says: stdout
+/// carries the calling command's own result.
+async fn preflight(connected: &Connected) -> Result<PreflightReport, RunOutcome> {
+    let renderer = Renderer::new(Format::Text);
+    Driver::new(&connected.plan, &connected.ports, &renderer).preflight().await
+}
+
 /// `plan`.
 pub async fn plan(format: Format, resolved: &Resolved) -> Result<Exit, CliError> {
     let connected = connect(resolved).await?;
-    let renderer = Renderer::new(Format::Text);
-    let driver = Driver::new(&connected.plan, &connected.ports, &renderer);
-    let preflight = driver.preflight().await;
+    let preflight = preflight(&connected).await;
     let caches = preflight.as_ref().ok().map(|r| r.caches.clone());
     let (a, o) = (&resolved.active, &resolved.offline);
     let view = look(
@@ -377,9 +382,7 @@ pub async fn verify(format: Format, resolved: &Resolved, keys: bool) -> Result<E
 /// `config check`.
 pub async fn check(format: Format, resolved: &Resolved) -> Result<Exit, CliError> {
     let connected = connect(resolved).await?;
-    let renderer = Renderer::new(Format::Text);
-    let driver = Driver::new(&connected.plan, &connected.ports, &renderer);
-    let outcome = driver.preflight().await;
+    let outcome = preflight(&connected).await;
     let exit = if outcome.is_ok() { Exit::Success } else { Exit::Refused };
     if format == Format::Json {
         json_line(json!({
