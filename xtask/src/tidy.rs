@@ -59,6 +59,8 @@ pub fn tidy(args: &[&str]) -> Result<()> {
         }
     }
 
+    problems.extend(module_layers(&core_src)?);
+
     let readme = std::fs::read_to_string(project_root().join("README.md")).context("cannot read README.md")?;
     problems.extend(readme_first_commands(&readme));
 
@@ -111,6 +113,46 @@ fn io_in_source(file: &str, text: &str) -> Vec<String> {
     problems
 }
 
+/// sync-core's modules form layers: `lib.rs` declares them in order, and each may use only the
+/// ones declared before it. Without the rule, the vocabulary drifts back into the modules that
+/// use it and they start importing each other.
+fn module_layers(src: &std::path::Path) -> Result<Vec<String>> {
+    let lib = std::fs::read_to_string(src.join("lib.rs")).context("cannot read sync-core's lib.rs")?;
+    let order = declared_modules(&lib);
+    let mut problems = Vec::new();
+    for (position, module) in order.iter().enumerate() {
+        let path = src.join(format!("{module}.rs"));
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        problems.extend(upward_uses(module, &text, &order[position + 1..]));
+    }
+    Ok(problems)
+}
+
+fn declared_modules(lib: &str) -> Vec<String> {
+    lib.lines()
+        .filter_map(|l| l.trim().strip_prefix("pub mod ").or_else(|| l.trim().strip_prefix("mod ")))
+        .filter_map(|l| l.strip_suffix(';'))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Uses of `crate::<later>` in `module`'s code (comments aside), where `later` is declared after it.
+fn upward_uses(module: &str, text: &str, later: &[String]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let code = line.split("//").next().unwrap_or_default();
+        for other in later {
+            if code.contains(&format!("crate::{other}::")) || code.contains(&format!("crate::{other};")) {
+                problems.push(format!(
+                    "sync-core/src/{module}.rs:{}: {module} uses {other}, which lib.rs declares after it; move the shared type down a layer",
+                    number + 1
+                ));
+            }
+        }
+    }
+    problems
+}
+
 fn readme_first_commands(readme: &str) -> Vec<String> {
     let block: Vec<&str> = readme
         .lines()
@@ -155,6 +197,26 @@ mod tests {
     fn io_in_sync_core_sources_is_found_but_comments_are_not() {
         let text = "use std::fs::File;\n// std::net is fine to mention in a comment\nlet x = 1;\n";
         assert_eq!(io_in_source("a.rs", text), ["a.rs:1: sync-core uses std::fs; IO belongs behind a port trait"]);
+    }
+
+    #[test]
+    fn a_module_using_one_declared_after_it_is_named() {
+        let order = declared_modules("pub mod vocabulary;\npub mod journal;\n\npub use journal::Journal;\nmod decide;\n");
+        assert_eq!(order, ["vocabulary", "journal", "decide"]);
+        let journal = "use crate::vocabulary::Step;\nuse crate::decide::{Action, Note};\n// crate::decide::x in a comment\n";
+        assert_eq!(
+            upward_uses("journal", journal, &order[2..]),
+            [
+                "sync-core/src/journal.rs:2: journal uses decide, which lib.rs declares after it; move the shared type down a layer"
+            ]
+        );
+        assert!(upward_uses("decide", "use crate::journal::Journal;\n", &[]).is_empty());
+    }
+
+    #[test]
+    fn sync_core_modules_form_layers() {
+        let problems = module_layers(&project_root().join("crates/sync-core/src")).expect("sync-core sources");
+        assert_eq!(problems, Vec::<String>::new());
     }
 
     #[test]

@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
-use sync_core::journal::{Step, Verdict};
-use sync_core::ports::human_duration;
+use sync_core::vocabulary::{Step, Verdict, human_duration};
 use sync_core::{Event, RunOutcome};
 
 use crate::exit::Exit;

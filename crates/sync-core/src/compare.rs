@@ -17,7 +17,7 @@ use futures::StreamExt;
 use ispn_xsite::{CacheName, Entry, Error, SiteApi};
 use serde::{Deserialize, Serialize};
 
-use crate::observe::Side;
+use crate::vocabulary::Side;
 
 /// What to compare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,125 +9,12 @@ use std::time::Duration;
 
 use ispn_xsite::{BackupStatus, CacheName, PushStatus, PushStatusReport, SiteName};
 
-use crate::journal::{Journal, PushPhase, Step, Verdict};
-use crate::observe::{Observation, Probe, Side, Sizes};
+use crate::decision::{Decision, Ending, Note};
+use crate::journal::Journal;
+use crate::observe::{Observation, Sizes};
 use crate::outcome::{Failure, Refusal};
 use crate::plan::{CacheSelection, Plan, Sabotage, keycloak_line};
-
-/// What the driver must do next.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    /// Read these facts, then ask again.
-    Observe(Vec<Probe>),
-    /// Record these facts in the journal (no IO), then ask again.
-    Note(Vec<Note>),
-    /// Send these (independent) actions, then ask again with a fresh observation.
-    Act(Vec<Action>),
-    /// Wait, then ask again with a fresh observation.
-    Wait {
-        /// How long.
-        duration: Duration,
-        /// For whom (shown in logs).
-        why: String,
-    },
-    /// The current step is proven done: move to the next one.
-    Advance,
-    /// Stop.
-    Finish(Ending),
-}
-
-/// How a run ends, as decided.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ending {
-    /// Every step done.
-    Succeeded,
-    /// Nothing unsafe done; a precondition or interlock said no.
-    Refused(Refusal),
-    /// Stopped; resumable.
-    Failed(Failure),
-}
-
-/// A change to the world.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Action {
-    /// Scale the offline site's Keycloak to 0 (records the original count first).
-    ScaleDown,
-    /// Offline site: take `cache`'s backup to the active site offline.
-    TakeOffline(CacheName),
-    /// Offline site: clear `cache` (the driver re-reads the interlock right before).
-    Clear(CacheName),
-    /// `side`: bring `cache`'s backup to the other site online.
-    BringOnline(Side, CacheName),
-    /// Active site: push `cache`'s state to the offline site.
-    StartPush(CacheName),
-    /// Active site: cancel `cache`'s push.
-    CancelPush(CacheName),
-    /// Offline site: leave receive mode for `cache`.
-    CancelReceive(CacheName),
-    /// Active site: reset `cache`'s push status.
-    ClearPushStatus(CacheName),
-    /// Restore Keycloak to this many instances.
-    ScaleUp(u32),
-}
-
-impl Action {
-    /// The verb, as in events.
-    pub fn verb(&self) -> &'static str {
-        match self {
-            Self::ScaleDown => "scale-down",
-            Self::TakeOffline(_) => "take-offline",
-            Self::Clear(_) => "clear",
-            Self::BringOnline(..) => "bring-online",
-            Self::StartPush(_) => "start-push-state",
-            Self::CancelPush(_) => "cancel-push-state",
-            Self::CancelReceive(_) => "cancel-receive-state",
-            Self::ClearPushStatus(_) => "clear-push-state-status",
-            Self::ScaleUp(_) => "scale-up",
-        }
-    }
-
-    /// The cache it is about.
-    pub fn cache(&self) -> Option<&CacheName> {
-        match self {
-            Self::TakeOffline(c)
-            | Self::Clear(c)
-            | Self::BringOnline(_, c)
-            | Self::StartPush(c)
-            | Self::CancelPush(c)
-            | Self::CancelReceive(c)
-            | Self::ClearPushStatus(c) => Some(c),
-            Self::ScaleDown | Self::ScaleUp(_) => None,
-        }
-    }
-
-    /// The site it is sent to (Keycloak actions concern the offline site).
-    pub fn side(&self) -> Side {
-        match self {
-            Self::StartPush(_) | Self::CancelPush(_) | Self::ClearPushStatus(_) => Side::Active,
-            Self::BringOnline(side, _) => *side,
-            _ => Side::Offline,
-        }
-    }
-}
-
-/// A fact to record in the journal.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Note {
-    /// Preflight resolved the caches.
-    Caches(Vec<CacheName>, Option<String>),
-    /// A push nobody recorded is running: treat it as this run's.
-    AdoptPush(CacheName),
-    /// The push read OK.
-    PushOk(CacheName),
-    /// The status was already IDLE after OK: the cache is done.
-    PushDone(CacheName),
-    /// Verification verdict.
-    Verified(CacheName, Verdict),
-    /// Verification found entries missing on the offline site: push it again.
-    Repush(CacheName),
-    /// A warning for the report.
-    Warning(String),
-}
+use crate::vocabulary::{Action, Probe, PushPhase, Side, Step, Verdict};
 
 fn probes_for(caches: &[CacheName], make: impl Fn(CacheName) -> Probe) -> Vec<Probe> {
     caches.iter().cloned().map(make).collect()

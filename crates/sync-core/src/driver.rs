@@ -10,13 +10,16 @@ use ispn_xsite::{CacheName, ClearScope, Error, SiteAction, SiteApi, SiteName};
 use tokio::sync::watch;
 
 use crate::compare::{CompareLimits, CompareMode, compare};
-use crate::decide::{Action, Decision, Ending, Note, decide};
+use crate::decide::decide;
+use crate::decision::{Decision, Ending, Note};
 use crate::event::Event;
-use crate::journal::{ActionOutcome, Finished, Journal, PushPhase, Step};
-use crate::observe::{KeyCounts, Observation, Probe, Side, Sizes};
+use crate::journal::{ActionOutcome, Finished, Journal};
+use crate::observe::{KeyCounts, Observation, Sizes};
 use crate::outcome::{CacheReport, Failure, Refusal, Report, RunOutcome};
 use crate::plan::{Plan, Sabotage};
-use crate::ports::{Clock, EventSink, JournalStore, Keycloak, KeycloakError, LockError, RunLock};
+use crate::port_types::{KeycloakError, LockError};
+use crate::ports::{Clock, EventSink, JournalStore, Keycloak, RunLock};
+use crate::vocabulary::{Action, Probe, PushPhase, Side, Step};
 
 /// Tries of a read during preflight before an unanswering site refuses the run.
 const PREFLIGHT_TRIES: u32 = 3;

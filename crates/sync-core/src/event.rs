@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use ispn_xsite::{CacheName, SiteName};
 
-use crate::journal::{Step, Verdict};
-use crate::observe::Side;
 use crate::outcome::RunOutcome;
+use crate::vocabulary::{Side, Step, Verdict};
 
 /// One event.
 #[derive(Debug, Clone, PartialEq, Eq)]

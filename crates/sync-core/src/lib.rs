@@ -1,32 +1,58 @@
 //! The Synchronize Sites procedure as a resumable, interlocked step machine.
 //!
 //! # Layout
+//! Each module imports only those listed before it (`cargo xtask tidy` checks this):
+//! - [`vocabulary`]: the words the rest speaks: [`Side`], [`Step`], [`Probe`], [`Action`],
+//!   push phases and verdicts. Plain data.
+//! - [`port_types`]: what the non-Infinispan ports report (Keycloak's state, the lock's holder)
+//!   and why they fail.
 //! - [`plan`]: what a run is asked to do (sites, caches, patience).
-//! - [`journal`]: the [`Step`] enum and the journal that records a run's progress.
+//! - [`outcome`]: refusals, failures and the report.
+//! - [`decision`]: what `decide` answers: [`Decision`], [`Note`], [`Ending`].
 //! - [`observe`]: what the driver read since its last action.
+//! - [`journal`]: the journal that records a run's progress.
+//! - [`event`]: what the driver reports while it works.
+//! - [`ports`]: the traits the driver works through, and in-memory implementations.
+//! - [`compare`]: key-by-key comparison of a cache on two sites in bounded memory.
 //! - [`decide`]: `decide(plan, journal, observation) -> Decision`, the procedure as a pure
 //!   function: no IO, no clock, no randomness.
-//! - [`driver`]: the thin async loop that runs `decide` over the [`ports`] and reports [`event`]s.
-//! - [`compare`]: key-by-key comparison of a cache on two sites in bounded memory.
-//! - [`outcome`]: refusals, failures and the report.
+//! - [`driver`]: the thin async loop that runs `decide` over the ports and reports events.
 //!
 //! This crate never prints and does IO only through the traits in [`ports`] and
 //! `ispn_xsite::SiteApi` (it depends on ispn-xsite without its HTTP client).
 
-pub mod compare;
-pub mod decide;
-pub mod driver;
-pub mod event;
-pub mod journal;
-pub mod observe;
-pub mod outcome;
+// Layers, lowest first: each module uses only those above it (blank lines keep rustfmt from
+// sorting them).
+pub mod vocabulary;
+
+pub mod port_types;
+
 pub mod plan;
+
+pub mod outcome;
+
+pub mod decision;
+
+pub mod observe;
+
+pub mod journal;
+
+pub mod event;
+
 pub mod ports;
 
-pub use decide::{Action, Decision, Ending, Note, decide};
+pub mod compare;
+
+pub mod decide;
+
+pub mod driver;
+
+pub use decide::decide;
+pub use decision::{Decision, Ending, Note};
 pub use driver::{Driver, NEXT_STEP, Ports, PreflightReport};
 pub use event::Event;
-pub use journal::{Finished, JOURNAL_SCHEMA, Journal, PushPhase, Step, Verdict};
-pub use observe::{Observation, Probe, Side};
+pub use journal::{Finished, JOURNAL_SCHEMA, Journal};
+pub use observe::Observation;
 pub use outcome::{Failure, Refusal, Report, RunOutcome};
 pub use plan::{CacheSelection, Plan, Sabotage, Settings, SiteRef};
+pub use vocabulary::{Action, Probe, PushPhase, Side, Step, Verdict};

@@ -10,78 +10,8 @@ use std::collections::BTreeMap;
 use ispn_xsite::{BackupStatus, CacheName, ContainerInfo, NodeStatuses, PushStatusReport, SiteName};
 use serde::{Deserialize, Serialize};
 
-use crate::ports::KeycloakState;
-
-/// Which site.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Side {
-    /// The site whose data is kept.
-    Active,
-    /// The stale site.
-    Offline,
-}
-
-impl std::fmt::Display for Side {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl Side {
-    /// "active" or "offline".
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Offline => "offline",
-        }
-    }
-}
-
-/// One read the driver can perform.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(tag = "probe", rename_all = "kebab-case")]
-pub enum Probe {
-    /// Container info of a site (identity, cross-site view).
-    Site {
-        /// Which site.
-        side: Side,
-    },
-    /// Which caches of a site back up to which sites.
-    Backups {
-        /// Which site.
-        side: Side,
-    },
-    /// Per-node status of the offline site's backup of `cache` to the active site.
-    OfflineNodes {
-        /// The cache.
-        cache: CacheName,
-    },
-    /// Cache-level status of `cache`'s backup to the other site, on `side`.
-    Status {
-        /// Which site.
-        side: Side,
-        /// The cache.
-        cache: CacheName,
-    },
-    /// The active site's push status of `cache`.
-    Push {
-        /// The cache.
-        cache: CacheName,
-    },
-    /// Entry counts of `cache`: active, offline, active again.
-    Sizes {
-        /// The cache.
-        cache: CacheName,
-    },
-    /// A key-by-key comparison of `cache`.
-    Keys {
-        /// The cache.
-        cache: CacheName,
-    },
-    /// The offline site's Keycloak.
-    Keycloak,
-}
+use crate::port_types::KeycloakState;
+use crate::vocabulary::{Probe, Side};
 
 /// A site's identity and view, from its container info.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

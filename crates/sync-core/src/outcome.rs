@@ -6,9 +6,8 @@ use std::time::Duration;
 use ispn_xsite::{CacheName, SiteName};
 use serde::{Deserialize, Serialize};
 
-use crate::journal::{Step, Verdict};
-use crate::observe::Side;
-use crate::ports::{JournalError, KeycloakError, LockError, LockHolder};
+use crate::port_types::{JournalError, KeycloakError, LockError, LockHolder};
+use crate::vocabulary::{Side, Step, Verdict};
 
 /// A precondition or interlock said no. Nothing unsafe was done; fix the cause and run again.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -210,7 +209,7 @@ pub enum Failure {
         offline: u64,
     },
     /// A step took longer than allowed.
-    #[error("step {step} did not finish within {} ({why})", crate::ports::human_duration(*after))]
+    #[error("step {step} did not finish within {} ({why})", crate::vocabulary::human_duration(*after))]
     Deadline {
         /// The step.
         step: Step,

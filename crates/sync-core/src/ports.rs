@@ -4,59 +4,12 @@
 //! Implementations: `keycloak-scale` (Keycloak over kube-rs or commands; Kubernetes Lease or lock
 //! file), `sync-cli` (journal file, events to the terminal), and in-memory ones for tests.
 
-use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use crate::event::Event;
 use crate::journal::Journal;
-
-/// What the Keycloak deployment on the offline site looks like right now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KeycloakState {
-    /// Desired instances (`spec.instances`).
-    pub spec_instances: u32,
-    /// Instances that are ready.
-    pub ready_instances: u32,
-    /// Pods that still exist (terminating ones included).
-    pub pods: u32,
-    /// Whether a rolling update is in progress (scaling now would fight the operator).
-    pub rolling_update: bool,
-    /// The instance count an earlier, interrupted run recorded before scaling down, if any.
-    pub recorded_original: Option<u32>,
-}
-
-/// Why a Keycloak operation failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
-pub enum KeycloakError {
-    /// The API refused the call for lack of a permission.
-    #[error("forbidden: {what}; grant it to the tool's account (docs/rbac.md)")]
-    Forbidden {
-        /// The missing permission (`patch keycloaks/scale in namespace kc`).
-        what: String,
-    },
-    /// The resource does not exist.
-    #[error("not found: {what}")]
-    NotFound {
-        /// What is missing.
-        what: String,
-    },
-    /// The wait did not end in time.
-    #[error("{what} did not happen within {after:?}{}", if stuck.is_empty() { String::new() } else { format!("; pods stuck: {}", stuck.join(", ")) })]
-    Timeout {
-        /// What was waited for.
-        what: String,
-        /// How long.
-        after: Duration,
-        /// Pods that did not terminate, by name.
-        stuck: Vec<String>,
-    },
-    /// Anything else (API unreachable, command failed), with its text.
-    #[error("{0}")]
-    Other(String),
-}
+pub use crate::port_types::{JournalError, KeycloakError, KeycloakState, LockError, LockHolder};
 
 /// Scales the offline site's Keycloak. Every call is idempotent.
 pub trait Keycloak: Send + Sync {
@@ -75,26 +28,6 @@ pub trait Keycloak: Send + Sync {
     fn scale_up(&self, instances: u32) -> impl Future<Output = Result<(), KeycloakError>> + Send;
 }
 
-/// Who holds the run lock.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LockHolder {
-    /// Holder identity (`site-sync/<run id>@<host>`).
-    pub holder: String,
-    /// Since when, as text (RFC 3339).
-    pub since: String,
-}
-
-/// Why the run lock could not be taken or kept.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
-pub enum LockError {
-    /// Another run holds it.
-    #[error("another run holds the lock: {} since {}", .0.holder, .0.since)]
-    Held(LockHolder),
-    /// The lock store failed.
-    #[error("the run lock failed: {0}")]
-    Store(String),
-}
-
 /// A lock that keeps two runs from working on the same site pair at once.
 pub trait RunLock: Send + Sync {
     /// Takes the lock for `run_id`.
@@ -105,42 +38,6 @@ pub trait RunLock: Send + Sync {
     fn release(&self, run_id: &str) -> impl Future<Output = Result<(), LockError>> + Send;
     /// How often `renew` must be called.
     fn renew_every(&self) -> Duration;
-}
-
-/// Why the journal could not be read or written.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
-pub enum JournalError {
-    /// The journal is not valid JSON of the expected shape.
-    #[error("the journal {location} is corrupt ({detail}); move it aside to start a fresh run")]
-    Corrupt {
-        /// Where it is.
-        location: String,
-        /// What is wrong.
-        detail: String,
-    },
-    /// The journal was written by a newer site-sync.
-    #[error(
-        "the journal {location} has schema version {found}, newer than this site-sync understands ({supported}); use the site-sync that wrote it"
-    )]
-    NewerSchema {
-        /// Where it is.
-        location: String,
-        /// Its version.
-        found: u32,
-        /// Ours.
-        supported: u32,
-    },
-    /// Reading or writing failed.
-    #[error("cannot use the journal {location}: {detail}")]
-    Io {
-        /// Where it is.
-        location: String,
-        /// The error.
-        detail: String,
-    },
-    /// The process was told to stop right after this write (tests simulate crashes this way).
-    #[error("stopped after writing the journal")]
-    Stopped,
 }
 
 /// Where the journal lives. `save` must be atomic: after a crash, `load` returns either the old
@@ -290,16 +187,4 @@ impl RunLock for MemoryLock {
     fn renew_every(&self) -> Duration {
         Duration::from_secs(3600)
     }
-}
-
-/// Shows a duration the way the event stream and reports do: `1.25 s`, `250 ms`.
-pub fn human_duration(duration: Duration) -> impl fmt::Display {
-    struct Human(Duration);
-    impl fmt::Display for Human {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            let ms = self.0.as_millis();
-            if ms < 1000 { write!(f, "{ms} ms") } else { write!(f, "{:.2} s", self.0.as_secs_f64()) }
-        }
-    }
-    Human(duration)
 }

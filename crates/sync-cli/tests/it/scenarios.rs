@@ -15,7 +15,8 @@ use fake_ispn::{ClusterSpec, FakeCluster, KEYCLOAK_26_CACHES, TransferSpec};
 use futures::{StreamExt, TryStreamExt};
 use ispn_xsite::{CacheName, ClearScope, Client, ClientConfig, Credentials, SiteAction, SiteApi, SiteName};
 use keycloak_scale::fake::{FakeKube, RunningKube};
-use sync_core::journal::{Journal, Step};
+use sync_core::journal::Journal;
+use sync_core::vocabulary::Step;
 
 use crate::support::{Clusters, NS, Output, clusters, site_block, site_sync};
 

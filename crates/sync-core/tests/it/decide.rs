@@ -4,10 +4,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ispn_xsite::{BackupStatus, NodeStatus, NodeStatuses, PushStatus, PushStatusReport};
-use sync_core::decide::{Action, Decision, Ending, Note, decide};
-use sync_core::journal::{CacheProgress, Journal, PushPhase, Step, Verdict};
-use sync_core::observe::{Observation, Probe, Side, SiteFacts, Sizes};
+use sync_core::decide::decide;
+use sync_core::decision::{Decision, Ending, Note};
+use sync_core::journal::{CacheProgress, Journal};
+use sync_core::observe::{Observation, SiteFacts, Sizes};
 use sync_core::ports::KeycloakState;
+use sync_core::vocabulary::{Action, Probe, PushPhase, Side, Step, Verdict};
 use sync_core::{CacheSelection, Failure, Plan, Refusal, Sabotage};
 
 use crate::support::{cache, plan, site};

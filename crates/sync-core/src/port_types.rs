@@ -1,0 +1,109 @@
+//! What the ports report besides Infinispan: the state of the offline site's Keycloak, who holds
+//! the run lock, and why a Keycloak, lock or journal call failed. The traits are in
+//! [`crate::ports`]; these types are here so that outcomes can carry them without importing the
+//! traits.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// What the Keycloak deployment on the offline site looks like right now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeycloakState {
+    /// Desired instances (`spec.instances`).
+    pub spec_instances: u32,
+    /// Instances that are ready.
+    pub ready_instances: u32,
+    /// Pods that still exist (terminating ones included).
+    pub pods: u32,
+    /// Whether a rolling update is in progress (scaling now would fight the operator).
+    pub rolling_update: bool,
+    /// The instance count an earlier, interrupted run recorded before scaling down, if any.
+    pub recorded_original: Option<u32>,
+}
+
+/// Why a Keycloak operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum KeycloakError {
+    /// The API refused the call for lack of a permission.
+    #[error("forbidden: {what}; grant it to the tool's account (docs/rbac.md)")]
+    Forbidden {
+        /// The missing permission (`patch keycloaks/scale in namespace kc`).
+        what: String,
+    },
+    /// The resource does not exist.
+    #[error("not found: {what}")]
+    NotFound {
+        /// What is missing.
+        what: String,
+    },
+    /// The wait did not end in time.
+    #[error("{what} did not happen within {after:?}{}", if stuck.is_empty() { String::new() } else { format!("; pods stuck: {}", stuck.join(", ")) })]
+    Timeout {
+        /// What was waited for.
+        what: String,
+        /// How long.
+        after: Duration,
+        /// Pods that did not terminate, by name.
+        stuck: Vec<String>,
+    },
+    /// Anything else (API unreachable, command failed), with its text.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Who holds the run lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockHolder {
+    /// Holder identity (`site-sync/<run id>@<host>`).
+    pub holder: String,
+    /// Since when, as text (RFC 3339).
+    pub since: String,
+}
+
+/// Why the run lock could not be taken or kept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum LockError {
+    /// Another run holds it.
+    #[error("another run holds the lock: {} since {}", .0.holder, .0.since)]
+    Held(LockHolder),
+    /// The lock store failed.
+    #[error("the run lock failed: {0}")]
+    Store(String),
+}
+
+/// Why the journal could not be read or written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum JournalError {
+    /// The journal is not valid JSON of the expected shape.
+    #[error("the journal {location} is corrupt ({detail}); move it aside to start a fresh run")]
+    Corrupt {
+        /// Where it is.
+        location: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The journal was written by a newer site-sync.
+    #[error(
+        "the journal {location} has schema version {found}, newer than this site-sync understands ({supported}); use the site-sync that wrote it"
+    )]
+    NewerSchema {
+        /// Where it is.
+        location: String,
+        /// Its version.
+        found: u32,
+        /// Ours.
+        supported: u32,
+    },
+    /// Reading or writing failed.
+    #[error("cannot use the journal {location}: {detail}")]
+    Io {
+        /// Where it is.
+        location: String,
+        /// The error.
+        detail: String,
+    },
+    /// The process was told to stop right after this write (tests simulate crashes this way).
+    #[error("stopped after writing the journal")]
+    Stopped,
+}

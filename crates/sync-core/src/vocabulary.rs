@@ -1,0 +1,296 @@
+//! The words every other module speaks: which site, which step, what a push is doing, what a
+//! verification found, what the driver may read and what it may change. Plain data that imports
+//! nothing else from this crate, so that the journal, `decide`, the events and the outcomes can
+//! all use it without importing each other.
+
+use std::fmt;
+use std::time::Duration;
+
+use ispn_xsite::{CacheName, SiteName};
+use serde::{Deserialize, Serialize};
+
+/// Which site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    /// The site whose data is kept.
+    Active,
+    /// The stale site.
+    Offline,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Side {
+    /// "active" or "offline".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Offline => "offline",
+        }
+    }
+}
+
+/// One read the driver can perform.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(tag = "probe", rename_all = "kebab-case")]
+pub enum Probe {
+    /// Container info of a site (identity, cross-site view).
+    Site {
+        /// Which site.
+        side: Side,
+    },
+    /// Which caches of a site back up to which sites.
+    Backups {
+        /// Which site.
+        side: Side,
+    },
+    /// Per-node status of the offline site's backup of `cache` to the active site.
+    OfflineNodes {
+        /// The cache.
+        cache: CacheName,
+    },
+    /// Cache-level status of `cache`'s backup to the other site, on `side`.
+    Status {
+        /// Which site.
+        side: Side,
+        /// The cache.
+        cache: CacheName,
+    },
+    /// The active site's push status of `cache`.
+    Push {
+        /// The cache.
+        cache: CacheName,
+    },
+    /// Entry counts of `cache`: active, offline, active again.
+    Sizes {
+        /// The cache.
+        cache: CacheName,
+    },
+    /// A key-by-key comparison of `cache`.
+    Keys {
+        /// The cache.
+        cache: CacheName,
+    },
+    /// The offline site's Keycloak.
+    Keycloak,
+}
+
+/// The steps, in the order of Keycloak's "Synchronize Sites" guide, plus the checks around them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Step {
+    /// Read-only checks of both sites, the caches, the link and Keycloak.
+    Preflight,
+    /// Offline site: scale Keycloak to 0 and wait until its pods are gone.
+    ScaleDown,
+    /// Offline site: take its backups to the active site offline, verified on every node.
+    TakeOffline,
+    /// Offline site: clear each cache (only while its backup reads offline everywhere).
+    ClearCaches,
+    /// Offline site: bring the backups to the active site online again.
+    BringOnline,
+    /// Active site: start pushing state to the offline site.
+    PushState,
+    /// Active site: wait for every push to read OK (re-push on ERROR, recover a stuck SENDING).
+    AwaitPush,
+    /// Active site: reset the push statuses.
+    ClearPushStatus,
+    /// Both sites: compare sizes (and keys, when asked).
+    Verify,
+    /// Offline site: restore Keycloak to its recorded instance count.
+    ScaleUp,
+    /// The summary, ending with the step the tool cannot do.
+    Report,
+}
+
+impl Step {
+    /// Every step, in order.
+    pub const ALL: [Self; 11] = [
+        Self::Preflight,
+        Self::ScaleDown,
+        Self::TakeOffline,
+        Self::ClearCaches,
+        Self::BringOnline,
+        Self::PushState,
+        Self::AwaitPush,
+        Self::ClearPushStatus,
+        Self::Verify,
+        Self::ScaleUp,
+        Self::Report,
+    ];
+
+    /// 1-based position.
+    pub fn number(self) -> usize {
+        Self::ALL.iter().position(|s| *s == self).map_or(0, |i| i + 1)
+    }
+
+    /// The next step (Report is last).
+    pub fn next(self) -> Self {
+        Self::ALL.get(self.number()).copied().unwrap_or(Self::Report)
+    }
+
+    /// Short stable name (`take-offline`), as in the journal and the JSON events.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Preflight => "preflight",
+            Self::ScaleDown => "scale-down",
+            Self::TakeOffline => "take-offline",
+            Self::ClearCaches => "clear-caches",
+            Self::BringOnline => "bring-online",
+            Self::PushState => "push-state",
+            Self::AwaitPush => "await-push",
+            Self::ClearPushStatus => "clear-push-status",
+            Self::Verify => "verify",
+            Self::ScaleUp => "scale-up",
+            Self::Report => "report",
+        }
+    }
+
+    /// What the step does, in one line, with the site roles filled in.
+    pub fn describe(self, active: &SiteName, offline: &SiteName) -> String {
+        match self {
+            Self::Preflight => format!("check both sites, the caches, the {active}<->{offline} link and Keycloak (read-only)"),
+            Self::ScaleDown => format!("{offline}: scale Keycloak to 0 and wait until its pods are gone"),
+            Self::TakeOffline => format!("{offline}: take the backup to {active} offline; verify it reads offline on every node"),
+            Self::ClearCaches => format!("{offline}: clear each cache, each only while its backup to {active} reads offline"),
+            Self::BringOnline => format!("{offline}: bring the backup to {active} online; verify online"),
+            Self::PushState => format!("{active}: start pushing state to {offline} for every cache"),
+            Self::AwaitPush => format!("{active}: wait for every push to read OK (re-push on ERROR, recover a stuck SENDING)"),
+            Self::ClearPushStatus => format!("{active}: clear the push status of every cache"),
+            Self::Verify => format!("compare {active} and {offline} cache by cache"),
+            Self::ScaleUp => format!("{offline}: restore Keycloak to its original instance count and wait until ready"),
+            Self::Report => "report, with the next step the tool cannot do".to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where one cache's push stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PushPhase {
+    /// No push started in this run (or the previous one was given up and will be restarted).
+    NotStarted,
+    /// A push was started; waiting for it to finish.
+    Sending,
+    /// A stuck push is being recovered: cancel it on the active site.
+    CancelPush,
+    /// ...then leave receive mode on the offline site.
+    CancelReceive,
+    /// ...then clear the push status, before starting again.
+    ClearStatus,
+    /// The push read OK.
+    Ok,
+    /// The status was cleared after OK: this cache is done.
+    Done,
+}
+
+/// A verification verdict for one cache.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "kebab-case")]
+pub enum Verdict {
+    /// The sites hold the same number of entries (and keys, when compared).
+    Equal {
+        /// Entries on each site.
+        entries: u64,
+    },
+    /// They differ by no more than live traffic during the check explains (a warning).
+    Drift {
+        /// Entries on the active site.
+        active: u64,
+        /// Entries on the offline site.
+        offline: u64,
+    },
+    /// They differ by more than that.
+    Mismatch {
+        /// Entries on the active site.
+        active: u64,
+        /// Entries on the offline site.
+        offline: u64,
+    },
+}
+
+/// A change to the world.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Action {
+    /// Scale the offline site's Keycloak to 0 (records the original count first).
+    ScaleDown,
+    /// Offline site: take `cache`'s backup to the active site offline.
+    TakeOffline(CacheName),
+    /// Offline site: clear `cache` (the driver re-reads the interlock right before).
+    Clear(CacheName),
+    /// `side`: bring `cache`'s backup to the other site online.
+    BringOnline(Side, CacheName),
+    /// Active site: push `cache`'s state to the offline site.
+    StartPush(CacheName),
+    /// Active site: cancel `cache`'s push.
+    CancelPush(CacheName),
+    /// Offline site: leave receive mode for `cache`.
+    CancelReceive(CacheName),
+    /// Active site: reset `cache`'s push status.
+    ClearPushStatus(CacheName),
+    /// Restore Keycloak to this many instances.
+    ScaleUp(u32),
+}
+
+impl Action {
+    /// The verb, as in events.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Self::ScaleDown => "scale-down",
+            Self::TakeOffline(_) => "take-offline",
+            Self::Clear(_) => "clear",
+            Self::BringOnline(..) => "bring-online",
+            Self::StartPush(_) => "start-push-state",
+            Self::CancelPush(_) => "cancel-push-state",
+            Self::CancelReceive(_) => "cancel-receive-state",
+            Self::ClearPushStatus(_) => "clear-push-state-status",
+            Self::ScaleUp(_) => "scale-up",
+        }
+    }
+
+    /// The cache it is about.
+    pub fn cache(&self) -> Option<&CacheName> {
+        match self {
+            Self::TakeOffline(c)
+            | Self::Clear(c)
+            | Self::BringOnline(_, c)
+            | Self::StartPush(c)
+            | Self::CancelPush(c)
+            | Self::CancelReceive(c)
+            | Self::ClearPushStatus(c) => Some(c),
+            Self::ScaleDown | Self::ScaleUp(_) => None,
+        }
+    }
+
+    /// The site it is sent to (Keycloak actions concern the offline site).
+    pub fn side(&self) -> Side {
+        match self {
+            Self::StartPush(_) | Self::CancelPush(_) | Self::ClearPushStatus(_) => Side::Active,
+            Self::BringOnline(side, _) => *side,
+            _ => Side::Offline,
+        }
+    }
+}
+
+/// Shows a duration the way the event stream and reports do: `1.25 s`, `250 ms`.
+pub fn human_duration(duration: Duration) -> impl fmt::Display {
+    struct Human(Duration);
+    impl fmt::Display for Human {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            let ms = self.0.as_millis();
+            if ms < 1000 { write!(f, "{ms} ms") } else { write!(f, "{:.2} s", self.0.as_secs_f64()) }
+        }
+    }
+    Human(duration)
+}
