@@ -20,8 +20,9 @@ const OWNED_DEPENDENCIES: &[(&str, &[&str])] = &[
     ("axum", &["fake-ispn", "keycloak-scale"]),
 ];
 
-/// Packages that must never be built: the TLS stack is rustls on aws-lc-rs.
-const FORBIDDEN_PACKAGES: &[&str] = &["ring", "openssl", "openssl-sys", "native-tls"];
+/// Packages that must never be built: the TLS stack is rustls on aws-lc-rs, and the one YAML
+/// parser is serde-saphyr (kube's).
+const FORBIDDEN_PACKAGES: &[&str] = &["ring", "openssl", "openssl-sys", "native-tls", "serde_yaml", "serde_yml", "yaml-rust"];
 
 /// What sync-core's build (normal dependencies, its own features) must not contain: it does no IO.
 const IO_PACKAGES: &[&str] = &["reqwest", "hyper", "hyper-util", "kube", "kube-client", "axum", "mio", "socket2"];

@@ -145,7 +145,7 @@ pub struct TransferSpec {
 impl Default for TransferSpec {
     fn default() -> Self {
         // 25 000 entries/s is what a real 16.0.7 pair on loopback does with Keycloak's chunk size.
-        Self { chunk_size: 16, entries_per_second: Some(25_000), error_after_link_loss: Duration::ZERO }
+        Self { chunk_size: 16, entries_per_second: Some(25_000), error_after_link_loss: Duration::from_secs(106) }
     }
 }
 

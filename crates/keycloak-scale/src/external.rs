@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use sync_core::ports::{Keycloak, KeycloakError, KeycloakState};
+use sync_core::ports::{Keycloak, KeycloakError, KeycloakState, Scaling};
 use tokio::process::Command;
 
 /// Keycloak managed by shell commands. `is_stopped` exits 0 when Keycloak is stopped.
@@ -89,6 +89,10 @@ impl Keycloak for CommandKeycloak {
         }
         self.wait_for(false, "Keycloak to start (the is-stopped command to fail)").await
     }
+
+    fn timeout(&self, _scaling: Scaling) -> Duration {
+        self.timeout
+    }
 }
 
 /// Keycloak that the operator stopped before the run (and starts after it): the tool neither
@@ -111,5 +115,9 @@ impl Keycloak for StoppedKeycloak {
 
     async fn scale_up(&self, _instances: u32) -> Result<(), KeycloakError> {
         Ok(())
+    }
+
+    fn timeout(&self, _scaling: Scaling) -> Duration {
+        Duration::ZERO
     }
 }

@@ -45,7 +45,7 @@ struct Identity {
 
 /// Picks the identity with the admin role (x-site operations need it), else the first.
 fn from_identities(yaml: &str) -> Option<(String, String)> {
-    let identities: Identities = serde_yaml::from_str(yaml).ok()?;
+    let identities: Identities = serde_saphyr::from_str(yaml).ok()?;
     let chosen = identities
         .credentials
         .iter()

@@ -12,7 +12,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
-use sync_core::ports::{Keycloak, KeycloakError, KeycloakState};
+use sync_core::ports::{Keycloak, KeycloakError, KeycloakState, Scaling};
 use tokio::sync::OnceCell;
 
 use crate::ORIGINAL_INSTANCES_ANNOTATION;
@@ -235,7 +235,7 @@ impl KubeKeycloak {
 
 impl Keycloak for KubeKeycloak {
     fn describe(&self) -> String {
-        format!("keycloak/{} in namespace {} (context {})", self.name, self.cluster.namespace, self.cluster.context)
+        format!("keycloak/{} in namespace {}, context {}", self.name, self.cluster.namespace, self.cluster.context)
     }
 
     async fn observe(&self) -> Result<Option<KeycloakState>, KeycloakError> {
@@ -272,5 +272,12 @@ impl Keycloak for KubeKeycloak {
         self.wait_ready(instances).await?;
         self.annotate(None).await?;
         Ok(())
+    }
+
+    fn timeout(&self, scaling: Scaling) -> Duration {
+        match scaling {
+            Scaling::Down => self.settings.scale_down_timeout,
+            Scaling::Up => self.settings.scale_up_timeout,
+        }
     }
 }

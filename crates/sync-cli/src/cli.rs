@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
+use sync_core::vocabulary::VerifyLevel;
+
 use crate::exit::EXIT_CODES;
 use crate::output::Format;
 
@@ -68,15 +70,22 @@ pub enum LogFormat {
     Json,
 }
 
+fn verify_level(text: &str) -> Result<VerifyLevel, String> {
+    VerifyLevel::ALL.into_iter().find(|l| l.as_str() == text).ok_or_else(|| {
+        format!("{text:?} is not a verification level; use one of: {}", VerifyLevel::ALL.map(VerifyLevel::as_str).join(", "))
+    })
+}
+
 /// Options of commands that change things.
 #[derive(Debug, Clone, Copy, Args)]
 pub struct Change {
     /// Do not ask for confirmation (required without a terminal).
     #[arg(short, long)]
     pub yes: bool,
-    /// After the push, compare keys too (not only sizes).
-    #[arg(long)]
-    pub verify_keys: bool,
+    /// What the post-sync verification compares: entries (keys and values, the default), keys,
+    /// or sizes (overrides `settings.verify`).
+    #[arg(long, value_parser = verify_level)]
+    pub verify: Option<VerifyLevel>,
     /// Force-delete Keycloak pods stuck in Terminating after the scale-down timeout.
     #[arg(long)]
     pub force_delete_stuck_pods: bool,
@@ -102,11 +111,11 @@ pub enum Command {
         #[arg(long, default_value_t = 5)]
         sample: usize,
     },
-    /// The post-sync check on its own: sizes (and keys with --keys) per cache.
+    /// The post-sync check on its own: keys and values per cache (or what --level says).
     Verify {
-        /// Compare keys, not only sizes.
-        #[arg(long)]
-        keys: bool,
+        /// What to compare: entries (keys and values), keys, or sizes (default: `settings.verify`).
+        #[arg(long, value_parser = verify_level)]
+        level: Option<VerifyLevel>,
     },
     /// Run the whole procedure against an embedded simulated pair (no setup needed).
     Demo {

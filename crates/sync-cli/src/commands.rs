@@ -6,12 +6,12 @@ use std::path::Path;
 
 use ispn_xsite::{CacheName, SiteApi};
 use serde_json::json;
-use sync_core::compare::{CompareLimits, CompareMode, compare};
-use sync_core::decide::verdict;
+use sync_core::compare::{CompareLimits, CompareMode, check_content, compare};
+use sync_core::decide::{content_verdict, sizes_verdict};
 use sync_core::observe::Sizes;
 use sync_core::ports::{JournalStore, Keycloak};
-use sync_core::vocabulary::Verdict;
-use sync_core::{Driver, PreflightReport, RunOutcome, Step};
+use sync_core::vocabulary::{Verdict, VerifyLevel};
+use sync_core::{Driver, PreflightReport, RunOutcome, Side, Step};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
@@ -20,7 +20,7 @@ use crate::config::{Config, KeycloakMode, Overrides, Resolved};
 use crate::connect::{Connected, connect};
 use crate::exit::{CliError, Exit};
 use crate::inspect::{diagnose, look, render};
-use crate::output::{Format, Renderer, finish, json_line, verdict_text};
+use crate::output::{Format, Renderer, finish, json_line};
 
 /// Reads and resolves the configuration named on the command line.
 pub fn load(cli: &Cli, change: Option<Change>) -> Result<Resolved, CliError> {
@@ -30,7 +30,7 @@ pub fn load(cli: &Cli, change: Option<Change>) -> Result<Resolved, CliError> {
         caches: cli.caches.clone(),
         journal: cli.journal.clone(),
         request_timeout: cli.request_timeout,
-        verify_keys: change.is_some_and(|c| c.verify_keys),
+        verify: change.and_then(|c| c.verify),
         force_delete_stuck_pods: change.is_some_and(|c| c.force_delete_stuck_pods),
     };
     Config::load(&cli.config)?.resolve(&cli.config, &overrides)
@@ -130,6 +130,7 @@ fn describe_run(resolved: &Resolved, connected: &Connected, caches: &[CacheName]
 
 /// `run` and `resume`.
 pub async fn run(format: Format, resolved: &Resolved, change: Change, resume: bool) -> Result<Exit, CliError> {
+    resolved.check_journal_place()?;
     let connected = connect(resolved).await?;
     let renderer = Renderer::new(format);
     let driver = Driver::new(&connected.plan, &connected.ports, &renderer);
@@ -188,6 +189,7 @@ async fn preflight(connected: &Connected) -> Result<PreflightReport, RunOutcome>
 
 /// `plan`.
 pub async fn plan(format: Format, resolved: &Resolved) -> Result<Exit, CliError> {
+    resolved.check_journal_place()?;
     let connected = connect(resolved).await?;
     let preflight = preflight(&connected).await;
     let caches = preflight.as_ref().ok().map(|r| r.caches.clone());
@@ -277,10 +279,10 @@ async fn caches_of(resolved: &Resolved, connected: &Connected) -> Vec<CacheName>
     view.caches.into_iter().map(|row| row.cache).collect()
 }
 
-fn site_error(resolved: &Resolved, (side, error): (sync_core::Side, ispn_xsite::Error)) -> CliError {
+fn site_error(resolved: &Resolved, (side, error): (Side, ispn_xsite::Error)) -> CliError {
     let name = match side {
-        sync_core::Side::Active => &resolved.active,
-        sync_core::Side::Offline => &resolved.offline,
+        Side::Active => &resolved.active,
+        Side::Offline => &resolved.offline,
     };
     CliError::new(Exit::Refused, format!("{name}: {error}"))
 }
@@ -337,50 +339,51 @@ pub async fn diff(format: Format, resolved: &Resolved, values: bool, sample: usi
 }
 
 /// `verify`.
-pub async fn verify(format: Format, resolved: &Resolved, keys: bool) -> Result<Exit, CliError> {
+pub async fn verify(format: Format, resolved: &Resolved, level: Option<VerifyLevel>) -> Result<Exit, CliError> {
     let connected = connect(resolved).await?;
     let caches = caches_of(resolved, &connected).await;
     let (active, offline) = (&connected.ports.active, &connected.ports.offline);
-    let tolerance = connected.plan.settings.drift_tolerance;
+    let settings = &connected.plan.settings;
+    let level = level.unwrap_or(settings.verify);
     let mut failed = false;
     for cache in &caches {
-        let sizes = Sizes {
-            active_before: active.size(cache).await.map_err(|e| site_error(resolved, (sync_core::Side::Active, e)))?,
-            offline: offline.size(cache).await.map_err(|e| site_error(resolved, (sync_core::Side::Offline, e)))?,
-            active_after: active.size(cache).await.map_err(|e| site_error(resolved, (sync_core::Side::Active, e)))?,
+        let (verdict, check) = match level {
+            VerifyLevel::Sizes => {
+                let on = |side: Side| move |e| site_error(resolved, (side, e));
+                let sizes = Sizes {
+                    active_before: active.size(cache).await.map_err(on(Side::Active))?,
+                    offline: offline.size(cache).await.map_err(on(Side::Offline))?,
+                    active_after: active.size(cache).await.map_err(on(Side::Active))?,
+                };
+                (sizes_verdict(&sizes, settings.drift_tolerance), None)
+            }
+            VerifyLevel::Keys | VerifyLevel::Entries => {
+                let pause = tokio::time::sleep(settings.poll_interval);
+                let check = check_content(active, offline, cache, level, pause).await.map_err(|e| site_error(resolved, e))?;
+                (content_verdict(&check, settings.drift_tolerance), Some(check))
+            }
         };
-        let counts = if keys {
-            let c = compare(active, offline, cache, CompareMode::Keys, CompareLimits::default())
-                .await
-                .map_err(|e| site_error(resolved, e))?;
-            Some(sync_core::observe::KeyCounts {
-                active: c.active,
-                offline: c.offline,
-                only_active: c.only_active,
-                only_offline: c.only_offline,
-            })
-        } else {
-            None
-        };
-        let result = verdict(&sizes, counts.as_ref(), tolerance);
-        failed |= matches!(result, Verdict::Mismatch { .. });
+        failed |= matches!(verdict, Verdict::Mismatch { .. });
         if format == Format::Json {
-            json_line(json!({"type": "verified", "cache": cache, "verdict": result, "keys": counts}));
+            json_line(json!({"type": "verified", "cache": cache, "verdict": verdict, "content": check}));
         } else {
-            println!("  {:<24} {}", cache.as_str(), verdict_text(&result));
+            println!("  {:<24} {verdict}", cache.as_str());
         }
     }
     let exit = if failed { Exit::Differ } else { Exit::Success };
     if format == Format::Json {
-        json_line(json!({"type": "verify_summary", "passed": !failed, "exit_code": exit.code()}));
+        json_line(json!({"type": "verify_summary", "passed": !failed, "compared": level, "exit_code": exit.code()}));
+    } else if failed {
+        println!("Verification FAILED (compared {}): the offline site does not match.", level.compared());
     } else {
-        println!("{}", if failed { "Verification FAILED: the offline site does not match." } else { "Verification passed." });
+        println!("Verification passed (compared {}).", level.compared());
     }
     Ok(exit)
 }
 
 /// `config check`.
 pub async fn check(format: Format, resolved: &Resolved) -> Result<Exit, CliError> {
+    resolved.check_journal_place()?;
     let connected = connect(resolved).await?;
     let outcome = preflight(&connected).await;
     let exit = if outcome.is_ok() { Exit::Success } else { Exit::Refused };

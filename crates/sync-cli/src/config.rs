@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use ispn_xsite::{CacheName, Mechanism, SiteName};
 use serde::{Deserialize, Deserializer};
+use sync_core::Settings;
+use sync_core::vocabulary::{VerifyLevel, human_duration};
 
 use crate::exit::{CliError, Exit};
 
@@ -169,6 +171,12 @@ pub struct SettingsConfig {
     /// How long one push may read SENDING before it is recovered.
     #[serde(default, deserialize_with = "duration")]
     pub push_deadline: Option<Duration>,
+    /// How long a push may read SENDING while the offline site's entries do not move.
+    #[serde(default, deserialize_with = "duration")]
+    pub push_stall_timeout: Option<Duration>,
+    /// How long the steps that need the cross-site link wait for it to come back.
+    #[serde(default, deserialize_with = "duration")]
+    pub link_wait: Option<Duration>,
     /// How long any step may take.
     #[serde(default, deserialize_with = "duration")]
     pub step_deadline: Option<Duration>,
@@ -187,12 +195,60 @@ pub struct SettingsConfig {
     pub push_attempts: Option<u32>,
     /// Caches worked on at once.
     pub parallelism: Option<usize>,
-    /// Compare keys after the push, not only sizes.
-    pub verify_keys: Option<bool>,
+    /// What the post-sync verification compares.
+    pub verify: Option<VerifyLevel>,
+    /// Replaced by `verify`; named here to say so.
+    #[serde(default)]
+    verify_keys: Option<serde::de::IgnoredAny>,
     /// Entries of difference tolerated beyond what traffic explains.
     pub drift_tolerance: Option<u64>,
     /// Force-delete Keycloak pods stuck in Terminating.
     pub force_delete_stuck_pods: Option<bool>,
+}
+
+impl SettingsConfig {
+    /// The run's settings: the file's values over the defaults, each held to its range.
+    #[allow(
+        clippy::needless_update,
+        reason = "`..defaults` fills sync-core's test-only `sabotage` field when workspace test builds unify that feature in"
+    )]
+    fn resolve(&self, manage_keycloak: bool) -> Result<Settings, CliError> {
+        let defaults = Settings::default();
+        let settings = Settings {
+            poll_interval: self.poll_interval.unwrap_or(defaults.poll_interval),
+            take_offline_attempts: self.take_offline_attempts.unwrap_or(defaults.take_offline_attempts),
+            push_attempts: self.push_attempts.unwrap_or(defaults.push_attempts),
+            push_deadline: self.push_deadline.unwrap_or(defaults.push_deadline),
+            push_stall_timeout: self.push_stall_timeout.unwrap_or(defaults.push_stall_timeout),
+            step_deadline: self.step_deadline.unwrap_or(defaults.step_deadline),
+            link_wait: self.link_wait.unwrap_or(defaults.link_wait),
+            request_timeout: self.request_timeout.unwrap_or(defaults.request_timeout),
+            parallelism: self.parallelism.unwrap_or(defaults.parallelism),
+            verify: self.verify.unwrap_or(defaults.verify),
+            drift_tolerance: self.drift_tolerance.unwrap_or(defaults.drift_tolerance),
+            manage_keycloak,
+            ..defaults
+        };
+        settings.check().map_err(|e| config_error(e.to_string()))?;
+        for (name, value) in [("scale_down_timeout", self.scale_down_timeout), ("scale_up_timeout", self.scale_up_timeout)] {
+            if let Some(value) = value
+                && !(Duration::from_secs(1)..=Duration::from_secs(24 * 3600)).contains(&value)
+            {
+                return Err(config_error(format!(
+                    "settings.{name}: {} is out of range; allowed: 1.00 s to 24h",
+                    human_duration(value)
+                )));
+            }
+        }
+        Ok(settings)
+    }
+}
+
+/// A YAML error on one line, keeping where it is (`line 3 column 5: ...`): the parser's first
+/// line says it all; the source excerpt under it does not fit on one line.
+fn yaml_error_line(text: &str) -> String {
+    let first = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or_default();
+    first.strip_prefix("error: ").unwrap_or(first).to_owned()
 }
 
 /// The run lock.
@@ -218,8 +274,8 @@ pub struct Overrides {
     pub journal: Option<PathBuf>,
     /// `--request-timeout`.
     pub request_timeout: Option<Duration>,
-    /// `--verify-keys`.
-    pub verify_keys: bool,
+    /// `--verify`.
+    pub verify: Option<VerifyLevel>,
     /// `--force-delete-stuck-pods`.
     pub force_delete_stuck_pods: bool,
 }
@@ -237,6 +293,8 @@ pub struct Resolved {
     pub caches: Option<Vec<CacheName>>,
     /// The journal path.
     pub journal: PathBuf,
+    /// The run's settings, checked against their ranges.
+    pub settings: Settings,
     /// Where the file was (relative paths inside it are relative to its directory).
     pub base: PathBuf,
 }
@@ -259,8 +317,8 @@ impl Config {
 
     /// Parses `text` (read from `path`).
     pub fn parse(path: &Path, text: &str) -> Result<Self, CliError> {
-        serde_yaml::from_str(text).map_err(|e| {
-            let detail = e.to_string().replace('\n', " ");
+        serde_saphyr::from_str(text).map_err(|e| {
+            let detail = yaml_error_line(&e.to_string());
             config_error(format!("the configuration {} is not valid: {detail}", path.display()))
         })
     }
@@ -279,8 +337,13 @@ impl Config {
         if let Some(timeout) = overrides.request_timeout {
             self.settings.request_timeout = Some(timeout);
         }
-        if overrides.verify_keys {
-            self.settings.verify_keys = Some(true);
+        if let Some(level) = overrides.verify {
+            self.settings.verify = Some(level);
+        }
+        if self.settings.verify_keys.is_some() {
+            return Err(config_error(
+                "settings.verify_keys was replaced by settings.verify: entries (the default) compares keys and values, keys compares keys, sizes compares entry counts".to_owned(),
+            ));
         }
         if overrides.force_delete_stuck_pods {
             self.settings.force_delete_stuck_pods = Some(true);
@@ -321,13 +384,52 @@ impl Config {
                 Some(names)
             }
         };
+        let manage_keycloak = self.sites[offline.as_str()].keycloak_mode() != Some(KeycloakMode::AlreadyStopped);
+        let settings = self.settings.resolve(manage_keycloak)?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let journal = overrides
             .journal
             .clone()
             .or_else(|| self.journal.clone().map(|j| base.join(j)))
             .unwrap_or_else(|| PathBuf::from(format!("site-sync-{active}-{offline}.journal.json")));
-        Ok(Resolved { config: self, active, offline, caches, journal, base })
+        Ok(Resolved { config: self, active, offline, caches, journal, settings, base })
+    }
+}
+
+impl Resolved {
+    /// The journal must be writable where it is configured: a run that only finds out after its
+    /// first change would stop half-way for a configuration error. Creates (and removes) a
+    /// temporary file next to it.
+    pub fn check_journal_place(&self) -> Result<(), CliError> {
+        let dir = self.journal.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let fix = "create it, or point `journal:` (or --journal) elsewhere";
+        match std::fs::metadata(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(config_error(format!(
+                    "journal {}: the directory {} does not exist; {fix}",
+                    self.journal.display(),
+                    dir.display()
+                )));
+            }
+            Err(e) => {
+                return Err(config_error(format!(
+                    "journal {}: cannot read {}: {e}; {fix}",
+                    self.journal.display(),
+                    dir.display()
+                )));
+            }
+            Ok(meta) if !meta.is_dir() => {
+                return Err(config_error(format!(
+                    "journal {}: {} is not a directory; {fix}",
+                    self.journal.display(),
+                    dir.display()
+                )));
+            }
+            Ok(_) => {}
+        }
+        tempfile::NamedTempFile::new_in(dir).map(drop).map_err(|e| {
+            config_error(format!("journal {}: cannot write in {}: {e}; {fix}", self.journal.display(), dir.display()))
+        })
     }
 }
 

@@ -11,8 +11,8 @@ use keycloak_scale::infinispan::{PortForward, credentials, external_url, infinis
 use keycloak_scale::lock::{FileLock, LeaseLock};
 use keycloak_scale::{KubeError, KubeKeycloak, ScaleSettings, SiteCluster};
 use sync_core::journal::Journal;
-use sync_core::ports::{JournalError, JournalStore, Keycloak, KeycloakError, KeycloakState, LockError, RunLock};
-use sync_core::{CacheSelection, Plan, Settings, SiteRef};
+use sync_core::ports::{JournalError, JournalStore, Keycloak, KeycloakError, KeycloakState, LockError, RunLock, Scaling};
+use sync_core::{CacheSelection, Plan, SiteRef};
 
 use crate::config::{KeycloakMode, Resolved};
 use crate::exit::{CliError, Exit};
@@ -101,7 +101,7 @@ pub async fn site(resolved: &Resolved, name: &SiteName) -> Result<Site, CliError
     client_config.mechanism = ispn.auth;
     client_config.tls = tls;
     client_config.context_path = ispn.context_path.clone();
-    client_config.timeout = resolved.config.settings.request_timeout.unwrap_or(Duration::from_secs(30));
+    client_config.timeout = resolved.settings.request_timeout;
     let client = Client::new(client_config).map_err(|e| CliError::new(Exit::Usage, format!("site {name}: {e}")))?;
     Ok(Site { name: name.clone(), client, endpoint, cluster, _forward: forward })
 }
@@ -151,6 +151,14 @@ impl Keycloak for AnyKeycloak {
             Self::Kube(k) => k.scale_up(instances).await,
             Self::Commands(k) => k.scale_up(instances).await,
             Self::Stopped(k) => k.scale_up(instances).await,
+        }
+    }
+
+    fn timeout(&self, scaling: Scaling) -> Duration {
+        match self {
+            Self::Kube(k) => k.timeout(scaling),
+            Self::Commands(k) => k.timeout(scaling),
+            Self::Stopped(k) => k.timeout(scaling),
         }
     }
 }
@@ -292,30 +300,12 @@ impl JournalStore for FileJournal {
 }
 
 /// The plan the configuration describes.
-#[allow(
-    clippy::needless_update,
-    reason = "`..defaults` fills sync-core's test-only `sabotage` field when workspace test builds unify that feature in"
-)]
 pub fn plan(resolved: &Resolved, active: &Site, offline: &Site) -> Plan {
-    let s = &resolved.config.settings;
-    let defaults = Settings::default();
-    let offline_config = &resolved.config.sites[offline.name.as_str()];
     Plan {
         active: SiteRef { name: active.name.clone(), endpoint: active.endpoint.clone() },
         offline: SiteRef { name: offline.name.clone(), endpoint: offline.endpoint.clone() },
         caches: resolved.caches.clone().map_or(CacheSelection::Keycloak, CacheSelection::Explicit),
-        settings: Settings {
-            poll_interval: s.poll_interval.unwrap_or(defaults.poll_interval),
-            take_offline_attempts: s.take_offline_attempts.unwrap_or(defaults.take_offline_attempts),
-            push_attempts: s.push_attempts.unwrap_or(defaults.push_attempts),
-            push_deadline: s.push_deadline.unwrap_or(defaults.push_deadline),
-            step_deadline: s.step_deadline.unwrap_or(defaults.step_deadline),
-            parallelism: s.parallelism.unwrap_or(defaults.parallelism),
-            verify_keys: s.verify_keys.unwrap_or(defaults.verify_keys),
-            drift_tolerance: s.drift_tolerance.unwrap_or(defaults.drift_tolerance),
-            manage_keycloak: offline_config.keycloak_mode() != Some(KeycloakMode::AlreadyStopped),
-            ..defaults
-        },
+        settings: resolved.settings.clone(),
     }
 }
 

@@ -93,13 +93,13 @@ pub async fn demo(format: Format, entries: usize) -> Result<Exit, CliError> {
     status(format, &resolved).await?;
 
     say(format, "running the procedure (what `site-sync run --yes` does):");
-    let change = Change { yes: true, verify_keys: true, force_delete_stuck_pods: false };
+    let change = Change { yes: true, verify: None, force_delete_stuck_pods: false };
     let exit = run(format, &resolved, change, false).await?;
     if exit != Exit::Success {
         return Ok(exit);
     }
-    say(format, "verification, key by key:");
-    let verified = verify(format, &resolved, true).await?;
+    say(format, "`site-sync verify` on its own (keys and values):");
+    let verified = verify(format, &resolved, None).await?;
     say(format, "status after the run:");
     status(format, &resolved).await?;
 

@@ -44,7 +44,7 @@ async fn dispatch(cli: &Cli) -> Result<Exit, CliError> {
         Command::Resume(change) => commands::run(format, &commands::load(cli, Some(*change))?, *change, true).await,
         Command::Status => commands::status(format, &commands::load(cli, None)?).await,
         Command::Diff { values, sample } => commands::diff(format, &commands::load(cli, None)?, *values, *sample).await,
-        Command::Verify { keys } => commands::verify(format, &commands::load(cli, None)?, *keys).await,
+        Command::Verify { level } => commands::verify(format, &commands::load(cli, None)?, *level).await,
         Command::Config { command: ConfigCommand::Check } => commands::check(format, &commands::load(cli, None)?).await,
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
-use sync_core::vocabulary::{Step, Verdict, human_duration};
+use sync_core::vocabulary::{Step, clock_time, human_duration};
 use sync_core::{Event, RunOutcome};
 
 use crate::exit::Exit;
@@ -39,14 +39,8 @@ fn ms(duration: Duration) -> u64 {
     duration.as_millis() as u64
 }
 
-/// A verdict in words.
-pub fn verdict_text(verdict: &Verdict) -> String {
-    match verdict {
-        Verdict::Equal { entries } => format!("equal ({entries} entries)"),
-        Verdict::Drift { active, offline } => format!("drift: {active} active / {offline} offline (live traffic)"),
-        Verdict::Mismatch { active, offline } => format!("MISMATCH: {active} active / {offline} offline"),
-    }
-}
+/// How often the text output repeats a wait that goes on (the JSON stream has every one).
+const REPEAT_WAIT_EVERY_MS: u64 = 30_000;
 
 /// An outcome as JSON (the `run_finished` event's body).
 pub fn outcome_json(outcome: &RunOutcome, exit: Exit) -> Value {
@@ -83,6 +77,21 @@ pub fn event_json(event: &Event) -> Value {
             json!({"type": "interlock_refused", "step": step, "cache": cache, "reason": reason})
         }
         Event::Verified { cache, verdict } => json!({"type": "verified", "cache": cache, "verdict": verdict}),
+        Event::Waiting { step, what, why, until_ms } => {
+            json!({"type": "waiting", "step": step, "what": what, "why": why, "until_ms": until_ms})
+        }
+        Event::LinkDown { loss, until_ms } => json!({
+            "type": "link_down",
+            "message": loss.to_string(),
+            "since_ms": loss.since_ms,
+            "until_ms": until_ms,
+            "views": loss.views.iter().map(|v| json!({
+                "site": v.site, "other": v.other, "sites_view": v.sites_view, "sees_other": v.sees_other,
+            })).collect::<Vec<_>>(),
+        }),
+        Event::LinkUp { since_ms, at_ms } => {
+            json!({"type": "link_up", "since_ms": since_ms, "at_ms": at_ms, "down_ms": at_ms.saturating_sub(*since_ms)})
+        }
         Event::Warning { message } => json!({"type": "warning", "message": message}),
         Event::Keycloak { message } => json!({"type": "keycloak", "message": message}),
         Event::RunFinished { outcome } => json!({"type": "run_outcome", "message": outcome.summary()}),
@@ -92,7 +101,12 @@ pub fn event_json(event: &Event) -> Value {
 struct State {
     multi: Option<MultiProgress>,
     step_bar: Option<ProgressBar>,
+    step_head: String,
     bars: BTreeMap<String, ProgressBar>,
+    /// The wait last shown (what, when it was shown, in ms).
+    shown_wait: Option<(String, u64)>,
+    /// The lost link, while it is lost.
+    link: Option<sync_core::vocabulary::LinkLoss>,
 }
 
 /// Renders events as they come.
@@ -112,7 +126,9 @@ impl Renderer {
     pub fn new(format: Format) -> Self {
         let multi = (format == Format::Text && std::io::stderr().is_terminal())
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
-        Self { format, state: Mutex::new(State { multi, step_bar: None, bars: BTreeMap::new() }) }
+        let state =
+            State { multi, step_bar: None, step_head: String::new(), bars: BTreeMap::new(), shown_wait: None, link: None };
+        Self { format, state: Mutex::new(state) }
     }
 
     fn line(&self, state: &State, text: String) {
@@ -140,12 +156,14 @@ impl Renderer {
                             ProgressStyle::with_template("  {spinner} {msg} {elapsed}")
                                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
                         );
-                        bar.set_message(head);
+                        bar.set_message(head.clone());
                         bar.enable_steady_tick(Duration::from_millis(120));
                         state.step_bar = Some(bar);
                     }
                     None => eprintln!("  … {head}"),
                 }
+                state.step_head = head;
+                state.shown_wait = None;
             }
             Event::StepFinished { step, elapsed } => {
                 if let Some(bar) = state.step_bar.take() {
@@ -199,7 +217,28 @@ impl Renderer {
                 let cache = cache.as_ref().map(|c| format!("{c}: ")).unwrap_or_default();
                 self.line(&state, format!("      ✋ {cache}{reason}"));
             }
-            Event::Verified { cache, verdict } => self.line(&state, format!("      = {cache}: {}", verdict_text(verdict))),
+            Event::Verified { cache, verdict } => self.line(&state, format!("      = {cache}: {verdict}")),
+            Event::Waiting { what, why, until_ms, .. } => self.waiting(&mut state, what, why, *until_ms),
+            Event::LinkDown { loss, until_ms } => {
+                let text = format!(
+                    "      ⚠ {loss} since {}; waiting up to {} for it (until {}); Ctrl-C stops safely, `site-sync resume` continues",
+                    clock_time(loss.since_ms),
+                    human_duration(Duration::from_millis(until_ms.saturating_sub(loss.since_ms))),
+                    clock_time(*until_ms)
+                );
+                self.line(&state, text);
+                state.shown_wait = None;
+                state.link = Some(loss.clone());
+            }
+            Event::LinkUp { since_ms, at_ms } => {
+                let down = human_duration(Duration::from_millis(at_ms.saturating_sub(*since_ms)));
+                self.line(
+                    &state,
+                    format!("      ✓ the cross-site link is back after {down} (lost at {})", clock_time(*since_ms)),
+                );
+                state.link = None;
+                state.shown_wait = None;
+            }
             Event::Warning { message } => self.line(&state, format!("      ! {message}")),
             Event::Keycloak { message } => self.line(&state, format!("      · Keycloak: {message}")),
             Event::RunFinished { .. } => {
@@ -209,6 +248,42 @@ impl Renderer {
             }
         }
     }
+}
+
+impl Renderer {
+    /// A wait: on a terminal, the step's spinner says it; otherwise a line when it begins, and
+    /// again every [`REPEAT_WAIT_EVERY_MS`] while it lasts. A wait for the lost link repeats how
+    /// long it has been lost.
+    fn waiting(&self, state: &mut State, what: &str, why: &str, until_ms: u64) {
+        let now = now_ms();
+        if let Some(bar) = &state.step_bar {
+            bar.set_message(format!("{} · waiting for {what} (until {})", state.step_head, clock_time(until_ms)));
+        }
+        let repeat = state.shown_wait.as_ref().is_some_and(|(last, at)| last == what && now < at + REPEAT_WAIT_EVERY_MS);
+        if repeat {
+            return;
+        }
+        let again = state.shown_wait.as_ref().is_some_and(|(last, _)| last == what);
+        state.shown_wait = Some((what.to_owned(), now));
+        let text = match &state.link {
+            Some(loss) if again => format!(
+                "      ⚠ still lost: {loss} since {} ({} ago); waiting until {}",
+                clock_time(loss.since_ms),
+                human_duration(Duration::from_millis(now.saturating_sub(loss.since_ms))),
+                clock_time(until_ms)
+            ),
+            // The link-down line said it all.
+            Some(_) => return,
+            // The step's spinner shows it.
+            None if state.multi.is_some() => return,
+            None => format!("      … waiting for {what} until {}: {why}", clock_time(until_ms)),
+        };
+        self.line(state, text);
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl sync_core::ports::EventSink for Renderer {
@@ -244,7 +319,7 @@ pub fn finish(format: Format, outcome: &RunOutcome, exit: Exit, post_sync: Optio
                 human_duration(report.elapsed)
             );
             for cache in &report.caches {
-                let verdict = cache.verdict.as_ref().map(verdict_text).unwrap_or_else(|| "not verified".to_owned());
+                let verdict = cache.verdict.as_ref().map_or_else(|| "not verified".to_owned(), ToString::to_string);
                 println!("  {:<26} pushes: {}  {verdict}", cache.cache.as_str(), cache.push_attempts);
             }
             match report.keycloak_instances {

@@ -4,39 +4,58 @@
 //! it is told, records the result in the journal, throws the observation away after every action,
 //! and asks again. Every rule here is therefore evaluated against facts read after the tool's own
 //! last change: an interlock is simply a rule that refuses to act on facts it does not have.
+//!
+//! Every wait it asks for says what it waits for, why, and until when: past that moment the same
+//! rule ends the run instead (resumably), so no wait is open-ended.
 
 use std::time::Duration;
 
 use ispn_xsite::{BackupStatus, CacheName, PushStatus, PushStatusReport, SiteName};
 
-use crate::decision::{Decision, Ending, Note};
-use crate::journal::Journal;
-use crate::observe::{Observation, Sizes};
+use crate::decision::{Decision, Ending, Note, Wait};
+use crate::journal::{CacheProgress, Journal};
+use crate::observe::{ContentCheck, Observation, Sizes};
 use crate::outcome::{Failure, Refusal};
 use crate::plan::{CacheSelection, Plan, Sabotage, keycloak_line};
-use crate::vocabulary::{Action, Probe, PushPhase, Side, Step, Verdict};
+use crate::vocabulary::{Action, LinkLoss, LinkView, Probe, PushPhase, Side, Step, Verdict, VerifyLevel, human_duration};
 
 fn probes_for(caches: &[CacheName], make: impl Fn(CacheName) -> Probe) -> Vec<Probe> {
     caches.iter().cloned().map(make).collect()
 }
 
-fn poll(plan: &Plan, why: impl Into<String>) -> Decision {
-    Decision::Wait { duration: plan.settings.poll_interval, why: why.into() }
+fn ms(duration: Duration) -> u64 {
+    duration.as_millis() as u64
+}
+
+/// When the current step runs out of time.
+fn step_until(plan: &Plan, journal: &Journal) -> u64 {
+    journal.step_started_at_ms + ms(plan.settings.step_deadline)
+}
+
+/// A poll-interval pause until the step's deadline.
+fn poll(plan: &Plan, journal: &Journal, what: impl Into<String>, why: impl Into<String>) -> Decision {
+    Decision::Wait(Wait {
+        duration: plan.settings.poll_interval,
+        what: what.into(),
+        why: why.into(),
+        until_ms: step_until(plan, journal),
+    })
+}
+
+fn names(caches: &[CacheName]) -> String {
+    caches.iter().map(CacheName::as_str).collect::<Vec<_>>().join(", ")
 }
 
 /// The next thing to do.
 pub fn decide(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
     let step = journal.step;
     let timed = !matches!(step, Step::Preflight | Step::ScaleDown | Step::ScaleUp | Step::Report);
-    if timed {
-        let elapsed = Duration::from_millis(obs.now_ms.saturating_sub(journal.step_started_at_ms));
-        if elapsed > plan.settings.step_deadline {
-            return Decision::Finish(Ending::Failed(Failure::Deadline {
-                step,
-                after: plan.settings.step_deadline,
-                why: pending(plan, journal),
-            }));
-        }
+    if timed && obs.now_ms > step_until(plan, journal) {
+        return Decision::Finish(Ending::Failed(Failure::Deadline {
+            step,
+            after: plan.settings.step_deadline,
+            why: pending(plan, journal),
+        }));
     }
     match step {
         Step::Preflight => preflight(plan, journal, obs),
@@ -55,7 +74,7 @@ pub fn decide(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
 
 /// What the current step still waits for, for deadline messages.
 fn pending(plan: &Plan, journal: &Journal) -> String {
-    let open: Vec<&str> = journal
+    let open: Vec<CacheName> = journal
         .caches
         .iter()
         .filter(|c| {
@@ -68,12 +87,12 @@ fn pending(plan: &Plan, journal: &Journal) -> String {
                 _ => true,
             }
         })
-        .map(CacheName::as_str)
+        .cloned()
         .collect();
     format!(
-        "caches not done: {}; raise step_deadline ({:?}) if the data is just large",
-        open.join(", "),
-        plan.settings.step_deadline
+        "caches not done: {}; raise step_deadline ({}) if the data is just large",
+        names(&open),
+        human_duration(plan.settings.step_deadline)
     )
 }
 
@@ -119,19 +138,21 @@ fn preflight(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
     let resuming_at = journal.resume_from.unwrap_or(Step::Preflight);
     let pushes_ahead = resuming_at <= Step::AwaitPush;
     if pushes_ahead {
-        match active.sees(o) {
-            Some(false) => {
-                return Decision::Finish(Ending::Refused(Refusal::NoLink { from: a.clone(), to: o.clone() }));
-            }
-            None => {
-                let warning = format!(
-                    "the node answering for '{a}' is not a site master, so it cannot tell whether '{o}' is connected; the push will tell"
-                );
-                if !journal.warnings.contains(&warning) {
-                    return Decision::Note(vec![Note::Warning(warning)]);
+        for (from, facts, to) in [(a, active, o), (o, offline, a)] {
+            match facts.sees(to) {
+                Some(false) => {
+                    return Decision::Finish(Ending::Refused(Refusal::NoLink { from: from.clone(), to: to.clone() }));
                 }
+                None => {
+                    let warning = format!(
+                        "the node answering for '{from}' is not a site master, so it cannot tell whether '{to}' is connected; the push will tell"
+                    );
+                    if !journal.warnings.contains(&warning) {
+                        return Decision::Note(vec![Note::Warning(warning)]);
+                    }
+                }
+                Some(true) => {}
             }
-            Some(true) => {}
         }
     }
     if let Some(Some(keycloak)) = &obs.keycloak {
@@ -184,7 +205,68 @@ fn resolve_caches(plan: &Plan, journal: &Journal, obs: &Observation) -> Result<V
     Ok(caches)
 }
 
-fn keycloak_state<'o>(plan: &Plan, obs: &'o Observation) -> Result<Option<&'o crate::ports::KeycloakState>, Decision> {
+/// The state of the cross-site link, for the steps that need it.
+enum Link {
+    Up,
+    /// Lost; waited for until this moment.
+    Down {
+        until_ms: u64,
+    },
+}
+
+/// The probes [`link`] needs.
+fn link_probes() -> Vec<Probe> {
+    vec![Probe::Site { side: Side::Active }, Probe::Site { side: Side::Offline }]
+}
+
+/// How both sites see each other, if either does not (requires [`link_probes`]).
+fn link_loss(plan: &Plan, obs: &Observation) -> Option<LinkLoss> {
+    let view = |side: Side, site: &SiteName, other: &SiteName| {
+        let facts = &obs.sites[&side];
+        LinkView { site: site.clone(), other: other.clone(), sites_view: facts.sites_view.clone(), sees_other: facts.sees(other) }
+    };
+    let views = vec![
+        view(Side::Active, &plan.active.name, &plan.offline.name),
+        view(Side::Offline, &plan.offline.name, &plan.active.name),
+    ];
+    views.iter().any(|v| v.sees_other == Some(false)).then_some(LinkLoss { since_ms: obs.now_ms, views })
+}
+
+/// The gate of the steps that need the cross-site link (push, await-push, verify). A lost link
+/// is recorded the moment it is seen, so that the driver announces it at once; it is waited for
+/// until `link_wait` has passed since, and then the run stops, resumably. A link that comes back
+/// is recorded (and announced) too.
+fn link(plan: &Plan, journal: &Journal, obs: &Observation) -> Result<Link, Decision> {
+    let wait = ms(plan.settings.link_wait);
+    match (link_loss(plan, obs), journal.link_down_since_ms) {
+        (None, None) => Ok(Link::Up),
+        (None, Some(since_ms)) => Err(Decision::Note(vec![Note::LinkBack { since_ms, at_ms: obs.now_ms }])),
+        (Some(loss), None) => {
+            let until_ms = (loss.since_ms + wait).min(step_until(plan, journal));
+            Err(Decision::Note(vec![Note::LinkLost { loss, until_ms }]))
+        }
+        (Some(loss), Some(since_ms)) => {
+            if obs.now_ms >= since_ms + wait {
+                return Err(Decision::Finish(Ending::Failed(Failure::LinkLost {
+                    loss: LinkLoss { since_ms, ..loss },
+                    waited: plan.settings.link_wait,
+                })));
+            }
+            Ok(Link::Down { until_ms: (since_ms + wait).min(step_until(plan, journal)) })
+        }
+    }
+}
+
+fn wait_for_link(plan: &Plan, until_ms: u64, why: &str) -> Decision {
+    Decision::Wait(Wait {
+        duration: plan.settings.poll_interval,
+        what: format!("the cross-site link between {} and {}", plan.active.name, plan.offline.name),
+        why: why.to_owned(),
+        until_ms,
+    })
+}
+
+fn keycloak_state<'o>(plan: &Plan, obs: &'o Observation) -> Result<Option<&'o crate::port_types::KeycloakState>, Decision> {
     if !plan.settings.manage_keycloak {
         return Ok(None);
     }
@@ -212,7 +294,7 @@ fn take_offline(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
         return Decision::Observe(missing);
     }
     let mut actions = Vec::new();
-    let mut settling = false;
+    let mut settling = Vec::new();
     for cache in &journal.caches {
         let nodes = &obs.offline_nodes[cache];
         if nodes.all_offline() {
@@ -228,9 +310,8 @@ fn take_offline(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
         }
         // A status change can take a moment to reach every node: give the last call one poll
         // interval before issuing another.
-        let settle_ms = plan.settings.poll_interval.as_millis() as u64;
-        if progress.last_take_offline_ms.is_some_and(|at| obs.now_ms < at + settle_ms) {
-            settling = true;
+        if progress.last_take_offline_ms.is_some_and(|at| obs.now_ms < at + ms(plan.settings.poll_interval)) {
+            settling.push(cache.clone());
         } else {
             actions.push(Action::TakeOffline(cache.clone()));
         }
@@ -238,8 +319,13 @@ fn take_offline(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
     if !actions.is_empty() {
         return Decision::Act(actions);
     }
-    if settling {
-        return poll(plan, "take-offline to reach every node");
+    if !settling.is_empty() {
+        return poll(
+            plan,
+            journal,
+            format!("the take-offline of {} to read offline on every node", names(&settling)),
+            "a clear is safe only while the backup to the active site is offline everywhere",
+        );
     }
     Decision::Advance
 }
@@ -257,6 +343,7 @@ fn clear_caches(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
         return Decision::Observe(missing);
     }
     let mut actions = Vec::new();
+    let mut settling = Vec::new();
     for cache in todo {
         let nodes = &obs.offline_nodes[&cache];
         if nodes.all_offline() {
@@ -272,12 +359,22 @@ fn clear_caches(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
                 nodes: nodes.not_offline().into_iter().map(str::to_owned).collect(),
             }));
         }
-        let settle_ms = plan.settings.poll_interval.as_millis() as u64;
-        if progress.last_take_offline_ms.is_none_or(|at| obs.now_ms >= at + settle_ms) {
+        if progress.last_take_offline_ms.is_none_or(|at| obs.now_ms >= at + ms(plan.settings.poll_interval)) {
             actions.push(Action::TakeOffline(cache));
+        } else {
+            settling.push(cache);
         }
     }
-    if actions.is_empty() { poll(plan, "the backups to read offline before clearing") } else { Decision::Act(actions) }
+    if actions.is_empty() {
+        poll(
+            plan,
+            journal,
+            format!("the backups of {} to read offline on every node", names(&settling)),
+            "a clear while a backup replicates would empty the active site too",
+        )
+    } else {
+        Decision::Act(actions)
+    }
 }
 
 fn bring_online(journal: &Journal, obs: &Observation) -> Decision {
@@ -307,7 +404,7 @@ fn push_state(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
     if todo.is_empty() {
         return Decision::Advance;
     }
-    let mut wanted = vec![Probe::Site { side: Side::Active }];
+    let mut wanted = link_probes();
     wanted.extend(probes_for(&todo, |cache| Probe::Push { cache }));
     let missing = obs.missing(wanted);
     if !missing.is_empty() {
@@ -320,16 +417,25 @@ fn push_state(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
             found: active.local_site.clone(),
         }));
     }
-    if active.sees(&plan.offline.name) == Some(false) {
-        return poll(plan, "the cross-site link to come back before pushing");
+    match link(plan, journal, obs) {
+        Err(decision) => return decision,
+        Ok(Link::Down { until_ms }) => return wait_for_link(plan, until_ms, "a push without it can only fail"),
+        Ok(Link::Up) => {}
     }
     let mut actions = Vec::new();
     let mut notes = Vec::new();
     for cache in todo {
         match push_report(obs, &cache, &plan.offline.name) {
-            None => return poll(plan, "a readable push status"),
+            None => {
+                return poll(
+                    plan,
+                    journal,
+                    format!("a readable push status of {cache}"),
+                    "the active site could not gather it from every node",
+                );
+            }
             // Someone's push is running (ours, if the answer to our start was lost): adopt it.
-            Some(PushStatus::Sending) => notes.push(Note::AdoptPush(cache)),
+            Some(PushStatus::Sending) => notes.push(Note::AdoptPush(cache, obs.now_ms)),
             // A finished status from an earlier push would hide this one's outcome: clear first.
             Some(PushStatus::Ok | PushStatus::Error | PushStatus::Canceled) => actions.push(Action::ClearPushStatus(cache)),
             Some(PushStatus::Idle) => actions.push(Action::StartPush(cache)),
@@ -339,6 +445,21 @@ fn push_state(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
         return Decision::Note(notes);
     }
     if actions.is_empty() { Decision::Advance } else { Decision::Act(actions) }
+}
+
+/// Whether the offline site has taken no entry of a push reading SENDING for
+/// `push_stall_timeout` (`entries`: its count now).
+fn stalled(plan: &Plan, progress: &CacheProgress, entries: u64, now_ms: u64) -> bool {
+    progress.receiver_entries == Some(entries)
+        && progress.receiver_moved_at_ms.is_some_and(|at| now_ms.saturating_sub(at) > ms(plan.settings.push_stall_timeout))
+}
+
+/// Whether the offline site's entry count moved since last recorded, and it is time to record
+/// it again: a record every eighth of the stall timeout keeps the journal quiet while a push
+/// runs, and only ever makes a stall be noticed later, never sooner.
+fn receiver_moved(plan: &Plan, progress: &CacheProgress, entries: u64, now_ms: u64) -> bool {
+    let every = ms(plan.settings.push_stall_timeout) / 8;
+    progress.receiver_entries != Some(entries) && progress.receiver_moved_at_ms.is_none_or(|at| now_ms >= at + every)
 }
 
 fn await_push(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
@@ -356,7 +477,7 @@ fn await_push(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
     if open.is_empty() {
         return Decision::Advance;
     }
-    let mut wanted = vec![Probe::Site { side: Side::Active }];
+    let mut wanted = link_probes();
     for cache in &open {
         wanted.push(Probe::Push { cache: cache.clone() });
         wanted.push(Probe::Status { side: Side::Active, cache: cache.clone() });
@@ -368,9 +489,14 @@ fn await_push(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
     if !missing.is_empty() {
         return Decision::Observe(missing);
     }
+    let link = match link(plan, journal, obs) {
+        Ok(link) => link,
+        Err(decision) => return decision,
+    };
+    // Without the link a push can only fail: recover the running ones, and spend no attempts
+    // until it is back.
+    let link_down = matches!(link, Link::Down { .. });
     let offline = &plan.offline.name;
-    // Without the link a push can only fail: do not spend attempts until it is back.
-    let link_down = obs.sites[&Side::Active].sees(offline) == Some(false);
     let mut actions = Vec::new();
     let mut notes = Vec::new();
     for cache in open {
@@ -393,18 +519,22 @@ fn await_push(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
                     Err(None) => {}
                     Err(Some(failure)) => return Decision::Finish(Ending::Failed(failure)),
                 },
-                PushStatus::Sending => notes.push(Note::AdoptPush(cache)),
+                PushStatus::Sending => notes.push(Note::AdoptPush(cache, obs.now_ms)),
                 _ => actions.push(Action::ClearPushStatus(cache)),
             },
             PushPhase::Sending => match status {
                 PushStatus::Ok => notes.push(Note::PushOk(cache)),
                 PushStatus::Sending => {
                     let started = progress.push_started_at_ms.unwrap_or(obs.now_ms);
-                    let overdue = obs.now_ms.saturating_sub(started) > plan.settings.push_deadline.as_millis() as u64;
+                    let overdue = obs.now_ms.saturating_sub(started) > ms(plan.settings.push_deadline);
+                    let entries = obs.sizes[&cache].offline;
                     // A start that failed with a server error leaves SENDING forever (checked on
-                    // 16.0.7); a push past its deadline may be stuck the same way.
-                    if progress.push_start_failed || overdue {
+                    // 16.0.7); so may a push past its deadline, one whose receiver stopped
+                    // taking entries, and one whose link is gone.
+                    if progress.push_start_failed || overdue || stalled(plan, &progress, entries, obs.now_ms) || link_down {
                         actions.push(Action::CancelPush(cache));
+                    } else if receiver_moved(plan, &progress, entries, obs.now_ms) {
+                        notes.push(Note::ReceiverMoved { cache, entries, at_ms: obs.now_ms });
                     }
                 }
                 PushStatus::Error | PushStatus::Canceled | PushStatus::Idle => {
@@ -431,13 +561,22 @@ fn await_push(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
         return Decision::Note(notes);
     }
     // Live writes must reach the offline site while it catches up: the push brings the active
-    // site's backup online, and it must stay so.
-    for cache in &journal.caches {
-        if obs.status.get(&(Side::Active, cache.clone())).is_some_and(|s| *s != BackupStatus::Online) {
-            actions.push(Action::BringOnline(Side::Active, cache.clone()));
+    // site's backup online, and it must stay so. Not while the link is down: with SYNC backups
+    // that fail on error, an online backup to an unreachable site fails the active site's writes.
+    if !link_down {
+        for cache in &journal.caches {
+            if obs.status.get(&(Side::Active, cache.clone())).is_some_and(|s| *s != BackupStatus::Online) {
+                actions.push(Action::BringOnline(Side::Active, cache.clone()));
+            }
         }
     }
-    if actions.is_empty() { poll_push(plan, journal, obs) } else { Decision::Act(actions) }
+    if !actions.is_empty() {
+        return Decision::Act(actions);
+    }
+    match link {
+        Link::Down { until_ms } => wait_for_link(plan, until_ms, "the pushes must run again once it is back"),
+        Link::Up => poll_push(plan, journal, obs),
+    }
 }
 
 /// Polling a push costs the time between its OK and the next read, so the wait grows with the
@@ -446,19 +585,26 @@ fn await_push(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
 /// does not get read more often than configured.
 fn poll_push(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
     const FLOOR_MS: u64 = 50;
-    let running_since = journal
+    let running: Vec<(CacheName, CacheProgress)> = journal
         .caches
         .iter()
-        .map(|c| journal.cache(c))
-        .filter(|p| p.push == PushPhase::Sending)
-        .filter_map(|p| p.push_started_at_ms)
-        .min();
-    let ceiling_ms = plan.settings.poll_interval.as_millis() as u64;
+        .map(|c| (c.clone(), journal.cache(c)))
+        .filter(|(_, p)| !matches!(p.push, PushPhase::Ok | PushPhase::Done))
+        .collect();
+    let running_since =
+        running.iter().filter(|(_, p)| p.push == PushPhase::Sending).filter_map(|(_, p)| p.push_started_at_ms).min();
+    let ceiling_ms = ms(plan.settings.poll_interval);
     let wait_ms = match running_since {
         Some(since) => (obs.now_ms.saturating_sub(since) / 20).max(FLOOR_MS).min(ceiling_ms),
         None => ceiling_ms,
     };
-    Decision::Wait { duration: Duration::from_millis(wait_ms), why: "pushes to finish".into() }
+    let caches: Vec<CacheName> = running.into_iter().map(|(c, _)| c).collect();
+    Decision::Wait(Wait {
+        duration: Duration::from_millis(wait_ms),
+        what: format!("the pushes of {} to read OK", names(&caches)),
+        why: "Keycloak may start on the offline site only on data every push delivered".to_owned(),
+        until_ms: step_until(plan, journal),
+    })
 }
 
 fn clear_push_status(journal: &Journal, obs: &Observation) -> Decision {
@@ -482,22 +628,49 @@ fn clear_push_status(journal: &Journal, obs: &Observation) -> Decision {
     if !notes.is_empty() { Decision::Note(notes) } else { Decision::Act(actions) }
 }
 
-/// The verdict for one cache from its sizes (and key counts, when compared).
-pub fn verdict(sizes: &Sizes, keys: Option<&crate::observe::KeyCounts>, tolerance: u64) -> Verdict {
+/// The verdict for one cache from its entry counts: the two active reads bracket the offline
+/// one, so a count within that range (plus `tolerance`) is drift from live traffic.
+pub fn sizes_verdict(sizes: &Sizes, tolerance: u64) -> Verdict {
     let low = sizes.active_before.min(sizes.active_after);
     let high = sizes.active_before.max(sizes.active_after);
     let churn = high - low;
-    let differ = match keys {
-        Some(k) => k.only_active + k.only_offline,
-        None => sizes.offline.abs_diff(sizes.active_after),
-    };
+    let differ = sizes.offline.abs_diff(sizes.active_after);
     let within_range = sizes.offline + tolerance >= low && sizes.offline <= high + tolerance;
+    let compared = VerifyLevel::Sizes;
     if differ == 0 && churn == 0 {
-        Verdict::Equal { entries: sizes.offline }
+        Verdict::Equal { entries: sizes.offline, compared }
     } else if within_range && differ <= churn + tolerance {
-        Verdict::Drift { active: sizes.active_after, offline: sizes.offline }
+        Verdict::Drift { active: sizes.active_after, offline: sizes.offline, compared, transient: 0 }
     } else {
-        Verdict::Mismatch { active: sizes.active_after, offline: sizes.offline }
+        Verdict::Mismatch {
+            active: sizes.active_after,
+            offline: sizes.offline,
+            compared,
+            only_active: 0,
+            only_offline: 0,
+            different_values: 0,
+        }
+    }
+}
+
+/// The verdict for one cache from a comparison of its keys (and values): differences only one
+/// of the two reads showed are live traffic; those both showed count, beyond `tolerance`.
+pub fn content_verdict(check: &ContentCheck, tolerance: u64) -> Verdict {
+    let (active, offline, compared) = (check.active, check.offline, check.level);
+    let persistent = check.persistent();
+    if persistent == 0 && check.transient == 0 {
+        Verdict::Equal { entries: active, compared }
+    } else if persistent <= tolerance {
+        Verdict::Drift { active, offline, compared, transient: check.transient + persistent }
+    } else {
+        Verdict::Mismatch {
+            active,
+            offline,
+            compared,
+            only_active: check.only_active,
+            only_offline: check.only_offline,
+            different_values: check.different_values,
+        }
     }
 }
 
@@ -506,31 +679,51 @@ fn verify(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
     if open.is_empty() {
         return Decision::Advance;
     }
-    let mut wanted = probes_for(&open, |cache| Probe::Sizes { cache });
-    if plan.settings.verify_keys {
-        wanted.extend(probes_for(&open, |cache| Probe::Keys { cache }));
-    }
+    let level = plan.settings.verify;
+    let mut wanted = link_probes();
+    wanted.extend(probes_for(&open, |cache| match level {
+        VerifyLevel::Sizes => Probe::Sizes { cache },
+        VerifyLevel::Keys | VerifyLevel::Entries => Probe::Content { cache },
+    }));
     let missing = obs.missing(wanted);
     if !missing.is_empty() {
         return Decision::Observe(missing);
     }
+    match link(plan, journal, obs) {
+        Err(decision) => return decision,
+        Ok(Link::Down { until_ms }) => {
+            return wait_for_link(plan, until_ms, "writes on the active site reach the offline site only across it");
+        }
+        Ok(Link::Up) => {}
+    }
     let mut notes = Vec::new();
     for cache in open {
-        let sizes = &obs.sizes[&cache];
-        let verdict = verdict(sizes, obs.keys.get(&cache), plan.settings.drift_tolerance);
-        if let Verdict::Mismatch { active, offline } = verdict {
-            // Entries missing on the offline site are what a push that read OK while a node's
-            // chunk failed looks like: push once more. Extra entries there cannot come from a
-            // push (it never deletes); pushing again would not remove them.
-            if offline < active && journal.cache(&cache).verify_repushes == 0 {
-                notes.push(Note::Repush(cache));
-                continue;
-            }
-            return Decision::Finish(Ending::Failed(Failure::VerifyMismatch { cache, active, offline }));
+        let verdict = match level {
+            VerifyLevel::Sizes => sizes_verdict(&obs.sizes[&cache], plan.settings.drift_tolerance),
+            VerifyLevel::Keys | VerifyLevel::Entries => content_verdict(&obs.content[&cache], plan.settings.drift_tolerance),
+        };
+        if let Some(ending) = mismatch(journal, &cache, verdict.clone(), &mut notes) {
+            return ending;
         }
-        notes.push(Note::Verified(cache, verdict));
+        if !matches!(verdict, Verdict::Mismatch { .. }) {
+            notes.push(Note::Verified(cache, verdict));
+        }
     }
     Decision::Note(notes)
+}
+
+/// A mismatch the push can repair (missing keys or values on the offline site, as a push that
+/// read OK while a node's chunk failed leaves them) is pushed once more; one it cannot (extra
+/// keys there: a push never deletes) or one that survived the second push ends the run.
+fn mismatch(journal: &Journal, cache: &CacheName, verdict: Verdict, notes: &mut Vec<Note>) -> Option<Decision> {
+    if !matches!(verdict, Verdict::Mismatch { .. }) {
+        return None;
+    }
+    if verdict.push_can_repair() && journal.cache(cache).verify_repushes == 0 {
+        notes.push(Note::Repush(cache.clone()));
+        return None;
+    }
+    Some(Decision::Finish(Ending::Failed(Failure::VerifyMismatch { cache: cache.clone(), verdict })))
 }
 
 fn scale_up(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
@@ -560,14 +753,15 @@ fn report(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
     }
     let mut notes = Vec::new();
     for cache in &journal.caches {
-        if let Verdict::Mismatch { active, offline } = verdict(&obs.sizes[cache], None, plan.settings.drift_tolerance) {
-            if offline < active && journal.cache(cache).verify_repushes == 0 {
+        let verdict = sizes_verdict(&obs.sizes[cache], plan.settings.drift_tolerance);
+        if let Verdict::Mismatch { active, offline, .. } = verdict {
+            if verdict.push_can_repair() && journal.cache(cache).verify_repushes == 0 {
                 notes.push(Note::Warning(format!(
                     "cache '{cache}' lost entries on the offline site after verification ({offline} of {active}); pushing it again"
                 )));
-                notes.push(Note::Repush(cache.clone()));
-            } else {
-                return Decision::Finish(Ending::Failed(Failure::VerifyMismatch { cache: cache.clone(), active, offline }));
+            }
+            if let Some(ending) = mismatch(journal, cache, verdict, &mut notes) {
+                return ending;
             }
         }
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use ispn_xsite::CacheName;
 
 use crate::outcome::{Failure, Refusal};
-use crate::vocabulary::{Action, Probe, Verdict};
+use crate::vocabulary::{Action, LinkLoss, Probe, Verdict};
 
 /// What the driver must do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,16 +18,25 @@ pub enum Decision {
     /// Send these (independent) actions, then ask again with a fresh observation.
     Act(Vec<Action>),
     /// Wait, then ask again with a fresh observation.
-    Wait {
-        /// How long.
-        duration: Duration,
-        /// For whom (shown in logs).
-        why: String,
-    },
+    Wait(Wait),
     /// The current step is proven done: move to the next one.
     Advance,
     /// Stop.
     Finish(Ending),
+}
+
+/// A pause, with what it is for: the driver announces it (what, why, until when).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wait {
+    /// How long before asking again.
+    pub duration: Duration,
+    /// What is awaited (`pushes of work, actionTokens to read OK`). The same thing keeps the same
+    /// words while it is awaited, so that the driver can tell a new wait from a continued one.
+    pub what: String,
+    /// Why the run cannot go on without it.
+    pub why: String,
+    /// When the run stops waiting for it (ms since the epoch); it then stops, resumably.
+    pub until_ms: u64,
 }
 
 /// How a run ends, as decided.
@@ -46,8 +55,9 @@ pub enum Ending {
 pub enum Note {
     /// Preflight resolved the caches.
     Caches(Vec<CacheName>, Option<String>),
-    /// A push nobody recorded is running: treat it as this run's.
-    AdoptPush(CacheName),
+    /// A push nobody recorded is running (seen at the given ms since the epoch): treat it as
+    /// this run's.
+    AdoptPush(CacheName, u64),
     /// The push read OK.
     PushOk(CacheName),
     /// The status was already IDLE after OK: the cache is done.
@@ -58,4 +68,28 @@ pub enum Note {
     Repush(CacheName),
     /// A warning for the report.
     Warning(String),
+    /// The cross-site link is lost; wait for it until `until_ms`.
+    LinkLost {
+        /// How it was seen.
+        loss: LinkLoss,
+        /// When the run stops waiting for it.
+        until_ms: u64,
+    },
+    /// The link lost at `since_ms` is back (seen at `at_ms`).
+    LinkBack {
+        /// When it was first seen lost.
+        since_ms: u64,
+        /// When it was seen back.
+        at_ms: u64,
+    },
+    /// The offline site's entry count of `cache` moved while its push reads SENDING: the push is
+    /// alive.
+    ReceiverMoved {
+        /// The cache.
+        cache: CacheName,
+        /// Entries on the offline site.
+        entries: u64,
+        /// When.
+        at_ms: u64,
+    },
 }

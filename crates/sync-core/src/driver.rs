@@ -3,26 +3,34 @@
 //! plus the last-moment re-reads of the interlocks.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use futures::StreamExt;
 use ispn_xsite::{CacheName, ClearScope, Error, SiteAction, SiteApi, SiteName};
 use tokio::sync::watch;
 
-use crate::compare::{CompareLimits, CompareMode, compare};
+use crate::compare::check_content;
 use crate::decide::decide;
 use crate::decision::{Decision, Ending, Note};
 use crate::event::Event;
 use crate::journal::{ActionOutcome, Finished, Journal};
-use crate::observe::{KeyCounts, Observation, Sizes};
+use crate::observe::{ContentCheck, Observation, Sizes};
 use crate::outcome::{CacheReport, Failure, Refusal, Report, RunOutcome};
 use crate::plan::{Plan, Sabotage};
-use crate::port_types::{KeycloakError, LockError};
+use crate::port_types::{KeycloakError, LockError, Scaling};
 use crate::ports::{Clock, EventSink, JournalStore, Keycloak, RunLock};
 use crate::vocabulary::{Action, Probe, PushPhase, Side, Step};
 
 /// Tries of a read during preflight before an unanswering site refuses the run.
 const PREFLIGHT_TRIES: u32 = 3;
+
+/// How often a wait that goes on is announced again: never 10 s without a word.
+const ANNOUNCE_EVERY: Duration = Duration::from_secs(5);
+
+/// A batch of reads or actions taking longer than this is announced as a wait.
+const SLOW_CALLS: Duration = Duration::from_secs(2);
 
 /// What a read-only preflight found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +69,9 @@ pub struct Driver<'a, S, K, J, L, C> {
     ports: &'a Ports<S, K, J, L, C>,
     events: &'a dyn EventSink,
     stop: Option<watch::Receiver<bool>>,
+    /// The last wait announced (what, when in ms), so that a wait that goes on is announced
+    /// every [`ANNOUNCE_EVERY`] rather than at every poll.
+    announced: Mutex<Option<(String, u64)>>,
 }
 
 impl<S, K, J, L, C> std::fmt::Debug for Driver<'_, S, K, J, L, C> {
@@ -113,7 +124,7 @@ where
 {
     /// A driver for `plan` over `ports`, reporting to `events`.
     pub fn new(plan: &'a Plan, ports: &'a Ports<S, K, J, L, C>, events: &'a dyn EventSink) -> Self {
-        Self { plan, ports, events, stop: None }
+        Self { plan, ports, events, stop: None, announced: Mutex::new(None) }
     }
 
     /// Stops at the next safe point (between two actions) once `stop` reads true.
@@ -124,6 +135,71 @@ where
 
     fn emit(&self, event: Event) {
         self.events.emit(&event);
+    }
+
+    /// Announces a wait: at once when it is new, then every [`ANNOUNCE_EVERY`] while it goes on.
+    fn announce_wait(&self, step: Step, what: &str, why: &str, until_ms: u64) {
+        let now = self.ports.clock.now_ms();
+        let mut announced = self.announced.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let repeat = announced.as_ref().is_some_and(|(last, at)| last == what && now < at + ANNOUNCE_EVERY.as_millis() as u64);
+        if !repeat {
+            *announced = Some((what.to_owned(), now));
+            drop(announced);
+            self.emit(Event::Waiting { step, what: what.to_owned(), why: why.to_owned(), until_ms });
+        }
+    }
+
+    /// Runs `work`, announcing it as a wait once it has taken `quiet_for`, and again every
+    /// [`ANNOUNCE_EVERY`] until it ends: whatever the run waits on, it says what and until when.
+    async fn announced<T>(
+        &self,
+        step: Step,
+        quiet_for: Duration,
+        (what, why, until_ms): (&str, &str, u64),
+        work: impl Future<Output = T>,
+    ) -> T {
+        let mut work = std::pin::pin!(work);
+        let mut pause = quiet_for;
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut work => return out,
+                () = self.ports.clock.sleep(pause) => {
+                    self.forget_announcement();
+                    self.announce_wait(step, what, why, until_ms);
+                    pause = ANNOUNCE_EVERY;
+                }
+            }
+        }
+    }
+
+    /// Makes the next announcement a new one, even of the same wait: a backoff after another
+    /// failure is a new pause.
+    fn forget_announcement(&self) {
+        *self.announced.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+
+    /// Sleeps `duration` (at most until `until_ms`), announced.
+    async fn pause(&self, step: Step, duration: Duration, (what, why, until_ms): (&str, &str, u64)) {
+        self.announce_wait(step, what, why, until_ms);
+        let left = Duration::from_millis(until_ms.saturating_sub(self.ports.clock.now_ms()));
+        // At least a millisecond, so that a wait at its very deadline still lets time pass.
+        let duration = duration.min(left).max(Duration::from_millis(1));
+        self.announced(step, ANNOUNCE_EVERY, (what, why, until_ms), self.ports.clock.sleep(duration)).await;
+    }
+
+    fn ms_from_now(&self, duration: Duration) -> u64 {
+        self.ports.clock.now_ms() + duration.as_millis() as u64
+    }
+
+    /// A pause of `duration` that ends no later than the step's deadline, or the lost link's:
+    /// a backoff must not carry the run past what `decide` allows it.
+    fn bounded_pause(&self, journal: &Journal, duration: Duration) -> (Duration, u64) {
+        let settings = &self.plan.settings;
+        let step_until = journal.step_started_at_ms + settings.step_deadline.as_millis() as u64;
+        let link_until = journal.link_down_since_ms.map_or(u64::MAX, |since| since + settings.link_wait.as_millis() as u64);
+        let until = self.ms_from_now(duration).min(step_until).min(link_until);
+        (Duration::from_millis(until.saturating_sub(self.ports.clock.now_ms())), until)
     }
 
     fn site(&self, side: Side) -> &S {
@@ -186,12 +262,16 @@ where
         }
         journal.step_started_at_ms = now;
         journal.finished = None;
-        // The operator resumes once the cause is fixed: every retry budget starts afresh.
+        // The operator resumes once the cause is fixed: every retry budget and patience starts
+        // afresh.
+        journal.link_down_since_ms = None;
         for progress in journal.per_cache.values_mut() {
             progress.take_offline_calls = 0;
             progress.last_take_offline_ms = None;
             progress.push_attempts = 0;
             progress.verify_repushes = 0;
+            progress.receiver_entries = None;
+            progress.receiver_moved_at_ms = None;
         }
         self.start(journal, true).await
     }
@@ -223,7 +303,7 @@ where
                 }
                 Decision::Finish(Ending::Refused(r)) => return Err(RunOutcome::Refused(r)),
                 Decision::Finish(Ending::Failed(f)) => return Err(RunOutcome::Failed(f)),
-                Decision::Act(_) | Decision::Wait { .. } => {
+                Decision::Act(_) | Decision::Wait(_) => {
                     unreachable!("preflight only reads")
                 }
             }
@@ -338,16 +418,19 @@ where
                                 failures = 0;
                             } else {
                                 failures += 1;
-                                self.ports.clock.sleep(backoff(self.plan.settings.poll_interval, failures)).await;
+                                let (pause, until) =
+                                    self.bounded_pause(journal, backoff(self.plan.settings.poll_interval, failures));
+                                let why = "an action did not do its job; the next reading of the sites decides what follows";
+                                self.forget_announcement();
+                                self.pause(journal.step, pause, ("a pause before reading the sites again", why, until)).await;
                             }
                         }
                         Err(outcome) => return self.end(journal, outcome).await,
                     }
                     obs = Observation::at(self.ports.clock.now_ms());
                 }
-                Decision::Wait { duration, why } => {
-                    tracing::debug!(step = %journal.step, %why, "waiting {:?}", duration);
-                    self.ports.clock.sleep(duration).await;
+                Decision::Wait(wait) => {
+                    self.pause(journal.step, wait.duration, (&wait.what, &wait.why, wait.until_ms)).await;
                     obs = Observation::at(self.ports.clock.now_ms());
                 }
                 Decision::Advance => {
@@ -394,10 +477,12 @@ where
                 reason: "entries are missing on the offline site after an OK push: pushing again".to_owned(),
             }),
             Note::Warning(message) => self.emit(Event::Warning { message: message.clone() }),
-            Note::AdoptPush(cache) => self.emit(Event::Warning {
+            Note::AdoptPush(cache, _) => self.emit(Event::Warning {
                 message: format!("cache '{cache}': a push was already running; waiting for it instead of starting another"),
             }),
-            Note::PushOk(_) | Note::PushDone(_) => {}
+            Note::LinkLost { loss, until_ms } => self.emit(Event::LinkDown { loss: loss.clone(), until_ms: *until_ms }),
+            Note::LinkBack { since_ms, at_ms } => self.emit(Event::LinkUp { since_ms: *since_ms, at_ms: *at_ms }),
+            Note::PushOk(_) | Note::PushDone(_) | Note::ReceiverMoved { .. } => {}
         }
     }
 
@@ -431,11 +516,21 @@ where
         failures: &mut u32,
     ) -> Result<(), RunOutcome> {
         let limit = self.plan.settings.parallelism.max(1);
-        let results: Vec<(Probe, ProbeResult)> = futures::stream::iter(probes)
+        let comparisons: Vec<CacheName> =
+            probes.iter().filter_map(|p| if let Probe::Content { cache } = p { Some(cache.clone()) } else { None }).collect();
+        let (what, until) = if comparisons.is_empty() {
+            (format!("answers to {} read(s) from the sites", probes.len()), self.ms_from_now(self.plan.settings.request_timeout))
+        } else {
+            let names: Vec<&str> = comparisons.iter().map(CacheName::as_str).collect();
+            let until = journal.step_started_at_ms + self.plan.settings.step_deadline.as_millis() as u64;
+            (format!("the comparison of {} ({}) on both sites", names.join(", "), self.plan.settings.verify.compared()), until)
+        };
+        let reads = futures::stream::iter(probes)
             .map(|p| async move { (p.clone(), self.probe(&p).await) })
             .buffer_unordered(limit)
-            .collect()
-            .await;
+            .collect::<Vec<(Probe, ProbeResult)>>();
+        let why = "the next decision needs what they say";
+        let results = self.announced(journal.step, SLOW_CALLS, (&what, why, until), reads).await;
         let mut transient = None;
         for (probe, result) in results {
             match result {
@@ -475,7 +570,10 @@ where
                 return Err(RunOutcome::Failed(Failure::Site { side, message: error.to_string() }));
             }
             self.emit(Event::Retry { step: journal.step, cache: None, attempt: *failures + 1, reason: error.to_string() });
-            self.ports.clock.sleep(backoff(self.plan.settings.poll_interval, *failures)).await;
+            let (pause, until) = self.bounded_pause(journal, backoff(self.plan.settings.poll_interval, *failures));
+            let why = "a site did not answer; it is asked again";
+            self.forget_announcement();
+            self.pause(journal.step, pause, ("a pause before reading the sites again", why, until)).await;
             *obs = Observation::at(self.ports.clock.now_ms());
         } else {
             *failures = 0;
@@ -520,14 +618,11 @@ where
                 let active_after = active.size(cache).await.map_err(on(Side::Active))?;
                 Fact::Sizes(Sizes { active_before, offline: offline_size, active_after })
             }
-            Probe::Keys { cache } => {
-                let c = compare(active, offline, cache, CompareMode::Keys, CompareLimits::default()).await?;
-                Fact::Keys(KeyCounts {
-                    active: c.active,
-                    offline: c.offline,
-                    only_active: c.only_active,
-                    only_offline: c.only_offline,
-                })
+            Probe::Content { cache } => {
+                // Writes on the active site during the read show up as differences that a second
+                // read, a moment later, no longer shows.
+                let pause = self.ports.clock.sleep(self.plan.settings.poll_interval);
+                Fact::Content(check_content(active, offline, cache, self.plan.settings.verify, pause).await?)
             }
             Probe::Keycloak => Fact::Keycloak(self.ports.keycloak.observe().await.map_err(|e| {
                 (
@@ -575,15 +670,18 @@ where
             matches!(a, Action::TakeOffline(_) | Action::BringOnline(..) | Action::StartPush(_) | Action::CancelPush(_))
         });
         let limit = if changes_status { 1 } else { self.plan.settings.parallelism.max(1) };
-        let results: Vec<(Action, Result<ActionOutcome, ActionError>)> = futures::stream::iter(actions)
+        let what = format!("answers to {} {} call(s)", actions.len(), actions.first().map_or("", Action::verb));
+        let until = self.ms_from_now(self.plan.settings.request_timeout * actions.len().div_ceil(limit) as u32);
+        let calls = futures::stream::iter(actions)
             .map(|a| async move {
                 self.emit(Event::Action { step, action: a.verb().to_owned(), side: a.side(), cache: a.cache().cloned() });
                 let result = self.execute(&a).await;
                 (a, result)
             })
             .buffer_unordered(limit)
-            .collect()
-            .await;
+            .collect::<Vec<(Action, Result<ActionOutcome, ActionError>)>>();
+        let why = "the journal records what each did before anything else happens";
+        let results = self.announced(step, SLOW_CALLS, (&what, why, until), calls).await;
         let now = self.ports.clock.now_ms();
         let mut clean = true;
         let mut fatal = None;
@@ -634,11 +732,22 @@ where
         let site_err = |side: Side| move |e: Error| ActionError::Site(side, e);
         match action {
             Action::ScaleDown => {
-                let original = self.ports.keycloak.scale_down().await.map_err(ActionError::Keycloak)?;
-                Ok(ActionOutcome::ScaledDownFrom(original))
+                let what = format!("Keycloak on {o} ({}) to scale to 0 and its pods to go", self.ports.keycloak.describe());
+                let until = self.ms_from_now(self.ports.keycloak.timeout(Scaling::Down));
+                let why = "nothing may write to the offline site's caches while they are cleared and refilled";
+                let scaling = self.ports.keycloak.scale_down();
+                let original = self.announced(Step::ScaleDown, Duration::ZERO, (&what, why, until), scaling).await;
+                Ok(ActionOutcome::ScaledDownFrom(original.map_err(ActionError::Keycloak)?))
             }
             Action::ScaleUp(instances) => {
-                self.ports.keycloak.scale_up(*instances).await.map_err(ActionError::Keycloak)?;
+                let what =
+                    format!("Keycloak on {o} ({}) to start {instances} instance(s) and be ready", self.ports.keycloak.describe());
+                let until = self.ms_from_now(self.ports.keycloak.timeout(Scaling::Up));
+                let why = "the run is done only when the offline site serves again";
+                let scaling = self.ports.keycloak.scale_up(*instances);
+                self.announced(Step::ScaleUp, Duration::ZERO, (&what, why, until), scaling)
+                    .await
+                    .map_err(ActionError::Keycloak)?;
                 Ok(ActionOutcome::Done)
             }
             Action::TakeOffline(cache) => {
@@ -722,7 +831,7 @@ enum Fact {
     Status(ispn_xsite::BackupStatus),
     Push(ispn_xsite::PushStatusReport),
     Sizes(Sizes),
-    Keys(KeyCounts),
+    Content(ContentCheck),
     Keycloak(Option<crate::ports::KeycloakState>),
 }
 
@@ -746,8 +855,8 @@ fn record(obs: &mut Observation, probe: Probe, fact: Fact) {
         (Probe::Sizes { cache }, Fact::Sizes(sizes)) => {
             obs.sizes.insert(cache, sizes);
         }
-        (Probe::Keys { cache }, Fact::Keys(keys)) => {
-            obs.keys.insert(cache, keys);
+        (Probe::Content { cache }, Fact::Content(check)) => {
+            obs.content.insert(cache, check);
         }
         (Probe::Keycloak, Fact::Keycloak(state)) => obs.keycloak = Some(state),
         _ => {}

@@ -6,7 +6,7 @@ use std::time::Duration;
 use ispn_xsite::{CacheName, SiteName};
 
 use crate::outcome::RunOutcome;
-use crate::vocabulary::{Side, Step, Verdict};
+use crate::vocabulary::{LinkLoss, Side, Step, Verdict};
 
 /// One event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +91,31 @@ pub enum Event {
         cache: CacheName,
         /// The verdict.
         verdict: Verdict,
+    },
+    /// The run waits for something: announced when the wait begins and repeated while it lasts.
+    Waiting {
+        /// The step.
+        step: Step,
+        /// What is awaited.
+        what: String,
+        /// Why the run needs it.
+        why: String,
+        /// When the run stops waiting (ms since the epoch).
+        until_ms: u64,
+    },
+    /// The cross-site link is lost (announced when first seen, and repeated while waiting).
+    LinkDown {
+        /// How each site sees it, and since when.
+        loss: LinkLoss,
+        /// When the run stops waiting for it (ms since the epoch).
+        until_ms: u64,
+    },
+    /// The lost link is back.
+    LinkUp {
+        /// When it was first seen lost (ms since the epoch).
+        since_ms: u64,
+        /// When it was seen back.
+        at_ms: u64,
     },
     /// Something the operator should know but that does not stop the run.
     Warning {

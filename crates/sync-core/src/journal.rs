@@ -39,6 +39,13 @@ pub struct CacheProgress {
     pub verify_repushes: u32,
     /// The verification verdict.
     pub verdict: Option<Verdict>,
+    /// The offline site's entry count last seen moving while this cache's push read SENDING.
+    #[serde(default)]
+    pub receiver_entries: Option<u64>,
+    /// When it was seen moving (the push's start counts): a push whose receiver has not moved
+    /// for `push_stall_timeout` is stuck.
+    #[serde(default)]
+    pub receiver_moved_at_ms: Option<u64>,
 }
 
 impl Default for CacheProgress {
@@ -54,6 +61,8 @@ impl Default for CacheProgress {
             last_error: None,
             verify_repushes: 0,
             verdict: None,
+            receiver_entries: None,
+            receiver_moved_at_ms: None,
         }
     }
 }
@@ -111,6 +120,9 @@ pub struct Journal {
     pub per_cache: BTreeMap<CacheName, CacheProgress>,
     /// Warnings for the report (drift, a node that could not tell the site view, ...).
     pub warnings: Vec<String>,
+    /// Since when (ms since the epoch) the cross-site link is lost, while it is.
+    #[serde(default)]
+    pub link_down_since_ms: Option<u64>,
     /// How the last attempt ended; `None` while running.
     pub finished: Option<Finished>,
 }
@@ -132,6 +144,7 @@ impl Journal {
             keycloak_original_instances: None,
             per_cache: BTreeMap::new(),
             warnings: Vec::new(),
+            link_down_since_ms: None,
             finished: None,
         }
     }
@@ -216,6 +229,8 @@ impl Journal {
                 p.push_attempts += 1;
                 p.push_started_at_ms = Some(now_ms);
                 p.push_start_failed = false;
+                p.receiver_entries = None;
+                p.receiver_moved_at_ms = Some(now_ms);
             }
             Action::CancelPush(cache) => self.cache_mut(cache).push = PushPhase::CancelPush,
             _ => {}
@@ -270,12 +285,12 @@ impl Journal {
                     self.cache_mut(cache);
                 }
             }
-            Note::AdoptPush(cache) => {
-                let now = self.updated_at_ms;
+            Note::AdoptPush(cache, at_ms) => {
                 let p = self.cache_mut(cache);
                 p.push = PushPhase::Sending;
                 p.push_attempts = p.push_attempts.max(1);
-                p.push_started_at_ms.get_or_insert(now);
+                p.push_started_at_ms.get_or_insert(*at_ms);
+                p.receiver_moved_at_ms.get_or_insert(*at_ms);
             }
             Note::PushOk(cache) => self.cache_mut(cache).push = PushPhase::Ok,
             Note::PushDone(cache) => self.cache_mut(cache).push = PushPhase::Done,
@@ -298,6 +313,13 @@ impl Journal {
                 if !self.warnings.contains(text) {
                     self.warnings.push(text.clone());
                 }
+            }
+            Note::LinkLost { loss, .. } => self.link_down_since_ms = Some(loss.since_ms),
+            Note::LinkBack { .. } => self.link_down_since_ms = None,
+            Note::ReceiverMoved { cache, entries, at_ms } => {
+                let p = self.cache_mut(cache);
+                p.receiver_entries = Some(*entries);
+                p.receiver_moved_at_ms = Some(*at_ms);
             }
         }
     }

@@ -11,7 +11,7 @@ use ispn_xsite::{BackupStatus, CacheName, ContainerInfo, NodeStatuses, PushStatu
 use serde::{Deserialize, Serialize};
 
 use crate::port_types::KeycloakState;
-use crate::vocabulary::{Probe, Side};
+use crate::vocabulary::{Probe, Side, VerifyLevel};
 
 /// A site's identity and view, from its container info.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,9 +58,12 @@ pub struct Sizes {
     pub active_after: u64,
 }
 
-/// A key-by-key comparison's counts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KeyCounts {
+/// What comparing a cache's keys (and values) on both sites found. Differences are those both
+/// reads showed; `transient` counts those only one read showed (live traffic between the reads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContentCheck {
+    /// What was compared (keys, or keys and values).
+    pub level: VerifyLevel,
     /// Keys on the active site.
     pub active: u64,
     /// Keys on the offline site.
@@ -69,6 +72,17 @@ pub struct KeyCounts {
     pub only_active: u64,
     /// Keys only on the offline site.
     pub only_offline: u64,
+    /// Keys on both sites whose values differ (entries level).
+    pub different_values: u64,
+    /// Differences that one read showed and the other did not.
+    pub transient: u64,
+}
+
+impl ContentCheck {
+    /// Differences both reads showed.
+    pub fn persistent(&self) -> u64 {
+        self.only_active + self.only_offline + self.different_values
+    }
 }
 
 /// Everything read since the last action.
@@ -88,8 +102,8 @@ pub struct Observation {
     pub push: BTreeMap<CacheName, PushStatusReport>,
     /// Per cache: entry counts.
     pub sizes: BTreeMap<CacheName, Sizes>,
-    /// Per cache: key comparison.
-    pub keys: BTreeMap<CacheName, KeyCounts>,
+    /// Per cache: content comparison.
+    pub content: BTreeMap<CacheName, ContentCheck>,
     /// The offline site's Keycloak: `Some(None)` when read and not managed.
     pub keycloak: Option<Option<KeycloakState>>,
 }
@@ -109,7 +123,7 @@ impl Observation {
             Probe::Status { side, cache } => self.status.contains_key(&(*side, cache.clone())),
             Probe::Push { cache } => self.push.contains_key(cache),
             Probe::Sizes { cache } => self.sizes.contains_key(cache),
-            Probe::Keys { cache } => self.keys.contains_key(cache),
+            Probe::Content { cache } => self.content.contains_key(cache),
             Probe::Keycloak => self.keycloak.is_some(),
         }
     }

@@ -7,14 +7,14 @@ use ispn_xsite::{CacheName, SiteName};
 use serde::{Deserialize, Serialize};
 
 use crate::port_types::{JournalError, KeycloakError, LockError, LockHolder};
-use crate::vocabulary::{Side, Step, Verdict};
+use crate::vocabulary::{LinkLoss, Side, Step, Verdict, clock_time, human_duration};
 
 /// A precondition or interlock said no. Nothing unsafe was done; fix the cause and run again.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[serde(tag = "refusal", rename_all = "kebab-case")]
 pub enum Refusal {
     /// A site reports another name than configured.
-    #[error("the {side} site at {endpoint} reports itself as {found:?}, not '{expected}'; check the site names and URLs")]
+    #[error("the {side} site at {endpoint} reports itself as {}, not '{expected}'; check the site names and URLs", reported_name(.found))]
     WrongSite {
         /// Which configured site.
         side: Side,
@@ -148,7 +148,7 @@ pub enum Refusal {
     #[error("{0}")]
     InvalidPlan(String),
     /// The site about to push is not the declared active site.
-    #[error("interlock: the site about to push reports itself as {found:?}, not the active site '{expected}'")]
+    #[error("interlock: the site about to push reports itself as {}, not the active site '{expected}'", reported_name(.found))]
     PushInterlock {
         /// The declared active site.
         expected: SiteName,
@@ -198,18 +198,28 @@ pub enum Failure {
         /// The last status or error.
         last: String,
     },
-    /// The sites still differ after pushing again.
-    #[error("cache '{cache}': {active} entries on the active site, {offline} on the offline site, after pushing again")]
+    /// The sites still differ after pushing again (or differ in a way a push cannot repair).
+    #[error("cache '{cache}': the sites differ after the push ({verdict}); `site-sync diff --values` shows which keys")]
     VerifyMismatch {
         /// The cache.
         cache: CacheName,
-        /// Active entries.
-        active: u64,
-        /// Offline entries.
-        offline: u64,
+        /// The verdict.
+        verdict: Verdict,
+    },
+    /// The cross-site link stayed down longer than `link_wait`.
+    #[error(
+        "the cross-site link is lost: {loss} since {}, longer than link_wait ({}); the journal is saved: restore the link, then run `site-sync resume`",
+        clock_time(loss.since_ms),
+        human_duration(*waited)
+    )]
+    LinkLost {
+        /// How it was lost.
+        loss: LinkLoss,
+        /// How long the run waited for it.
+        waited: Duration,
     },
     /// A step took longer than allowed.
-    #[error("step {step} did not finish within {} ({why})", crate::vocabulary::human_duration(*after))]
+    #[error("step {step} did not finish within {} ({why})", human_duration(*after))]
     Deadline {
         /// The step.
         step: Step,
@@ -218,6 +228,14 @@ pub enum Failure {
         /// What it was waiting for.
         why: String,
     },
+}
+
+/// A site's reported name in a message: quoted, or what its absence means.
+fn reported_name(found: &Option<String>) -> String {
+    match found {
+        Some(name) => format!("'{name}'"),
+        None => "no site name (no cross-site transport is configured)".to_owned(),
+    }
 }
 
 /// One cache in the report.

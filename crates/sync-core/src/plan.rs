@@ -7,6 +7,8 @@ use std::time::Duration;
 use ispn_xsite::{CacheName, SiteName};
 use serde::{Deserialize, Serialize};
 
+use crate::vocabulary::{VerifyLevel, human_duration};
+
 /// Keycloak 26's replicated caches (persistent user sessions; KC 26.0 and later).
 pub const KEYCLOAK_26_CACHES: [&str; 4] = ["actionTokens", "authenticationSessions", "loginFailures", "work"];
 
@@ -59,7 +61,8 @@ pub enum Sabotage {
     ScaleUpBeforePushOk,
 }
 
-/// How patient and how parallel a run is.
+/// How patient and how parallel a run is. [`Settings::check`] holds every value to a range that
+/// makes sense (`RANGES` lists them; the user guide repeats them).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settings {
     /// Pause between two status reads.
@@ -70,14 +73,24 @@ pub struct Settings {
     pub push_attempts: u32,
     /// How long one push may read SENDING before it is cancelled and started again.
     pub push_deadline: Duration,
+    /// How long a push may read SENDING while the offline site's entry count does not move
+    /// before it is taken for stuck (cancelled and started again): a receiver that died leaves
+    /// the sender in SENDING for minutes (about 106 s on 16.0.7).
+    pub push_stall_timeout: Duration,
     /// How long any one step may take.
     pub step_deadline: Duration,
+    /// How long the steps that need the cross-site link (push, await-push, verify) wait for a
+    /// lost link to come back before the run stops (resumably).
+    pub link_wait: Duration,
+    /// The limit of one REST call (the client enforces it; the driver announces it when a read
+    /// takes long).
+    pub request_timeout: Duration,
     /// Caches worked on at once.
     pub parallelism: usize,
-    /// Compare keys (not only sizes) after the push.
-    pub verify_keys: bool,
-    /// Entries by which the sites may differ after the push, on top of what traffic during the
-    /// check explains, before it is a mismatch rather than drift.
+    /// What the post-sync verification compares.
+    pub verify: VerifyLevel,
+    /// Differences tolerated beyond what traffic during the check explains, before it is a
+    /// mismatch rather than drift: entries for sizes, keys for keys and entries.
     pub drift_tolerance: u64,
     /// Whether the tool scales Keycloak (false when the operator stopped it by other means).
     pub manage_keycloak: bool,
@@ -93,14 +106,97 @@ impl Default for Settings {
             take_offline_attempts: 10,
             push_attempts: 3,
             push_deadline: Duration::from_secs(15 * 60),
+            push_stall_timeout: Duration::from_secs(60),
             step_deadline: Duration::from_secs(30 * 60),
+            // A bridge that drops comes back within seconds (JGroups reconnects; a site master
+            // moves to another pod in well under a minute). Five minutes covers a restarted
+            // gateway or relay pod; longer is an outage someone must look at, and `resume`
+            // continues once it is over.
+            link_wait: Duration::from_secs(5 * 60),
+            request_timeout: Duration::from_secs(30),
             parallelism: 4,
-            verify_keys: false,
+            verify: VerifyLevel::Entries,
             drift_tolerance: 0,
             manage_keycloak: true,
             #[cfg(feature = "sabotage")]
             sabotage: None,
         }
+    }
+}
+
+/// What a setting holds, for range checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Value {
+    /// A duration.
+    Duration(Duration),
+    /// A count.
+    Count(u64),
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Duration(d) => write!(f, "{}", human_duration(*d)),
+            Self::Count(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// The allowed range of a setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    /// The setting's name in the configuration.
+    pub name: &'static str,
+    /// The smallest allowed value.
+    pub min: Value,
+    /// The largest.
+    pub max: Value,
+}
+
+const fn seconds(n: u64) -> Value {
+    Value::Duration(Duration::from_secs(n))
+}
+
+/// Every numeric setting's allowed range (the user guide lists the same).
+pub const RANGES: [Range; 9] = [
+    Range { name: "poll_interval", min: Value::Duration(Duration::from_millis(10)), max: seconds(60) },
+    Range { name: "take_offline_attempts", min: Value::Count(1), max: Value::Count(100) },
+    Range { name: "push_attempts", min: Value::Count(1), max: Value::Count(100) },
+    Range { name: "push_deadline", min: seconds(10), max: seconds(24 * 3600) },
+    Range { name: "push_stall_timeout", min: seconds(5), max: seconds(24 * 3600) },
+    Range { name: "step_deadline", min: seconds(10), max: seconds(7 * 24 * 3600) },
+    Range { name: "link_wait", min: seconds(0), max: seconds(24 * 3600) },
+    Range { name: "request_timeout", min: seconds(1), max: seconds(600) },
+    Range { name: "parallelism", min: Value::Count(1), max: Value::Count(64) },
+];
+
+impl Settings {
+    /// The value of each setting that has a range, by name.
+    fn ranged(&self) -> [(&'static str, Value); 9] {
+        [
+            ("poll_interval", Value::Duration(self.poll_interval)),
+            ("take_offline_attempts", Value::Count(u64::from(self.take_offline_attempts))),
+            ("push_attempts", Value::Count(u64::from(self.push_attempts))),
+            ("push_deadline", Value::Duration(self.push_deadline)),
+            ("push_stall_timeout", Value::Duration(self.push_stall_timeout)),
+            ("step_deadline", Value::Duration(self.step_deadline)),
+            ("link_wait", Value::Duration(self.link_wait)),
+            ("request_timeout", Value::Duration(self.request_timeout)),
+            ("parallelism", Value::Count(self.parallelism as u64)),
+        ]
+    }
+
+    /// Checks every value against its range. Settings that overlap (a `push_deadline` longer
+    /// than `step_deadline`) are not contradictions: the shorter one governs.
+    pub fn check(&self) -> Result<(), PlanError> {
+        for (name, value) in self.ranged() {
+            if let Some(range) = RANGES.iter().find(|r| r.name == name)
+                && (value < range.min || value > range.max)
+            {
+                return Err(PlanError::OutOfRange { range: *range, value });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -126,6 +222,14 @@ pub enum PlanError {
     /// An explicit cache list is empty or repeats a cache.
     #[error("the cache list {0}")]
     BadCacheList(String),
+    /// A setting outside the range that makes sense.
+    #[error("settings.{}: {value} is out of range; allowed: {} to {}", range.name, range.min, range.max)]
+    OutOfRange {
+        /// Which setting and its range.
+        range: Range,
+        /// The value given.
+        value: Value,
+    },
 }
 
 impl Plan {
@@ -134,6 +238,7 @@ impl Plan {
         if self.active.name == self.offline.name {
             return Err(PlanError::SameSite(self.active.name.clone()));
         }
+        self.settings.check()?;
         if let CacheSelection::Explicit(caches) = &self.caches {
             if caches.is_empty() {
                 return Err(PlanError::BadCacheList("is empty: name at least one cache".to_owned()));

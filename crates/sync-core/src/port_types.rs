@@ -22,6 +22,15 @@ pub struct KeycloakState {
     pub recorded_original: Option<u32>,
 }
 
+/// Which way Keycloak is scaled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Scaling {
+    /// To zero, until no pod is left.
+    Down,
+    /// Back to the recorded count, until every instance is ready.
+    Up,
+}
+
 /// Why a Keycloak operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum KeycloakError {
@@ -38,7 +47,7 @@ pub enum KeycloakError {
         what: String,
     },
     /// The wait did not end in time.
-    #[error("{what} did not happen within {after:?}{}", if stuck.is_empty() { String::new() } else { format!("; pods stuck: {}", stuck.join(", ")) })]
+    #[error("{what} did not happen within {}{}", crate::vocabulary::human_duration(*after), if stuck.is_empty() { String::new() } else { format!("; pods stuck: {}", stuck.join(", ")) })]
     Timeout {
         /// What was waited for.
         what: String,

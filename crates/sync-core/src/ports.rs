@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::event::Event;
 use crate::journal::Journal;
-pub use crate::port_types::{JournalError, KeycloakError, KeycloakState, LockError, LockHolder};
+pub use crate::port_types::{JournalError, KeycloakError, KeycloakState, LockError, LockHolder, Scaling};
 
 /// Scales the offline site's Keycloak. Every call is idempotent.
 pub trait Keycloak: Send + Sync {
@@ -26,6 +26,9 @@ pub trait Keycloak: Send + Sync {
 
     /// Scales back to `instances` and waits until they are ready.
     fn scale_up(&self, instances: u32) -> impl Future<Output = Result<(), KeycloakError>> + Send;
+
+    /// How long a scaling may take before it fails (announced while the run waits for it).
+    fn timeout(&self, scaling: Scaling) -> Duration;
 }
 
 /// A lock that keeps two runs from working on the same site pair at once.

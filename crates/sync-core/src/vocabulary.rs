@@ -71,8 +71,9 @@ pub enum Probe {
         /// The cache.
         cache: CacheName,
     },
-    /// A key-by-key comparison of `cache`.
-    Keys {
+    /// A comparison of `cache`'s keys (and value digests) on both sites, read twice where the
+    /// first read differs, at the plan's verification level.
+    Content {
         /// The cache.
         cache: CacheName,
     },
@@ -100,7 +101,7 @@ pub enum Step {
     AwaitPush,
     /// Active site: reset the push statuses.
     ClearPushStatus,
-    /// Both sites: compare sizes (and keys, when asked).
+    /// Both sites: compare keys and values (or what `settings.verify` asks for).
     Verify,
     /// Offline site: restore Keycloak to its recorded instance count.
     ScaleUp,
@@ -195,21 +196,79 @@ pub enum PushPhase {
     Done,
 }
 
-/// A verification verdict for one cache.
+/// How thoroughly two sites' copies of a cache are compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyLevel {
+    /// Entry counts only: cheap, and blind to caches of equal size with different content.
+    Sizes,
+    /// Keys: finds missing and extra keys, not different values.
+    Keys,
+    /// Keys and a digest of every value (the default).
+    Entries,
+}
+
+impl VerifyLevel {
+    /// Every level, cheapest first.
+    pub const ALL: [Self; 3] = [Self::Sizes, Self::Keys, Self::Entries];
+
+    /// `sizes`, `keys` or `entries`, as in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sizes => "sizes",
+            Self::Keys => "keys",
+            Self::Entries => "entries",
+        }
+    }
+
+    /// What was compared, in words (`keys and values`).
+    pub fn compared(self) -> &'static str {
+        match self {
+            Self::Sizes => "sizes",
+            Self::Keys => "keys",
+            Self::Entries => "keys and values",
+        }
+    }
+
+    /// Verdicts written before levels existed compared sizes.
+    fn legacy() -> Self {
+        Self::Sizes
+    }
+}
+
+impl fmt::Display for VerifyLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A verification verdict for one cache, naming what was compared.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "verdict", rename_all = "kebab-case")]
 pub enum Verdict {
-    /// The sites hold the same number of entries (and keys, when compared).
+    /// The sites hold the same entries, as far as `compared` can tell.
     Equal {
         /// Entries on each site.
         entries: u64,
+        /// What was compared.
+        #[serde(default = "VerifyLevel::legacy")]
+        compared: VerifyLevel,
     },
-    /// They differ by no more than live traffic during the check explains (a warning).
+    /// They differed only in ways live traffic during the check explains (a warning): sizes
+    /// within the range the active site moved through, or differences a second read no longer
+    /// showed.
     Drift {
         /// Entries on the active site.
         active: u64,
         /// Entries on the offline site.
         offline: u64,
+        /// What was compared.
+        #[serde(default = "VerifyLevel::legacy")]
+        compared: VerifyLevel,
+        /// Differences tolerated (keys and entries levels): seen on one read only, or within
+        /// `drift_tolerance`.
+        #[serde(default)]
+        transient: u64,
     },
     /// They differ by more than that.
     Mismatch {
@@ -217,7 +276,115 @@ pub enum Verdict {
         active: u64,
         /// Entries on the offline site.
         offline: u64,
+        /// What was compared.
+        #[serde(default = "VerifyLevel::legacy")]
+        compared: VerifyLevel,
+        /// Keys only the active site has (keys and entries levels; both reads agreed).
+        #[serde(default)]
+        only_active: u64,
+        /// Keys only the offline site has.
+        #[serde(default)]
+        only_offline: u64,
+        /// Keys on both sites with different values (entries level).
+        #[serde(default)]
+        different_values: u64,
     },
+}
+
+impl fmt::Display for Verdict {
+    /// `equal: 3,850 keys and values`, `equal sizes (3,850 entries)`, `MISMATCH: ...`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Equal { entries, compared: VerifyLevel::Sizes } => write!(f, "equal sizes ({} entries)", thousands(*entries)),
+            Self::Equal { entries, compared } => write!(f, "equal: {} {}", thousands(*entries), compared.compared()),
+            Self::Drift { active, offline, compared: VerifyLevel::Sizes, .. } => write!(
+                f,
+                "drift: {} entries on the active site, {} on the offline site, within what live traffic explains",
+                thousands(*active),
+                thousands(*offline)
+            ),
+            Self::Drift { active, compared, transient, .. } => write!(
+                f,
+                "drift (compared {}): {} difference(s) among {} keys, within what live traffic and drift_tolerance explain",
+                compared.compared(),
+                thousands(*transient),
+                thousands(*active)
+            ),
+            Self::Mismatch { active, offline, compared: VerifyLevel::Sizes, .. } => write!(
+                f,
+                "MISMATCH: {} entries on the active site, {} on the offline site",
+                thousands(*active),
+                thousands(*offline)
+            ),
+            Self::Mismatch { compared, only_active, only_offline, different_values, .. } => write!(
+                f,
+                "MISMATCH (compared {}): {} keys only on the active site, {} only on the offline site, {} with different values",
+                compared.compared(),
+                thousands(*only_active),
+                thousands(*only_offline),
+                thousands(*different_values)
+            ),
+        }
+    }
+}
+
+/// `3850` as `3,850`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+impl Verdict {
+    /// Whether the offline site lacks something a push delivers (missing keys, other values):
+    /// pushing again can repair it, where extra keys on the offline site it cannot.
+    pub fn push_can_repair(&self) -> bool {
+        match self {
+            Self::Mismatch { compared: VerifyLevel::Sizes, active, offline, .. } => offline < active,
+            Self::Mismatch { only_active, different_values, .. } => only_active + different_values > 0,
+            _ => false,
+        }
+    }
+}
+
+/// One site's side of the cross-site link, as its container info shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkView {
+    /// The site.
+    pub site: SiteName,
+    /// The site it should see.
+    pub other: SiteName,
+    /// Its `sites_view` (empty when the answering node is not a site master).
+    pub sites_view: Vec<String>,
+    /// Whether it sees `other`: `None` when the answering node cannot tell.
+    pub sees_other: Option<bool>,
+}
+
+/// A lost cross-site link: when it was first seen, and how each site sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkLoss {
+    /// When it was first seen lost (ms since the epoch).
+    pub since_ms: u64,
+    /// The active site's view, then the offline site's.
+    pub views: Vec<LinkView>,
+}
+
+impl fmt::Display for LinkLoss {
+    /// `site-a cannot see site-b across the bridge` (or `... cannot see each other ...`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let blind: Vec<&LinkView> = self.views.iter().filter(|v| v.sees_other == Some(false)).collect();
+        match blind.as_slice() {
+            [one] => write!(f, "{} cannot see {} across the bridge", one.site, one.other),
+            [first, second, ..] => write!(f, "{} and {} cannot see each other across the bridge", first.site, second.site),
+            [] => f.write_str("the sites cannot see each other across the bridge"),
+        }
+    }
 }
 
 /// A change to the world.
@@ -283,14 +450,36 @@ impl Action {
     }
 }
 
-/// Shows a duration the way the event stream and reports do: `1.25 s`, `250 ms`.
+/// Shows a duration the way the event stream and reports do: `250 ms`, `1.25 s`, `5m`, `1h 2m 3s`,
+/// `7d`.
 pub fn human_duration(duration: Duration) -> impl fmt::Display {
     struct Human(Duration);
     impl fmt::Display for Human {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             let ms = self.0.as_millis();
-            if ms < 1000 { write!(f, "{ms} ms") } else { write!(f, "{:.2} s", self.0.as_secs_f64()) }
+            if ms < 1000 {
+                return write!(f, "{ms} ms");
+            }
+            if ms < 60_000 {
+                return write!(f, "{:.2} s", self.0.as_secs_f64());
+            }
+            let seconds = self.0.as_secs();
+            let parts = [(seconds / 86_400, "d"), (seconds / 3600 % 24, "h"), (seconds / 60 % 60, "m"), (seconds % 60, "s")];
+            let shown: Vec<String> = parts.iter().filter(|(n, _)| *n > 0).map(|(n, unit)| format!("{n}{unit}")).collect();
+            f.write_str(&shown.join(" "))
         }
     }
     Human(duration)
+}
+
+/// A moment as the operator reads it in messages: `12:03:07 UTC` (ms since the Unix epoch).
+pub fn clock_time(epoch_ms: u64) -> impl fmt::Display {
+    struct Clock(u64);
+    impl fmt::Display for Clock {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            let seconds = self.0 / 1000 % 86_400;
+            write!(f, "{:02}:{:02}:{:02} UTC", seconds / 3600, seconds / 60 % 60, seconds % 60)
+        }
+    }
+    Clock(epoch_ms)
 }

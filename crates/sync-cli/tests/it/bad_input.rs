@@ -81,6 +81,57 @@ case!(
     "unknown field `poll_every`"
 );
 case!(bad_duration, edited("poll_interval: 50ms", "poll_interval: soon").await, &["plan"], USAGE, "is not a duration");
+case!(malformed_yaml_names_line_and_column, edited("sites:\n", "sites:\n  - [\n").await, &["plan"], USAGE, "line 8 column");
+case!(
+    parallelism_zero,
+    edited("  poll_interval: 50ms", "  poll_interval: 50ms\n  parallelism: 0").await,
+    &["plan"],
+    USAGE,
+    "settings.parallelism: 0 is out of range; allowed: 1 to 64"
+);
+case!(
+    poll_interval_zero,
+    edited("poll_interval: 50ms", "poll_interval: 0s").await,
+    &["run", "--yes"],
+    USAGE,
+    "settings.poll_interval: 0 ms is out of range; allowed: 10 ms to 1m"
+);
+case!(
+    push_stall_timeout_too_short,
+    edited("  poll_interval: 50ms", "  poll_interval: 50ms\n  push_stall_timeout: 1s").await,
+    &["config", "check"],
+    USAGE,
+    "settings.push_stall_timeout: 1.00 s is out of range; allowed: 5.00 s to 1d"
+);
+case!(
+    verify_keys_was_replaced,
+    edited("  poll_interval: 50ms", "  poll_interval: 50ms\n  verify_keys: true").await,
+    &["plan"],
+    USAGE,
+    "settings.verify_keys was replaced by settings.verify"
+);
+case!(unknown_verify_level, Env::start().await, &["run", "--yes", "--verify", "thorough"], USAGE, "is not a verification level");
+case!(
+    journal_directory_missing_for_run,
+    edited("journal: journal.json", "journal: no-such-dir/journal.json").await,
+    &["run", "--yes"],
+    USAGE,
+    "the directory"
+);
+case!(
+    journal_directory_missing_for_plan,
+    edited("journal: journal.json", "journal: no-such-dir/journal.json").await,
+    &["plan"],
+    USAGE,
+    "does not exist; create it, or point `journal:` (or --journal) elsewhere"
+);
+case!(
+    journal_directory_missing_for_config_check,
+    Env::start().await,
+    &["--journal", "no-such-dir/j.json", "config", "check"],
+    USAGE,
+    "no-such-dir"
+);
 case!(
     active_not_a_site,
     edited("active: site-a", "active: site-x").await,
@@ -246,7 +297,7 @@ case!(
     },
     &["run", "--yes"],
     REFUSED,
-    "reports itself as Some(\"site-a\"), not 'site-b'"
+    "reports itself as 'site-a', not 'site-b'"
 );
 case!(
     unknown_site_name,

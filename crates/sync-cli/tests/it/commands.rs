@@ -12,7 +12,9 @@ async fn run_heals_a_split_brain_and_restores_keycloak() {
     assert_eq!(env.kube_b.keycloak_state(NS, "keycloak"), Some((3, 3, 3, None)));
     assert_eq!(env.kube_a.keycloak_state(NS, "keycloak"), Some((2, 2, 2, None)), "the active site's Keycloak is untouched");
     insta::assert_snapshot!("run_stdout", normalize(&out.stdout, &env));
-    insta::assert_snapshot!("run_stderr", normalize(&out.stderr, &env));
+    // How many pushes are still open at the first poll depends on timing: leave that wait out.
+    let stderr: Vec<&str> = out.stderr.lines().filter(|l| !l.contains("waiting for the pushes of")).collect();
+    insta::assert_snapshot!("run_stderr", normalize(&stderr.join("\n"), &env));
     let journal: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(env.path("journal.json")).unwrap()).unwrap();
     assert_eq!(journal["finished"]["outcome"], "succeeded");
     assert!(!std::fs::read_to_string(env.path("journal.json")).unwrap().contains("password"));
@@ -32,8 +34,8 @@ async fn run_emits_json_lines_with_a_schema_version() {
     assert_eq!(lines.last().unwrap()["exit_code"], 0);
     assert_eq!(kinds.iter().filter(|k| **k == "step_finished").count(), 11);
     // The stable part of the stream: everything but timings and progress.
-    let shape: Vec<String> =
-        lines.iter().filter(|l| l["type"] != "push_progress").map(|l| normalize(&l.to_string(), &env)).collect();
+    let timing = |l: &&serde_json::Value| l["type"] == "push_progress" || (l["type"] == "waiting" && l["step"] == "await-push");
+    let shape: Vec<String> = lines.iter().filter(|l| !timing(l)).map(|l| normalize(&l.to_string(), &env)).collect();
     insta::assert_snapshot!("run_json", shape.join("\n"));
 }
 
@@ -75,7 +77,7 @@ async fn diff_counts_and_samples_the_differences_then_verify_after_the_run() {
     let verify = env.run(&["verify"]).await;
     assert_eq!(verify.code, 5);
     assert_eq!(env.run(&["run", "--yes"]).await.code, 0);
-    let verify = env.run(&["verify", "--keys"]).await;
+    let verify = env.run(&["verify"]).await;
     assert_eq!(verify.code, 0, "{}", verify.stdout);
     insta::assert_snapshot!("verify_after", normalize(&verify.stdout, &env));
     assert_eq!(env.run(&["diff", "--values"]).await.code, 0);

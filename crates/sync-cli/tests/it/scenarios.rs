@@ -295,7 +295,7 @@ async fn a_split_brain_is_healed_under_live_writes_and_every_report_tells_the_tr
     assert!(stale.keys().any(|k| k.1.starts_with("ghost")), "the scenario had stale-only keys");
     assert_eq!(pair.kube_b.keycloak_state(NS, "keycloak"), Some((3, 3, 3, None)));
 
-    let Output { code, stdout, .. } = pair.run(&["verify", "--keys"]).await;
+    let Output { code, stdout, .. } = pair.run(&["verify"]).await;
     assert_eq!(code, 0, "verify disagrees with the independent comparison: {stdout}");
     let Output { code, .. } = pair.run(&["diff", "--values"]).await;
     assert_eq!(code, 0);
@@ -354,7 +354,7 @@ async fn killed_at_every_step_boundary_and_mid_push_then_resumed_ends_consistent
 async fn the_offline_site_dying_mid_push_stops_the_run_and_resume_completes_after_its_restart() {
     let _serial = SERIAL.lock().await;
     let _timed = Timed("offline site killed mid-push, restarted, resumed", Instant::now());
-    let mut pair = Pair::start("  push_deadline: 3s\n  step_deadline: 20s\n  request_timeout: 5s\n").await;
+    let mut pair = Pair::start("  push_stall_timeout: 5s\n  link_wait: 5s\n  step_deadline: 20s\n  request_timeout: 5s\n").await;
     pair.split_brain().await;
     let expected = pair.data(&pair.a).await;
     let mut child = pair.command(&["run", "--yes"]).spawn().unwrap();

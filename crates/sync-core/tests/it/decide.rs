@@ -7,9 +7,9 @@ use ispn_xsite::{BackupStatus, NodeStatus, NodeStatuses, PushStatus, PushStatusR
 use sync_core::decide::decide;
 use sync_core::decision::{Decision, Ending, Note};
 use sync_core::journal::{CacheProgress, Journal};
-use sync_core::observe::{Observation, SiteFacts, Sizes};
+use sync_core::observe::{ContentCheck, Observation, SiteFacts, Sizes};
 use sync_core::ports::KeycloakState;
-use sync_core::vocabulary::{Action, Probe, PushPhase, Side, Step, Verdict};
+use sync_core::vocabulary::{Action, Probe, PushPhase, Side, Step, Verdict, VerifyLevel};
 use sync_core::{CacheSelection, Failure, Plan, Refusal, Sabotage};
 
 use crate::support::{cache, plan, site};
@@ -297,7 +297,7 @@ fn take_offline_gives_a_call_time_to_reach_every_node_then_repeats_it_then_gives
     obs.offline_nodes.insert(cache("work"), nodes(&[NodeStatus::Offline, NodeStatus::Failed]));
     progress(&mut journal, "work").take_offline_calls = 1;
     progress(&mut journal, "work").last_take_offline_ms = Some(NOW - 10);
-    assert!(matches!(decide(&plan(), &journal, &obs), Decision::Wait { .. }));
+    assert!(matches!(decide(&plan(), &journal, &obs), Decision::Wait(_)));
     obs.now_ms = NOW + 1000;
     assert_eq!(acts(decide(&plan(), &journal, &obs)), vec![Action::TakeOffline(cache("work"))]);
     progress(&mut journal, "work").take_offline_calls = plan().settings.take_offline_attempts;
@@ -369,11 +369,35 @@ fn bring_online_acts_where_needed_then_advances() {
 
 // ----- push ---------------------------------------------------------------------------------------
 
+fn linked(obs: &mut Observation) {
+    obs.sites.insert(Side::Active, facts("site-a", &["site-a", "site-b"], true));
+    obs.sites.insert(Side::Offline, facts("site-b", &["site-a", "site-b"], true));
+}
+
+/// The active site no longer sees the offline one.
+fn unlinked(obs: &mut Observation) {
+    obs.sites.insert(Side::Active, facts("site-a", &["site-a"], true));
+}
+
 fn push_obs(status: PushStatus) -> Observation {
     let mut obs = Observation::at(NOW);
-    obs.sites.insert(Side::Active, facts("site-a", &["site-a", "site-b"], true));
+    linked(&mut obs);
     all_push(&mut obs, status);
     obs
+}
+
+fn waits(decision: Decision) -> sync_core::decision::Wait {
+    match decision {
+        Decision::Wait(wait) => wait,
+        other => panic!("expected a wait, got {other:?}"),
+    }
+}
+
+fn notes(decision: Decision) -> Vec<Note> {
+    match decision {
+        Decision::Note(notes) => notes,
+        other => panic!("expected notes, got {other:?}"),
+    }
 }
 
 #[test]
@@ -391,7 +415,7 @@ fn push_adopts_a_push_that_is_already_running() {
     let obs = push_obs(PushStatus::Sending);
     let Decision::Note(notes) = decide(&plan(), &journal_at(Step::PushState), &obs) else { panic!() };
     assert_eq!(notes.len(), 4);
-    assert!(notes.iter().all(|n| matches!(n, Note::AdoptPush(_))));
+    assert!(notes.iter().all(|n| matches!(n, Note::AdoptPush(_, NOW))));
 }
 
 #[test]
@@ -402,10 +426,57 @@ fn push_refuses_when_the_pushing_site_is_not_the_active_one() {
 }
 
 #[test]
-fn push_waits_for_the_link() {
+fn a_lost_link_is_noted_at_once_waited_for_until_link_wait_then_ends_the_run() {
+    let plan = plan();
+    let link_wait = plan.settings.link_wait.as_millis() as u64;
+    let mut journal = journal_at(Step::PushState);
     let mut obs = push_obs(PushStatus::Idle);
-    obs.sites.insert(Side::Active, facts("site-a", &["site-a"], true));
-    assert!(matches!(decide(&plan(), &journal_at(Step::PushState), &obs), Decision::Wait { .. }));
+    unlinked(&mut obs);
+    let noted = notes(decide(&plan, &journal, &obs));
+    let [Note::LinkLost { loss, until_ms }] = noted.as_slice() else { panic!("{noted:?}") };
+    assert_eq!((loss.since_ms, *until_ms), (NOW, NOW + link_wait));
+    assert_eq!(loss.to_string(), "site-a cannot see site-b across the bridge");
+    assert_eq!(loss.views[0].sites_view, ["site-a"]);
+
+    journal.link_down_since_ms = Some(NOW);
+    obs.now_ms = NOW + link_wait - 1;
+    let wait = waits(decide(&plan, &journal, &obs));
+    assert_eq!(wait.what, "the cross-site link between site-a and site-b");
+    assert_eq!(wait.until_ms, NOW + link_wait);
+
+    obs.now_ms = NOW + link_wait;
+    let Failure::LinkLost { loss, waited } = failed(decide(&plan, &journal, &obs)) else { panic!() };
+    assert_eq!((loss.since_ms, waited), (NOW, plan.settings.link_wait));
+}
+
+#[test]
+fn a_link_seen_back_is_noted_with_how_long_it_was_down() {
+    let mut journal = journal_at(Step::PushState);
+    journal.link_down_since_ms = Some(NOW - 15_000);
+    assert_eq!(
+        notes(decide(&plan(), &journal, &push_obs(PushStatus::Idle))),
+        vec![Note::LinkBack { since_ms: NOW - 15_000, at_ms: NOW }]
+    );
+}
+
+#[test]
+fn a_link_lost_as_the_offline_site_sees_it_counts_too() {
+    let mut obs = push_obs(PushStatus::Idle);
+    obs.sites.insert(Side::Offline, facts("site-b", &["site-b"], true));
+    let noted = notes(decide(&plan(), &journal_at(Step::PushState), &obs));
+    let [Note::LinkLost { loss, .. }] = noted.as_slice() else { panic!("{noted:?}") };
+    assert_eq!(loss.to_string(), "site-b cannot see site-a across the bridge");
+}
+
+#[test]
+fn with_no_link_wait_a_lost_link_ends_the_run_at_the_next_look() {
+    let mut plan = plan();
+    plan.settings.link_wait = Duration::ZERO;
+    let mut journal = journal_at(Step::AwaitPush);
+    journal.link_down_since_ms = Some(NOW);
+    let mut obs = await_obs(PushStatus::Sending);
+    unlinked(&mut obs);
+    assert!(matches!(failed(decide(&plan, &journal, &obs)), Failure::LinkLost { .. }));
 }
 
 fn sending_journal() -> Journal {
@@ -415,6 +486,9 @@ fn sending_journal() -> Journal {
         p.push = PushPhase::Sending;
         p.push_attempts = 1;
         p.push_started_at_ms = Some(NOW - 1000);
+        // As `await_obs` shows it: the receiver holds 5 entries.
+        p.receiver_entries = Some(5);
+        p.receiver_moved_at_ms = Some(NOW - 1000);
     }
     journal
 }
@@ -451,10 +525,63 @@ fn await_push_repushes_on_error_and_fails_once_attempts_run_out() {
 
 #[test]
 fn await_push_does_not_spend_attempts_while_the_link_is_down() {
-    let journal = sending_journal();
+    let mut journal = sending_journal();
+    journal.link_down_since_ms = Some(NOW);
     let mut obs = await_obs(PushStatus::Error);
-    obs.sites.insert(Side::Active, facts("site-a", &["site-a"], true));
-    assert!(matches!(decide(&plan(), &journal, &obs), Decision::Wait { .. }));
+    unlinked(&mut obs);
+    // The active site's backup stays as it is: online towards an unreachable site, a SYNC backup
+    // that fails on error would fail the active site's writes.
+    obs.status.insert((Side::Active, cache("work")), BackupStatus::Offline);
+    let wait = waits(decide(&plan(), &journal, &obs));
+    assert_eq!(wait.what, "the cross-site link between site-a and site-b");
+}
+
+#[test]
+fn await_push_cancels_running_pushes_when_the_link_is_lost() {
+    let mut journal = sending_journal();
+    journal.link_down_since_ms = Some(NOW);
+    let mut obs = await_obs(PushStatus::Sending);
+    unlinked(&mut obs);
+    assert_eq!(acts(decide(&plan(), &journal, &obs)).len(), 4);
+}
+
+#[test]
+fn await_push_recovers_a_push_whose_receiver_stopped_moving() {
+    let plan = plan();
+    let stall = plan.settings.push_stall_timeout.as_millis() as u64;
+    let mut journal = sending_journal();
+    for c in CACHES {
+        progress(&mut journal, c).receiver_moved_at_ms = Some(NOW);
+    }
+    let mut obs = await_obs(PushStatus::Sending);
+    obs.now_ms = NOW + stall;
+    assert_eq!(
+        waits(decide(&plan, &journal, &obs)).what,
+        "the pushes of actionTokens, authenticationSessions, loginFailures, work to read OK"
+    );
+    obs.now_ms = NOW + stall + 1;
+    assert_eq!(acts(decide(&plan, &journal, &obs)).len(), 4, "no entry arrived for longer than push_stall_timeout");
+    // One cache's receiver moved: it is alive, and recorded so.
+    obs.sizes.insert(cache("work"), Sizes { active_before: 10, offline: 7, active_after: 10 });
+    let decision = decide(&plan, &journal, &obs);
+    assert_eq!(notes(decision), vec![Note::ReceiverMoved { cache: cache("work"), entries: 7, at_ms: NOW + stall + 1 }]);
+}
+
+#[test]
+fn receiver_progress_is_recorded_at_most_every_eighth_of_the_stall_timeout() {
+    let plan = plan();
+    let every = plan.settings.push_stall_timeout.as_millis() as u64 / 8;
+    let mut journal = sending_journal();
+    for c in CACHES {
+        let p = progress(&mut journal, c);
+        p.receiver_entries = Some(4);
+        p.receiver_moved_at_ms = Some(NOW);
+    }
+    let mut obs = await_obs(PushStatus::Sending);
+    obs.now_ms = NOW + every - 1;
+    assert!(matches!(decide(&plan, &journal, &obs), Decision::Wait(_)), "moved, but recorded a moment ago");
+    obs.now_ms = NOW + every;
+    assert_eq!(notes(decide(&plan, &journal, &obs)).len(), 4);
 }
 
 #[test]
@@ -466,10 +593,7 @@ fn await_push_polls_at_a_twentieth_of_the_push_time_within_50ms_and_the_interval
         }
         // The earliest push still sending sets the pace.
         progress(&mut journal, "work").push_started_at_ms = Some(NOW - running_ms / 2);
-        match decide(&plan(), &journal, &await_obs(PushStatus::Sending)) {
-            Decision::Wait { duration, .. } => duration.as_millis(),
-            other => panic!("expected a wait, got {other:?}"),
-        }
+        waits(decide(&plan(), &journal, &await_obs(PushStatus::Sending))).duration.as_millis()
     };
     assert_eq!(wait_after(0), 50);
     assert_eq!(wait_after(2_000), 100);
@@ -482,7 +606,7 @@ fn await_push_polls_at_a_twentieth_of_the_push_time_within_50ms_and_the_interval
 fn await_push_cancels_a_push_past_its_deadline_or_after_a_failed_start() {
     let mut journal = sending_journal();
     let mut obs = await_obs(PushStatus::Sending);
-    assert!(matches!(decide(&plan(), &journal, &obs), Decision::Wait { .. }));
+    assert!(matches!(decide(&plan(), &journal, &obs), Decision::Wait(_)));
     progress(&mut journal, "work").push_start_failed = true;
     assert_eq!(acts(decide(&plan(), &journal, &obs)), vec![Action::CancelPush(cache("work"))]);
     obs.now_ms = NOW + plan().settings.push_deadline.as_millis() as u64;
@@ -538,59 +662,135 @@ fn clear_push_status_clears_ok_statuses_and_notes_already_idle_ones() {
 
 fn verify_obs(sizes: Sizes) -> Observation {
     let mut obs = Observation::at(NOW);
+    linked(&mut obs);
     for c in CACHES {
         obs.sizes.insert(cache(c), sizes);
     }
     obs
 }
 
-#[test]
-fn verify_tells_equal_drift_and_mismatch_apart() {
-    let equal = Sizes { active_before: 10, offline: 10, active_after: 10 };
-    assert_eq!(sync_core::decide::verdict(&equal, None, 0), Verdict::Equal { entries: 10 });
-    let traffic = Sizes { active_before: 10, offline: 11, active_after: 12 };
-    assert_eq!(sync_core::decide::verdict(&traffic, None, 0), Verdict::Drift { active: 12, offline: 11 });
-    let short = Sizes { active_before: 10, offline: 4, active_after: 10 };
-    assert_eq!(sync_core::decide::verdict(&short, None, 0), Verdict::Mismatch { active: 10, offline: 4 });
-    assert!(matches!(sync_core::decide::verdict(&short, None, 6), Verdict::Drift { .. }), "within the tolerance");
+fn sizes_plan() -> Plan {
+    let mut plan = plan();
+    plan.settings.verify = VerifyLevel::Sizes;
+    plan
+}
+
+fn content(only_active: u64, only_offline: u64, different_values: u64, transient: u64) -> ContentCheck {
+    ContentCheck {
+        level: VerifyLevel::Entries,
+        active: 100,
+        offline: 100,
+        only_active,
+        only_offline,
+        different_values,
+        transient,
+    }
+}
+
+fn content_obs(check: ContentCheck) -> Observation {
+    let mut obs = Observation::at(NOW);
+    linked(&mut obs);
+    for c in CACHES {
+        obs.content.insert(cache(c), check);
+    }
+    obs
 }
 
 #[test]
-fn verify_notes_verdicts_then_advances() {
+fn size_verdicts_tell_equal_drift_and_mismatch_apart() {
+    use sync_core::decide::sizes_verdict;
+    let sizes = VerifyLevel::Sizes;
+    let equal = Sizes { active_before: 10, offline: 10, active_after: 10 };
+    assert_eq!(sizes_verdict(&equal, 0), Verdict::Equal { entries: 10, compared: sizes });
+    let traffic = Sizes { active_before: 10, offline: 11, active_after: 12 };
+    assert_eq!(sizes_verdict(&traffic, 0), Verdict::Drift { active: 12, offline: 11, compared: sizes, transient: 0 });
+    let short = Sizes { active_before: 10, offline: 4, active_after: 10 };
+    assert!(matches!(sizes_verdict(&short, 0), Verdict::Mismatch { active: 10, offline: 4, .. }));
+    assert!(matches!(sizes_verdict(&short, 6), Verdict::Drift { .. }), "within the tolerance");
+}
+
+#[test]
+fn content_verdicts_count_what_both_reads_showed_and_name_what_was_compared() {
+    use sync_core::decide::content_verdict;
+    let entries = VerifyLevel::Entries;
+    assert_eq!(content_verdict(&content(0, 0, 0, 0), 0), Verdict::Equal { entries: 100, compared: entries });
+    assert_eq!(
+        content_verdict(&content(0, 0, 0, 3), 0),
+        Verdict::Drift { active: 100, offline: 100, compared: entries, transient: 3 }
+    );
+    let mismatch = content_verdict(&content(0, 0, 2, 0), 0);
+    assert!(matches!(mismatch, Verdict::Mismatch { different_values: 2, .. }));
+    assert!(mismatch.push_can_repair(), "a push overwrites values");
+    assert!(!content_verdict(&content(0, 4, 0, 0), 0).push_can_repair(), "a push never deletes");
+    assert!(matches!(content_verdict(&content(0, 0, 2, 0), 2), Verdict::Drift { transient: 2, .. }), "within the tolerance");
+    assert_eq!(Verdict::Equal { entries: 3850, compared: entries }.to_string(), "equal: 3,850 keys and values");
+    assert_eq!(Verdict::Equal { entries: 3850, compared: VerifyLevel::Sizes }.to_string(), "equal sizes (3,850 entries)");
+}
+
+#[test]
+fn verify_compares_keys_and_values_by_default_and_notes_verdicts() {
     let journal = journal_at(Step::Verify);
-    let Decision::Note(notes) = decide(&plan(), &journal, &verify_obs(Sizes { active_before: 7, offline: 7, active_after: 7 }))
+    let Decision::Observe(probes) =
+        decide(&plan(), &journal, &verify_obs(Sizes { active_before: 5, offline: 5, active_after: 5 }))
     else {
         panic!()
     };
-    assert_eq!(notes.len(), 4);
-    assert!(notes.iter().all(|n| matches!(n, Note::Verified(_, Verdict::Equal { entries: 7 }))));
+    assert!(probes.iter().all(|p| matches!(p, Probe::Content { .. })) && probes.len() == 4, "{probes:?}");
+    let noted = notes(decide(&plan(), &journal, &content_obs(content(0, 0, 0, 0))));
+    assert_eq!(noted.len(), 4);
+    assert!(
+        noted.iter().all(|n| matches!(n, Note::Verified(_, Verdict::Equal { entries: 100, compared: VerifyLevel::Entries })))
+    );
 }
 
 #[test]
-fn verify_pushes_again_once_when_entries_are_missing_then_fails() {
+fn verify_pushes_again_once_when_values_differ_then_fails() {
     let mut journal = journal_at(Step::Verify);
-    let obs = verify_obs(Sizes { active_before: 9, offline: 3, active_after: 9 });
-    let Decision::Note(notes) = decide(&plan(), &journal, &obs) else { panic!() };
-    assert!(notes.iter().all(|n| matches!(n, Note::Repush(_))));
+    let obs = content_obs(content(0, 0, 5, 0));
+    assert!(notes(decide(&plan(), &journal, &obs)).iter().all(|n| matches!(n, Note::Repush(_))));
     for c in CACHES {
         progress(&mut journal, c).verify_repushes = 1;
     }
-    assert!(matches!(failed(decide(&plan(), &journal, &obs)), Failure::VerifyMismatch { active: 9, offline: 3, .. }));
+    let Failure::VerifyMismatch { verdict, .. } = failed(decide(&plan(), &journal, &obs)) else { panic!() };
+    assert!(matches!(verdict, Verdict::Mismatch { different_values: 5, .. }));
+}
+
+#[test]
+fn verify_by_sizes_notes_verdicts_then_advances() {
+    let journal = journal_at(Step::Verify);
+    let noted = notes(decide(&sizes_plan(), &journal, &verify_obs(Sizes { active_before: 7, offline: 7, active_after: 7 })));
+    assert_eq!(noted.len(), 4);
+    assert!(noted.iter().all(|n| matches!(n, Note::Verified(_, Verdict::Equal { entries: 7, compared: VerifyLevel::Sizes }))));
+}
+
+#[test]
+fn verify_by_sizes_pushes_again_once_when_entries_are_missing_then_fails() {
+    let mut journal = journal_at(Step::Verify);
+    let obs = verify_obs(Sizes { active_before: 9, offline: 3, active_after: 9 });
+    assert!(notes(decide(&sizes_plan(), &journal, &obs)).iter().all(|n| matches!(n, Note::Repush(_))));
+    for c in CACHES {
+        progress(&mut journal, c).verify_repushes = 1;
+    }
+    let Failure::VerifyMismatch { verdict, .. } = failed(decide(&sizes_plan(), &journal, &obs)) else { panic!() };
+    assert!(matches!(verdict, Verdict::Mismatch { active: 9, offline: 3, .. }));
 }
 
 #[test]
 fn verify_fails_on_extra_entries_a_push_cannot_remove() {
     let obs = verify_obs(Sizes { active_before: 5, offline: 9, active_after: 5 });
-    assert!(matches!(failed(decide(&plan(), &journal_at(Step::Verify), &obs)), Failure::VerifyMismatch { offline: 9, .. }));
+    let Failure::VerifyMismatch { verdict, .. } = failed(decide(&sizes_plan(), &journal_at(Step::Verify), &obs)) else {
+        panic!()
+    };
+    assert!(matches!(verdict, Verdict::Mismatch { offline: 9, .. }));
 }
 
 #[test]
-fn verify_asks_for_a_key_comparison_when_configured() {
-    let mut plan = plan();
-    plan.settings.verify_keys = true;
-    let obs = verify_obs(Sizes { active_before: 5, offline: 5, active_after: 5 });
-    let Decision::Observe(probes) = decide(&plan, &journal_at(Step::Verify), &obs) else { panic!() };
-    assert!(probes.iter().all(|p| matches!(p, Probe::Keys { .. })) && probes.len() == 4);
+fn verify_waits_for_a_lost_link() {
+    let mut journal = journal_at(Step::Verify);
+    journal.link_down_since_ms = Some(NOW);
+    let mut obs = content_obs(content(0, 0, 0, 0));
+    unlinked(&mut obs);
+    assert_eq!(waits(decide(&plan(), &journal, &obs)).what, "the cross-site link between site-a and site-b");
 }
 
 #[test]
@@ -636,6 +836,21 @@ fn every_waiting_step_fails_past_its_deadline() {
     }
     let obs = Observation::at(NOW + Duration::from_secs(86_400).as_millis() as u64);
     assert!(!matches!(decide(&plan(), &journal_at(Step::ScaleDown), &obs), Decision::Finish(_)), "scaling has its own timeout");
+}
+
+#[test]
+fn settings_outside_their_ranges_are_refused_with_the_range() {
+    let mut plan = plan();
+    plan.settings.parallelism = 0;
+    assert_eq!(plan.validate().unwrap_err().to_string(), "settings.parallelism: 0 is out of range; allowed: 1 to 64");
+    plan.settings.parallelism = 4;
+    plan.settings.poll_interval = Duration::ZERO;
+    assert_eq!(plan.validate().unwrap_err().to_string(), "settings.poll_interval: 0 ms is out of range; allowed: 10 ms to 1m");
+    plan.settings.poll_interval = Duration::from_millis(500);
+    plan.settings.link_wait = Duration::from_secs(25 * 3600);
+    assert_eq!(plan.validate().unwrap_err().to_string(), "settings.link_wait: 1d 1h is out of range; allowed: 0 ms to 1d");
+    plan.settings.link_wait = Duration::ZERO;
+    assert!(plan.validate().is_ok(), "no wait at all is allowed: stop as soon as the link is lost");
 }
 
 #[test]

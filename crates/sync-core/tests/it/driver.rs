@@ -1,3 +1,6 @@
+use std::sync::Arc;
+use std::time::Duration;
+
 use fake_ispn::{ClusterSpec, KEYCLOAK_26_CACHES};
 use ispn_xsite::{ClearScope, SiteAction, SiteApi};
 use sync_core::{Driver, RunOutcome, Step};
@@ -130,7 +133,7 @@ async fn a_stop_request_ends_at_a_safe_point_and_resume_finishes() {
     let driver = Driver::new(&plan, &ports, &events).with_stop(stopped);
     let run = driver.run("interrupted".to_owned());
     let interrupt = async {
-        tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+        tokio::time::sleep(Duration::from_millis(2500)).await;
         stop.send(true).unwrap();
     };
     let (outcome, ()) = tokio::join!(run, interrupt);
@@ -168,4 +171,93 @@ async fn events_tell_the_story_in_order() {
     assert_eq!(steps, Step::ALL.to_vec());
     assert!(events.all().iter().any(|e| matches!(e, Event::PushProgress { .. })));
     assert!(matches!(events.all().last(), Some(Event::RunFinished { outcome: RunOutcome::Succeeded(_) })));
+}
+
+/// A pair whose pushes take about five (virtual) seconds, split brained.
+async fn slow_pair() -> (Arc<fake_ispn::FakeCluster>, ModelPorts) {
+    let spec = ClusterSpec::two_sites("site-a", "site-b").transfer(fake_ispn::TransferSpec {
+        chunk_size: 4,
+        entries_per_second: Some(8),
+        ..fake_ispn::TransferSpec::default()
+    });
+    let (fake, ports) = model(spec, 2);
+    split_brain(&fake).await;
+    (Arc::new(fake), ports)
+}
+
+/// When the first event matching `what` came, after the events started.
+fn first(events: &Events, what: impl Fn(&Event) -> bool) -> Option<Duration> {
+    events.timed().into_iter().find(|(_, e)| what(e)).map(|(at, _)| at)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_link_lost_mid_push_is_announced_at_once_and_so_is_its_return() {
+    let (fake, ports) = slow_pair().await;
+    let events = Events::default();
+    let (cut, heal) = (Duration::from_secs(4), Duration::from_secs(19));
+    let chaos = {
+        let fake = fake.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(cut).await;
+            fake.cut_link("site-a", "site-b");
+            tokio::time::sleep(heal - cut).await;
+            fake.heal_link("site-a", "site-b");
+        })
+    };
+    let outcome = Driver::new(&plan(), &ports, &events).run("outage".to_owned()).await;
+    chaos.await.unwrap();
+    assert!(matches!(outcome, RunOutcome::Succeeded(_)), "{outcome:?}\n{}", events.timeline());
+
+    let down = first(&events, |e| matches!(e, Event::LinkDown { .. })).expect("the lost link was announced");
+    assert!(down >= cut && down - cut <= Duration::from_secs(1), "announced {down:?}, the link went at {cut:?}");
+    let Some(Event::LinkDown { loss, until_ms }) = events.all().into_iter().find(|e| matches!(e, Event::LinkDown { .. })) else {
+        unreachable!()
+    };
+    assert_eq!(loss.to_string(), "site-a and site-b cannot see each other across the bridge");
+    assert_eq!(until_ms - loss.since_ms, plan().settings.link_wait.as_millis() as u64);
+    let up = first(&events, |e| matches!(e, Event::LinkUp { .. })).expect("the link's return was announced");
+    assert!(up >= heal && up - heal <= Duration::from_secs(1), "announced {up:?}, the link came back at {heal:?}");
+    let Some(Event::LinkUp { since_ms, at_ms }) = events.all().into_iter().find(|e| matches!(e, Event::LinkUp { .. })) else {
+        unreachable!()
+    };
+    assert!((14_000..=16_000).contains(&(at_ms - since_ms)), "down for {} ms", at_ms - since_ms);
+    // While it was down, the wait was announced again and again, with its bound.
+    let waits = events
+        .timed()
+        .into_iter()
+        .filter(|(at, e)| *at > down && *at < up && matches!(e, Event::Waiting { what, .. } if what.contains("cross-site link")))
+        .count();
+    assert!(waits >= 2, "{}", events.timeline());
+    assert_eq!(fake.snapshot("site-a").entries, fake.snapshot("site-b").entries);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_link_that_stays_lost_ends_the_run_within_link_wait_and_resume_finishes_it() {
+    let (fake, ports) = slow_pair().await;
+    let events = Events::default();
+    let cut = Duration::from_secs(4);
+    let chaos = {
+        let fake = fake.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(cut).await;
+            fake.cut_link("site-a", "site-b");
+        })
+    };
+    let outcome = Driver::new(&plan(), &ports, &events).run("outage".to_owned()).await;
+    chaos.await.unwrap();
+    let RunOutcome::Failed(failure @ Failure::LinkLost { .. }) = &outcome else { panic!("{outcome:?}\n{}", events.timeline()) };
+    let message = failure.to_string();
+    assert!(message.contains("site-a and site-b cannot see each other across the bridge since"), "{message}");
+    assert!(message.contains("link_wait (20.00 s)") && message.contains("`site-sync resume`"), "{message}");
+    let ended = first(&events, |e| matches!(e, Event::RunFinished { .. })).unwrap();
+    let link_wait = plan().settings.link_wait;
+    assert!(ended >= cut + link_wait && ended <= cut + link_wait + Duration::from_secs(2), "ended at {ended:?}");
+    let journal = ports.journal.journal().unwrap();
+    assert!(journal.has_progress() && !journal.is_complete() && journal.step >= Step::PushState, "{journal:?}");
+
+    fake.heal_link("site-a", "site-b");
+    let resumed = Driver::new(&plan(), &ports, &Events::default()).resume().await;
+    assert!(matches!(resumed, RunOutcome::Succeeded(_)), "{resumed:?}");
+    assert_eq!(fake.snapshot("site-a").entries, fake.snapshot("site-b").entries);
+    assert_eq!(ports.keycloak.instances(), (2, 2));
 }

@@ -10,9 +10,15 @@
 //! 3. no clear ever reached the active site;
 //! 4. Keycloak was never scaled up before every cache had an OK push after its clear;
 //! 5. Keycloak ends at its original instance count;
-//! 6. every stop was typed, and resuming once the faults are gone succeeds.
+//! 6. every stop was typed, and resuming once the faults are gone succeeds;
+//! 7. no wait passes silently: while a run is on, no 10 simulated seconds go by without an event,
+//!    and every pause longer than 3 s begins with one that names what is awaited and until when;
+//! 8. no run outlives its deadlines: no step runs longer than `step_deadline`, and no lost link
+//!    is waited for longer than `link_wait` (give or take a poll).
 //!
-//! Every case is a seed. A failure prints the command that replays it.
+//! Every case is a seed. A failure prints the command that replays it. Each invariant is shown
+//! to bite by a planted bug it must catch: in the driver (`Sabotage`, test builds only) or in the
+//! harness (a clock running at half speed, an event sink that swallows announcements).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -23,7 +29,7 @@ use fake_ispn::{CacheFaults, ClusterSpec, Personality, PushRecord, RequestFault,
 use ispn_xsite::{CacheName, PushStatus, SiteAction, SiteApi};
 use proptest::prelude::*;
 use sync_core::ports::JournalError;
-use sync_core::{Driver, Failure, RunOutcome, Sabotage};
+use sync_core::{Driver, Event, Failure, RunOutcome, Sabotage};
 
 use crate::support::*;
 
@@ -50,6 +56,17 @@ impl Rng {
     fn millis(&mut self, max: u64) -> Duration {
         Duration::from_millis(self.below(max))
     }
+}
+
+/// A bug planted to show that an invariant is not vacuous.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plant {
+    /// A broken interlock in the driver (test builds only).
+    Sabotage(Sabotage),
+    /// The driver's clock runs at half speed: its deadlines last twice as long.
+    SlowClock,
+    /// The event sink drops every announcement of a wait.
+    SilentWaits,
 }
 
 #[derive(Debug, Clone)]
@@ -90,7 +107,9 @@ impl Schedule {
         let transfer = TransferSpec {
             chunk_size: 4,
             entries_per_second: Some(20 + rng.below(200)),
-            error_after_link_loss: rng.millis(3000),
+            // Mostly quick; sometimes as long as a real 16.0.7 server keeps a push whose
+            // receiver is gone in SENDING.
+            error_after_link_loss: if rng.chance(30) { Duration::from_secs(106) } else { rng.millis(3000) },
         };
         let mut cache_faults = Vec::new();
         for cache in 0..CACHES.len() {
@@ -109,6 +128,8 @@ impl Schedule {
         for _ in 0..rng.below(5) {
             let at = rng.millis(20_000);
             let event = match rng.below(10) {
+                // Mostly a blip; sometimes longer than the plan's link_wait (20 s).
+                0..=2 if rng.chance(15) => Chaos::CutLink { length: Duration::from_secs(25) + rng.millis(20_000) },
                 0..=2 => Chaos::CutLink { length: rng.millis(8000) },
                 3..=5 => {
                     let kinds = [RequestFault::Unavailable, RequestFault::Timeout, RequestFault::LostAnswer];
@@ -143,18 +164,35 @@ impl Schedule {
 }
 
 /// Runs one schedule; `Err` describes the violated invariant.
-fn run_schedule(seed: u64, sabotage: Option<Sabotage>) -> Result<(), String> {
+fn run_schedule(seed: u64, plant: Option<Plant>) -> Result<(), String> {
     let schedule = Schedule::from_seed(seed);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
-    runtime.block_on(simulate(schedule, sabotage))
+    runtime.block_on(simulate(schedule, plant))
 }
 
-async fn simulate(schedule: Schedule, sabotage: Option<Sabotage>) -> Result<(), String> {
+/// Passes the driver's events on, except announcements of waits when `silent`.
+struct Sink<'a> {
+    events: &'a Events,
+    silent: bool,
+}
+
+impl sync_core::ports::EventSink for Sink<'_> {
+    fn emit(&self, event: &Event) {
+        if !(self.silent && matches!(event, Event::Waiting { .. } | Event::LinkDown { .. })) {
+            self.events.emit(event);
+        }
+    }
+}
+
+async fn simulate(schedule: Schedule, plant: Option<Plant>) -> Result<(), String> {
     let spec = ClusterSpec::two_sites("site-a", "site-b")
         .personality(schedule.personality)
         .nodes(schedule.nodes)
         .transfer(schedule.transfer);
-    let (fake, ports) = model(spec, schedule.instances);
+    let (fake, mut ports) = model(spec, schedule.instances);
+    if plant == Some(Plant::SlowClock) {
+        ports.clock = ports.clock.half_speed();
+    }
     let fake = Arc::new(fake);
     let caches: Vec<CacheName> = CACHES.iter().map(|c| cache(c)).collect();
 
@@ -229,8 +267,11 @@ async fn simulate(schedule: Schedule, sabotage: Option<Sabotage>) -> Result<(), 
     });
 
     let mut plan = plan();
-    plan.settings.sabotage = sabotage;
-    let events = Events::default();
+    if let Some(Plant::Sabotage(sabotage)) = plant {
+        plan.settings.sabotage = Some(sabotage);
+    }
+    let collected = Events::default();
+    let events = Sink { events: &collected, silent: plant == Some(Plant::SilentWaits) };
     ports.journal.crash_after(schedule.crash_after_saves);
     let mut log = String::new();
     let mut outcome = Driver::new(&plan, &ports, &events).run(format!("sim-{}", schedule.seed)).await;
@@ -293,7 +334,7 @@ async fn simulate(schedule: Schedule, sabotage: Option<Sabotage>) -> Result<(), 
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let check = |ok: bool, what: &str| {
-        if ok { Ok(()) } else { Err(format!("{what}\n{log}\nschedule: {schedule:#?}\nevents:\n{}", events.timeline())) }
+        if ok { Ok(()) } else { Err(format!("{what}\n{log}\nschedule: {schedule:#?}\nevents:\n{}", collected.timeline())) }
     };
     check(matches!(outcome, RunOutcome::Succeeded(_)), "6: resuming after the faults were removed did not succeed")?;
 
@@ -330,7 +371,73 @@ async fn simulate(schedule: Schedule, sabotage: Option<Sabotage>) -> Result<(), 
         ports.keycloak.instances() == (schedule.instances, schedule.instances),
         "5: Keycloak did not end at its original count",
     )?;
-    Ok(())
+    let timed = collected.timed();
+    let mut violations = silent_waits(&timed);
+    violations.extend(outlived_deadlines(&plan, &timed));
+    check(violations.is_empty(), &violations.join("\n"))
+}
+
+/// Invariant 7, over every run in the timeline.
+fn silent_waits(timed: &[(Duration, Event)]) -> Vec<String> {
+    const SILENCE: Duration = Duration::from_secs(10);
+    const PAUSE: Duration = Duration::from_secs(3);
+    let mut violations = Vec::new();
+    let mut running = false;
+    for pair in timed.windows(2) {
+        let ((t1, e1), (t2, _)) = (&pair[0], &pair[1]);
+        match e1 {
+            Event::RunStarted { .. } => running = true,
+            Event::RunFinished { .. } => running = false,
+            _ => {}
+        }
+        let gap = *t2 - *t1;
+        if !running {
+            continue;
+        }
+        if gap > SILENCE {
+            violations.push(format!("7: {gap:?} passed at {t1:?} without an event"));
+        } else if gap > PAUSE && !matches!(e1, Event::Waiting { .. } | Event::LinkDown { .. }) {
+            violations.push(format!("7: a pause of {gap:?} at {t1:?} began with {e1:?}, which names nothing awaited"));
+        }
+    }
+    violations
+}
+
+/// Invariant 8: each timed step, and each wait for a lost link, ends within its allowance (plus
+/// a second for the poll that notices).
+fn outlived_deadlines(plan: &sync_core::Plan, timed: &[(Duration, Event)]) -> Vec<String> {
+    const SLACK: Duration = Duration::from_secs(1);
+    let mut violations = Vec::new();
+    let mut step: Option<(Duration, sync_core::Step)> = None;
+    let mut link_lost: Option<Duration> = None;
+    for (at, event) in timed {
+        if let Some((since, current)) = step
+            && matches!(event, Event::StepFinished { .. } | Event::StepStarted { .. } | Event::RunFinished { .. })
+        {
+            let timed_step = !matches!(
+                current,
+                sync_core::Step::Preflight | sync_core::Step::ScaleDown | sync_core::Step::ScaleUp | sync_core::Step::Report
+            );
+            if timed_step && *at - since > plan.settings.step_deadline + SLACK {
+                violations.push(format!("8: step {current} ran {:?}, past step_deadline", *at - since));
+            }
+            step = None;
+        }
+        if let Some(since) = link_lost
+            && matches!(event, Event::LinkUp { .. } | Event::RunFinished { .. })
+        {
+            if *at - since > plan.settings.link_wait + SLACK {
+                violations.push(format!("8: a lost link was waited for {:?}, past link_wait", *at - since));
+            }
+            link_lost = None;
+        }
+        match event {
+            Event::StepStarted { step: s, .. } => step = Some((*at, *s)),
+            Event::LinkDown { .. } => link_lost = link_lost.or(Some(*at)),
+            _ => {}
+        }
+    }
+    violations
 }
 
 fn cases() -> u32 {
@@ -363,18 +470,34 @@ fn replay() {
     }
 }
 
-fn caught_within(sabotage: Sabotage, budget: u64) -> Option<u64> {
-    (0..budget).find(|seed| run_schedule(*seed, Some(sabotage)).is_err())
+/// The first seed below `budget` whose schedule violates one of `invariants` with `plant` in.
+fn caught_within(plant: Plant, invariants: &[u8], budget: u64) -> Option<u64> {
+    (0..budget).find(|seed| {
+        run_schedule(*seed, Some(plant))
+            .is_err_and(|violation| invariants.iter().any(|n| violation.lines().any(|l| l.starts_with(&format!("{n}: ")))))
+    })
 }
 
 #[test]
 fn a_clear_without_its_interlock_is_caught() {
-    let caught = caught_within(Sabotage::ClearWithoutInterlock, 2000);
+    let caught = caught_within(Plant::Sabotage(Sabotage::ClearWithoutInterlock), &[1, 2, 3], 2000);
     assert!(caught.is_some(), "the simulation did not notice clears sent without the interlock");
 }
 
 #[test]
 fn scaling_keycloak_up_before_the_push_is_caught() {
-    let caught = caught_within(Sabotage::ScaleUpBeforePushOk, 200);
+    let caught = caught_within(Plant::Sabotage(Sabotage::ScaleUpBeforePushOk), &[4], 200);
     assert!(caught.is_some(), "the simulation did not notice Keycloak starting before the push read OK");
+}
+
+#[test]
+fn waits_nobody_announces_are_caught() {
+    let caught = caught_within(Plant::SilentWaits, &[7], 200);
+    assert!(caught.is_some(), "the simulation did not notice waits without announcements");
+}
+
+#[test]
+fn a_run_that_outlives_its_deadlines_is_caught() {
+    let caught = caught_within(Plant::SlowClock, &[8], 2000);
+    assert!(caught.is_some(), "the simulation did not notice a run waiting past its deadlines");
 }

@@ -2,6 +2,7 @@
 //! scaling takes (virtual) time and logs what it did, a journal store that can "crash" right after
 //! a chosen write, and an event collector.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -9,7 +10,8 @@ use fake_ispn::{ClusterSpec, FakeCluster, ModelSite};
 use ispn_xsite::{CacheName, SiteName};
 use sync_core::journal::Journal;
 use sync_core::ports::{
-    JournalError, JournalStore, Keycloak, KeycloakError, KeycloakState, MemoryJournalStore, MemoryLock, TokioClock,
+    Clock, JournalError, JournalStore, Keycloak, KeycloakError, KeycloakState, MemoryJournalStore, MemoryLock, Scaling,
+    TokioClock,
 };
 use sync_core::{CacheSelection, Event, Plan, Ports, Settings, SiteRef};
 
@@ -114,6 +116,10 @@ impl Keycloak for SimKeycloak {
         s.annotation = None;
         Ok(())
     }
+
+    fn timeout(&self, _scaling: Scaling) -> Duration {
+        Duration::from_secs(60)
+    }
 }
 
 /// A journal store that returns `Stopped` right after its n-th save: the process "crashed" just
@@ -174,6 +180,11 @@ impl Events {
         self.events.lock().unwrap().iter().map(|(_, e)| e.clone()).collect()
     }
 
+    /// Every event with the (virtual) time since the collector was made.
+    pub fn timed(&self) -> Vec<(Duration, Event)> {
+        self.events.lock().unwrap().clone()
+    }
+
     /// One line per event, with its time, for failure messages.
     pub fn timeline(&self) -> String {
         self.events
@@ -209,13 +220,45 @@ pub fn plan() -> Plan {
         settings: Settings {
             poll_interval: Duration::from_millis(200),
             push_deadline: Duration::from_secs(60),
+            push_stall_timeout: Duration::from_secs(10),
             step_deadline: Duration::from_secs(600),
+            link_wait: Duration::from_secs(20),
             ..Settings::default()
         },
     }
 }
 
-pub type ModelPorts = Ports<ModelSite, SimKeycloak, CrashingStore, MemoryLock, TokioClock>;
+/// The driver's clock: tokio's (virtual) time, or, to plant a bug in the harness, one that runs at
+/// half speed, so that every deadline the driver measures lasts twice as long in fact.
+#[derive(Debug, Clone, Copy)]
+pub struct SimClock {
+    inner: TokioClock,
+    start: tokio::time::Instant,
+    epoch_ms: u64,
+    half_speed: bool,
+}
+
+impl SimClock {
+    pub fn at(epoch_ms: u64) -> Self {
+        Self { inner: TokioClock::starting_at(epoch_ms), start: tokio::time::Instant::now(), epoch_ms, half_speed: false }
+    }
+
+    pub fn half_speed(self) -> Self {
+        Self { half_speed: true, ..self }
+    }
+}
+
+impl Clock for SimClock {
+    fn now_ms(&self) -> u64 {
+        if self.half_speed { self.epoch_ms + self.start.elapsed().as_millis() as u64 / 2 } else { self.inner.now_ms() }
+    }
+
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send {
+        self.inner.sleep(duration)
+    }
+}
+
+pub type ModelPorts = Ports<ModelSite, SimKeycloak, CrashingStore, MemoryLock, SimClock>;
 
 /// A model pair (site-a, site-b) and ports over it.
 pub fn model(spec: ClusterSpec, instances: u32) -> (FakeCluster, ModelPorts) {
@@ -226,7 +269,7 @@ pub fn model(spec: ClusterSpec, instances: u32) -> (FakeCluster, ModelPorts) {
         keycloak: SimKeycloak::with_instances(instances),
         journal: CrashingStore::default(),
         lock: MemoryLock::new(),
-        clock: TokioClock::starting_at(1_800_000_000_000),
+        clock: SimClock::at(1_800_000_000_000),
     };
     (fake, ports)
 }
