@@ -5,7 +5,8 @@
 //!   commands scripted with the official Infinispan CLI (testenv/bench/cli-procedure.sh);
 //!   Keycloak scaling excluded from both.
 //! - P2: site-sync's push phase versus the server-side floor (first push start to last OK, seen by
-//!   a 10 ms poller), 4 caches x 100k entries.
+//!   a 10 ms poller), 4 caches x 100k entries; and the default verification (keys and values) of
+//!   the same runs, against the whole run.
 //! - P3: `site-sync diff` of 100k, 1M and 10M keys per site against fake-ispn over HTTP: wall time
 //!   and peak RSS.
 //! - P4: deterministic simulation schedules per minute.
@@ -171,7 +172,7 @@ fn diff_scaling(sizes: &[usize]) -> Result<Measured> {
             None => String::new(),
         };
         rows.push(format!(
-            "| P3 `site-sync diff`, {per_site} keys per site, fake-ispn over HTTP | ≤ 10 s and ≤ 64 MiB at 1M, linear | \
+            "| P3 `site-sync diff`, {per_site} keys per site, fake-ispn over HTTP | ≤ 10 s and ≤ 64 MiB at 10M; x10 keys ≤ x11 time | \
              {seconds:.2} s, {rss_mib:.1} MiB peak RSS | {growth} | `/usr/bin/time -f '%e %M' site-sync diff` |"
         ));
         previous = Some((per_site, seconds, rss_mib));
@@ -278,52 +279,81 @@ fn real(entries_p1: usize, entries_p2: usize) -> Result<(Measured, Measured)> {
         on_pair(&pair, "same", &password).context("the floor's push left the sites different")?;
         Ok(seconds)
     };
-    let site_sync_push_phase = || -> Result<f64> {
+    // (push phase, verify step, whole run) in seconds.
+    let site_sync_push_phase = || -> Result<(f64, f64, f64)> {
         on_pair(&pair, "split", &password)?;
         let _ = std::fs::remove_file(dir.join("journal.json"));
+        let started = Instant::now();
         let events =
             output(Command::new(release("site-sync")).arg("--config").arg(&config).args(["-o", "json", "run", "--yes"]))?;
+        let whole = started.elapsed().as_secs_f64();
         on_pair(&pair, "same", &password).context("P2 run left the sites different")?;
-        let phase_ms: u64 = events
-            .lines()
-            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .filter(|e| e["type"] == "step_finished" && matches!(e["step"].as_str(), Some("push-state" | "await-push")))
-            .filter_map(|e| e["elapsed_ms"].as_u64())
-            .sum();
-        if phase_ms == 0 {
-            bail!("site-sync's JSON events had no finished push-state/await-push step: has the event schema changed?");
+        let events: Vec<Value> = events.lines().filter_map(|line| serde_json::from_str::<Value>(line).ok()).collect();
+        let step_seconds = |steps: &[&str]| -> f64 {
+            let ms: u64 = events
+                .iter()
+                .filter(|e| e["type"] == "step_finished" && e["step"].as_str().is_some_and(|s| steps.contains(&s)))
+                .filter_map(|e| e["elapsed_ms"].as_u64())
+                .sum();
+            ms as f64 / 1000.0
+        };
+        let (phase, verify) = (step_seconds(&["push-state", "await-push"]), step_seconds(&["verify"]));
+        if phase == 0.0 || verify == 0.0 {
+            bail!("site-sync's JSON events had no finished push or verify step: has the event schema changed?");
         }
-        Ok(phase_ms as f64 / 1000.0)
+        let compared = events.iter().filter(|e| e["type"] == "verified" && e["verdict"]["compared"] == "entries").count();
+        if compared != CACHES.len() {
+            bail!("the default verification did not compare keys and values of every cache ({compared} did)");
+        }
+        Ok((phase, verify, whole))
     };
     // The first push after a fill runs on a cold JIT on both servers; it counts for neither side.
     push_floor()?;
     let mut floors = Vec::new();
     let mut phases = Vec::new();
+    let mut verifies = Vec::new();
+    let mut wholes = Vec::new();
     for round in 0..ROUNDS {
         for floor_side in [round % 2 == 0, round % 2 == 1] {
             if floor_side {
                 floors.push(push_floor()?);
                 eprintln!("P2: floor {:.2} s", floors[floors.len() - 1]);
             } else {
-                phases.push(site_sync_push_phase()?);
-                eprintln!("P2: site-sync push phase {:.2} s", phases[phases.len() - 1]);
+                let (phase, verify, whole) = site_sync_push_phase()?;
+                eprintln!("P2: site-sync push phase {phase:.2} s, verification {verify:.2} s of a {whole:.2} s run");
+                phases.push(phase);
+                verifies.push(verify);
+                wholes.push(whole);
             }
         }
     }
     let (floor, phase) = (median(floors.clone()), median(phases.clone()));
+    let shares: Vec<f64> = verifies.iter().zip(&wholes).map(|(v, w)| v / w).collect();
+    let (verify, whole, share) = (median(verifies.clone()), median(wholes.clone()), median(shares));
     let p2 = Measured {
         json: json!({
             "entries_per_cache": entries_p2, "caches": CACHES.len(), "server": version,
             "floor_seconds": floor, "site_sync_push_seconds": phase, "overhead": (phase - floor) / floor,
             "floor_runs": floors, "site_sync_runs": phases,
+            "verify_seconds": verify, "run_seconds": whole, "verify_share": share,
+            "verify_runs": verifies, "run_runs": wholes,
         }),
-        rows: vec![format!(
-            "| P2 push phase above the server floor, {} caches x {entries_p2} entries, real Infinispan {version} | ≤ 5% | \
-             floor {floor:.2} s, site-sync {phase:.2} s | {:+.1}% | \
-             `bench_tool push-floor` (10 ms poller) vs `site-sync -o json run --yes` (push-state + await-push) |",
-            CACHES.len(),
-            (phase - floor) / floor * 100.0
-        )],
+        rows: vec![
+            format!(
+                "| P2 push phase above the server floor, {} caches x {entries_p2} entries, real Infinispan {version} | ≤ 5% | \
+                 floor {floor:.2} s, site-sync {phase:.2} s | {:+.1}% | \
+                 `bench_tool push-floor` (10 ms poller) vs `site-sync -o json run --yes` (push-state + await-push) |",
+                CACHES.len(),
+                (phase - floor) / floor * 100.0
+            ),
+            format!(
+                "| P2 default verification (keys and values), {} caches x {entries_p2} entries, real Infinispan {version} | \
+                 ≤ 10% of the run | verify {verify:.2} s of a {whole:.2} s run | {:.1}% | \
+                 `site-sync -o json run --yes` (verify step vs wall time) |",
+                CACHES.len(),
+                share * 100.0
+            ),
+        ],
     };
     pair.stop()?;
     let _ = std::fs::remove_dir_all(dir);

@@ -583,8 +583,67 @@ pub fn command(args: &[&str]) -> Result<()> {
             }
             Ok(())
         }
-        _ => bail!("usage: cargo xtask ispn up [--version V] [--tls] [--nodes N] | down | status"),
+        ["link", "cut"] => cut_link(),
+        ["link", "heal"] => heal_link(),
+        _ => bail!("usage: cargo xtask ispn up [--version V] [--tls] [--nodes N] | down | status | link cut|heal"),
     }
+}
+
+/// The iptables chain that holds the cut, so that healing removes exactly what cutting added.
+const CUT_CHAIN: &str = "SITE_SYNC_LINK_CUT";
+
+/// The RELAY2 bridge ports of every node the harness can start (two nodes per site at most).
+fn bridge_ports() -> Vec<u16> {
+    [0u16, 1, 100, 101].iter().map(|offset| 7850 + offset).collect()
+}
+
+fn iptables(args: &[&str]) -> Result<std::process::ExitStatus> {
+    Command::new("iptables")
+        .args(args)
+        .stderr(Stdio::null())
+        .status()
+        .context("`iptables` is needed to cut the link on loopback (Debian: apt-get install iptables; run as root)")
+}
+
+/// Cuts the cross-site link of a running pair as a network partition would: every packet to or
+/// from a bridge port on loopback is dropped, while each site's REST endpoint and its own cluster
+/// keep working. Each site's `sites_view` loses the other once JGroups' failure detection gives up
+/// on the silent peer (about 10-15 s with the default stack).
+fn cut_link() -> Result<()> {
+    if iptables(&["-L", CUT_CHAIN, "-n"])?.success() {
+        bail!("the link is already cut (chain {CUT_CHAIN} exists); `cargo xtask ispn link heal` first");
+    }
+    if !iptables(&["-N", CUT_CHAIN])?.success() {
+        bail!("cannot create the iptables chain {CUT_CHAIN}: this needs root and netfilter");
+    }
+    for port in bridge_ports() {
+        for direction in ["--dport", "--sport"] {
+            let port = port.to_string();
+            if !iptables(&["-A", CUT_CHAIN, "-i", "lo", "-p", "tcp", direction, &port, "-j", "DROP"])?.success() {
+                bail!("cannot add the rule dropping {direction} {port}");
+            }
+        }
+    }
+    if !iptables(&["-I", "INPUT", "-j", CUT_CHAIN])?.success() {
+        bail!("cannot hook {CUT_CHAIN} into INPUT");
+    }
+    eprintln!(
+        "cut: packets to and from the bridge ports {:?} are dropped; `cargo xtask ispn link heal` restores them",
+        bridge_ports()
+    );
+    Ok(())
+}
+
+/// Removes the cut; the bridge merges back when JGroups next looks for its peers (MERGE3, within
+/// about 30 s).
+fn heal_link() -> Result<()> {
+    let hooked = iptables(&["-D", "INPUT", "-j", CUT_CHAIN])?.success();
+    let flushed = iptables(&["-F", CUT_CHAIN])?.success() && iptables(&["-X", CUT_CHAIN])?.success();
+    if !(hooked || flushed) {
+        bail!("the link is not cut (no chain {CUT_CHAIN})");
+    }
+    eprintln!("healed: the bridge ports pass again");
+    Ok(())
 }
 
 /// `cargo xtask e2e`: every real-server suite, for each version. Fails (never skips) when a

@@ -25,6 +25,7 @@ tasks:
                                    start a real two-site Infinispan pair on 127.0.0.1
   ispn down                        stop every pair started by `ispn up`
   ispn status                      show the pairs started by `ispn up`
+  ispn link cut|heal               partition the pair's cross-site bridge (iptables on loopback, root)
   e2e [--version V]...             run the contract suite and end-to-end scenarios on real pairs
                                    (default: every supported version)
   bench [--quick]                  measure P1-P4 and write docs/benchmarks.md and .json

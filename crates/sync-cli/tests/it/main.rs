@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod commands;
+mod link;
 mod resume;
 mod scenarios;
 mod support;

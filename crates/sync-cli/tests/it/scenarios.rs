@@ -381,3 +381,65 @@ async fn the_offline_site_dying_mid_push_stops_the_run_and_resume_completes_afte
     assert_eq!(pair.data(&pair.a).await, expected);
     assert_eq!(pair.kube_b.keycloak_state(NS, "keycloak"), Some((3, 3, 3, None)));
 }
+
+/// A split brain whose sites end up with equal sizes but different content: as many keys only on
+/// each side, and shared keys with other values. Sizes alone call it equal; the default
+/// verification does not, before the run, and proves the sync after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn equal_sizes_with_different_content_are_caught_before_and_verified_after_a_sync() {
+    let _serial = SERIAL.lock().await;
+    let _timed = Timed("equal sizes, different content", Instant::now());
+    let pair = Pair::start("").await;
+    for c in caches() {
+        pair.a.cache_site_action(&c, &site("site-b"), SiteAction::TakeOffline).await.unwrap();
+        pair.b.cache_site_action(&c, &site("site-a"), SiteAction::TakeOffline).await.unwrap();
+    }
+    // Per cache and side: 1,700 shared keys (1,000 of them with other values) and 1,150 of its own.
+    let (shared, differing, own) = (1_700, 1_000, 1_150);
+    let entries = shared + own;
+    let (mut active, mut stale) = (Vec::new(), Vec::new());
+    for c in caches() {
+        for i in 0..shared {
+            active.push((c.clone(), format!("user-{i:06}"), format!("value-{i}")));
+            let value = if i < differing { format!("stale-{i}") } else { format!("value-{i}") };
+            stale.push((c.clone(), format!("user-{i:06}"), value));
+        }
+        for i in 0..own {
+            active.push((c.clone(), format!("active-only-{i:06}"), "a".to_owned()));
+            stale.push((c.clone(), format!("stale-only-{i:06}"), "b".to_owned()));
+        }
+    }
+    tokio::join!(pair.fill(&pair.a, active), pair.fill(&pair.b, stale));
+
+    let Output { code, stdout, .. } = pair.run(&["verify", "--level", "sizes"]).await;
+    assert_eq!(code, 0, "sizes alone see nothing wrong: {stdout}");
+    assert!(stdout.contains(&format!("equal sizes ({} entries)", thousands(entries))), "{stdout}");
+    let Output { code, stdout, .. } = pair.run(&["verify"]).await;
+    assert_eq!(code, 5, "{stdout}");
+    let expected = format!(
+        "MISMATCH (compared keys and values): {own} keys only on the active site, {own} only on the offline site, {differing} with different values",
+        own = thousands(own),
+        differing = thousands(differing)
+    );
+    assert!(stdout.contains(&expected), "{stdout}");
+    let Output { code, stdout, .. } = pair.run(&["-o", "json", "diff", "--values"]).await;
+    assert_eq!(code, 5);
+    for line in stdout.lines().filter(|l| l.contains("\"type\":\"diff\"")) {
+        let c = &serde_json::from_str::<serde_json::Value>(line).unwrap()["comparison"];
+        let counts = [&c["only_active"], &c["only_offline"], &c["different_values"]].map(|v| v.as_u64());
+        assert_eq!(counts, [Some(own), Some(own), Some(differing)], "{line}");
+    }
+
+    let Output { code, stdout, stderr } = pair.run(&["run", "--yes"]).await;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let verified = format!("equal: {} keys and values", thousands(shared + own));
+    assert_eq!(stdout.matches(&verified).count(), 4, "the report names what it compared: {stdout}");
+    let active = pair.data(&pair.a).await;
+    assert_eq!(pair.data(&pair.b).await, active, "checked outside the tool, key by key and value by value");
+    let Output { code, stdout, .. } = pair.run(&["verify"]).await;
+    assert_eq!(code, 0, "{stdout}");
+}
+
+fn thousands(n: u64) -> String {
+    sync_core::vocabulary::thousands(n)
+}
