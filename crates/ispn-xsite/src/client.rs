@@ -13,13 +13,18 @@ use tokio::sync::OnceCell;
 use crate::api::{Entry, ItemStream, SiteApi};
 use crate::auth::{AuthState, Chosen, Credentials, Mechanism, NotOffered, choose};
 use crate::error::{Error, Result, Subject};
-use crate::json_stream::{ArraySplitter, decode_key};
+use crate::json_stream::{ArraySplitter, decode_entry, decode_key};
 use crate::model::{
     ApiFlavor, BackupStatus, CacheResults, ContainerInfo, ContainerSiteStatus, Health, NodeStatuses, PushStatusReport,
-    ServerVersion, SiteAction, TakeOfflineConfig, entry_text,
+    ServerVersion, SiteAction, TakeOfflineConfig,
 };
 use crate::names::{CacheName, SiteName};
 use crate::requests::{ClearScope, HttpRequest, Requests};
+
+/// Entries the server gathers per round of a streamed `keys` or `entries` answer. 10,000 streams
+/// keys three times as fast as 1,000 on a 16.0.7 server (100k keys: 0.09 s against 0.31 s) and
+/// costs the server a batch of that size in memory.
+const STREAM_BATCH: u32 = 10_000;
 
 /// How the client checks the server's certificate.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -377,11 +382,6 @@ where
     })
 }
 
-fn decode_entry(element: &[u8]) -> Option<Entry> {
-    let value: serde_json::Value = serde_json::from_slice(element).ok()?;
-    Some(Entry { key: entry_text(value.get("key")?), value: entry_text(value.get("value")?) })
-}
-
 /// The error and its causes on one line, so that "connection refused" is not hidden behind
 /// "error sending request".
 fn chain(error: &dyn std::error::Error) -> String {
@@ -560,13 +560,13 @@ impl SiteApi for Client {
     }
 
     async fn keys(&self, cache: &CacheName) -> Result<ItemStream<String>> {
-        let request = self.requests().await?.keys(cache, 1000);
+        let request = self.requests().await?.keys(cache, STREAM_BATCH);
         let (what, response) = self.send_streaming(request, Subject { cache: Some(cache), site: None }).await?;
         Ok(self.json_stream(what, response, decode_key))
     }
 
     async fn entries(&self, cache: &CacheName) -> Result<ItemStream<Entry>> {
-        let request = self.requests().await?.entries(cache, 1000);
+        let request = self.requests().await?.entries(cache, STREAM_BATCH);
         let (what, response) = self.send_streaming(request, Subject { cache: Some(cache), site: None }).await?;
         Ok(self.json_stream(what, response, decode_entry))
     }

@@ -4,6 +4,7 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 
+use futures::StreamExt;
 use ispn_xsite::{CacheName, SiteApi};
 use serde_json::json;
 use sync_core::compare::{CompareLimits, CompareMode, check_content, compare};
@@ -345,24 +346,33 @@ pub async fn verify(format: Format, resolved: &Resolved, level: Option<VerifyLev
     let (active, offline) = (&connected.ports.active, &connected.ports.offline);
     let settings = &connected.plan.settings;
     let level = level.unwrap_or(settings.verify);
+    // Caches are compared side by side, as the run's verify step does.
+    let checks = futures::stream::iter(&caches)
+        .map(|cache| async move {
+            let checked = match level {
+                VerifyLevel::Sizes => {
+                    let on = |side: Side| move |e| site_error(resolved, (side, e));
+                    let sizes = Sizes {
+                        active_before: active.size(cache).await.map_err(on(Side::Active))?,
+                        offline: offline.size(cache).await.map_err(on(Side::Offline))?,
+                        active_after: active.size(cache).await.map_err(on(Side::Active))?,
+                    };
+                    (sizes_verdict(&sizes, settings.drift_tolerance), None)
+                }
+                VerifyLevel::Keys | VerifyLevel::Entries => {
+                    let pause = tokio::time::sleep(settings.poll_interval);
+                    let check = check_content(active, offline, cache, level, pause).await.map_err(|e| site_error(resolved, e))?;
+                    (content_verdict(&check, settings.drift_tolerance), Some(check))
+                }
+            };
+            Ok::<_, CliError>((cache, checked))
+        })
+        .buffered(settings.parallelism)
+        .collect::<Vec<_>>()
+        .await;
     let mut failed = false;
-    for cache in &caches {
-        let (verdict, check) = match level {
-            VerifyLevel::Sizes => {
-                let on = |side: Side| move |e| site_error(resolved, (side, e));
-                let sizes = Sizes {
-                    active_before: active.size(cache).await.map_err(on(Side::Active))?,
-                    offline: offline.size(cache).await.map_err(on(Side::Offline))?,
-                    active_after: active.size(cache).await.map_err(on(Side::Active))?,
-                };
-                (sizes_verdict(&sizes, settings.drift_tolerance), None)
-            }
-            VerifyLevel::Keys | VerifyLevel::Entries => {
-                let pause = tokio::time::sleep(settings.poll_interval);
-                let check = check_content(active, offline, cache, level, pause).await.map_err(|e| site_error(resolved, e))?;
-                (content_verdict(&check, settings.drift_tolerance), Some(check))
-            }
-        };
+    for checked in checks {
+        let (cache, (verdict, check)) = checked?;
         failed |= matches!(verdict, Verdict::Mismatch { .. });
         if format == Format::Json {
             json_line(json!({"type": "verified", "cache": cache, "verdict": verdict, "content": check}));

@@ -4,11 +4,11 @@
 //! Keys arrive from both sites as streams in hash order, not sorted, and there can be millions.
 //! Each (key, value) pair is reduced to 64-bit fingerprints.
 //!
-//! - Pass 1 streams each site once and sums, per bucket of the key space (the top bits of the
-//!   key's fingerprint), a 64-bit hash of every pair: the active site adds, the offline site
-//!   subtracts. A bucket whose sum is zero holds the same pairs on both sites; two different sets
-//!   of pairs summing alike has odds of 2^-64 per bucket. Sites that agree are done here, at
-//!   8 bytes per bucket and about four keys per bucket.
+//! - Pass 1 streams both sites at once and sums, per site and per bucket of the key space (the
+//!   top bits of the key's fingerprint), a 64-bit hash of every pair. Buckets whose sums agree
+//!   hold the same pairs on both sites; two different sets of pairs summing alike has odds of
+//!   2^-64 per bucket. Sites that agree are done here, at 16 bytes per bucket (both sites) and
+//!   about four keys per bucket.
 //! - Pass 2 runs only when buckets differ: it streams both sites again, keeps the active site's
 //!   pairs of the differing buckets only (16 bytes each, sorted) and matches the offline site's
 //!   against them. Memory follows the differences, not the cache; when they exceed the budget,
@@ -131,7 +131,8 @@ fn pair_hash(key: u64, value: u64) -> u64 {
     mix(key ^ mix(value.wrapping_add(0x9E37_79B9_7F4A_7C15)))
 }
 
-/// The buckets of pass 1: a power of two, about four keys each, between 2^10 and 2^21 (16 MiB).
+/// One site's buckets in pass 1: a power of two, about four keys each, between 2^10 and 2^21
+/// (16 MiB).
 struct Buckets {
     sums: Vec<u64>,
     shift: u32,
@@ -147,8 +148,14 @@ impl Buckets {
         (key >> self.shift) as usize
     }
 
-    fn differing(&self) -> Vec<bool> {
-        self.sums.iter().map(|s| *s != 0).collect()
+    fn add(&mut self, key: u64, value: u64) {
+        let b = self.of(key);
+        self.sums[b] = self.sums[b].wrapping_add(pair_hash(key, value));
+    }
+
+    /// Per bucket, whether the other site's pairs sum differently.
+    fn differing_from(&self, other: &Self) -> Vec<bool> {
+        self.sums.iter().zip(&other.sums).map(|(a, b)| a != b).collect()
     }
 }
 
@@ -229,21 +236,23 @@ pub async fn compare<S: SiteApi>(
     limits: CompareLimits,
 ) -> Result<Comparison, (Side, Error)> {
     let expected = active.size(cache).await.map_err(|e| (Side::Active, e))?;
-    let mut buckets = Buckets::for_keys(expected);
+    let (mut buckets, mut offline_sums) = (Buckets::for_keys(expected), Buckets::for_keys(expected));
     let mut result = Comparison { passes: 1, ..Comparison::default() };
-    each_pair(active, Side::Active, cache, mode, |key, value, _| {
-        result.active += 1;
-        let b = buckets.of(key);
-        buckets.sums[b] = buckets.sums[b].wrapping_add(pair_hash(key, value));
-    })
-    .await?;
-    each_pair(offline, Side::Offline, cache, mode, |key, value, _| {
-        result.offline += 1;
-        let b = buckets.of(key);
-        buckets.sums[b] = buckets.sums[b].wrapping_sub(pair_hash(key, value));
-    })
-    .await?;
-    let differing = buckets.differing();
+    // Both sites stream at once: each server serializes its entries while the other does.
+    let (active_keys, offline_keys) = (&mut result.active, &mut result.offline);
+    let (read_active, read_offline) = futures::join!(
+        each_pair(active, Side::Active, cache, mode, |key, value, _| {
+            *active_keys += 1;
+            buckets.add(key, value);
+        }),
+        each_pair(offline, Side::Offline, cache, mode, |key, value, _| {
+            *offline_keys += 1;
+            offline_sums.add(key, value);
+        }),
+    );
+    read_active?;
+    read_offline?;
+    let differing = buckets.differing_from(&offline_sums);
     let differing_count = differing.iter().filter(|d| **d).count() as u64;
     if differing_count == 0 {
         return Ok(result);

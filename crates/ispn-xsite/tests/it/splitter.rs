@@ -49,3 +49,21 @@ proptest! {
         prop_assert_eq!(decoded, keys);
     }
 }
+
+#[test]
+fn entries_decode_to_the_text_entry_text_gives_whatever_their_shape() {
+    use ispn_xsite::entry_text;
+    use ispn_xsite::json_stream::decode_entry;
+    let cases = [
+        r#"{"key":{"_type":"string","_value":"k\"1"},"value":{"_type":"string","_value":"v\\1\u00e9"}}"#,
+        r#"{"key":"plain","value":"text"}"#,
+        r#"{"key":{"_type":"string","_value":"k"},"value":{"_type":"int32","_value":5}}"#,
+        r#"{"key":{"_type":"string","_value":"k"},"value":{"_type":"keycloak.LoginFailureEntity","numFailures":3,"realmId":"r"}}"#,
+    ];
+    for case in cases {
+        let entry = decode_entry(case.as_bytes()).unwrap_or_else(|| panic!("{case}"));
+        let tree: serde_json::Value = serde_json::from_str(case).unwrap();
+        assert_eq!((entry.key, entry.value), (entry_text(&tree["key"]), entry_text(&tree["value"])), "{case}");
+    }
+    assert!(decode_entry(br#"{"key":"k"}"#).is_none(), "an entry without a value is not an entry");
+}
