@@ -58,18 +58,19 @@ impl ModelSite {
         world.advance();
         world.record(self.site, what.clone());
         let timeout = || Error::Timeout { endpoint: self.endpoint.clone(), what: what.clone(), after: REPORTED_TIMEOUT };
+        let site = world.answering(self.site);
         match world.next_request_fault(self.site) {
             Some(RequestFault::Unavailable) => {
                 return Err(Error::from_answer(&self.endpoint, &what, ADMIN_USER, 503, "fake-ispn: injected 503", subject));
             }
             Some(RequestFault::Timeout) => return Err(timeout()),
             Some(RequestFault::LostAnswer) => {
-                let _ = op(&mut world, self.site);
+                let _ = op(&mut world, site);
                 return Err(timeout());
             }
             None => {}
         }
-        op(&mut world, self.site).map_err(|failure| match failure {
+        op(&mut world, site).map_err(|failure| match failure {
             Failure::Http(status, body) => Error::from_answer(&self.endpoint, &what, ADMIN_USER, status, &body, subject),
             Failure::Unreachable => {
                 Error::Unreachable { endpoint: self.endpoint.clone(), detail: "connection refused".to_owned() }

@@ -316,7 +316,7 @@ fn dispatch(
     user: &str,
 ) -> Reply {
     let mut world = lock(&service.world);
-    let site = service.site;
+    let site = world.answering(service.site);
     let personality = world.personality(site);
     let admin = world.user(site, user).is_some_and(|u| u.admin);
     match rest {

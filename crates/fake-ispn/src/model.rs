@@ -93,6 +93,14 @@ pub struct CacheFaults {
     /// The next start-push-state fails with 500 after setting SENDING, as a failed SYNC start
     /// request does on the real server.
     pub push_start_fails: bool,
+    /// Per-node status reads answer `offline` whatever the truth (a lying server).
+    pub nodes_read_offline: bool,
+    /// A clear replicates as if it did not carry `SKIP_XSITE_BACKUP` (a server that ignores the
+    /// flag), so that only the backup's status keeps it local.
+    pub clear_ignores_skip_xsite: bool,
+    /// Push status reads `OK` as soon as a push starts, while the transfer goes on (a lying
+    /// server).
+    pub push_reads_ok_early: bool,
 }
 
 /// One clear that reached the model, with every site it emptied.
@@ -248,6 +256,9 @@ pub struct World {
     pushes: Vec<PushRecord>,
     requests: Vec<RequestRecord>,
     record_requests: bool,
+    /// Requests addressed to a site answered by another one (`from -> to`): an endpoint that
+    /// starts answering as the other site.
+    redirects: BTreeMap<usize, usize>,
 }
 
 fn pair(a: usize, b: usize) -> (usize, usize) {
@@ -272,6 +283,7 @@ impl World {
             pushes: Vec::new(),
             requests: Vec::new(),
             record_requests: true,
+            redirects: BTreeMap::new(),
         }
     }
 
@@ -429,6 +441,17 @@ impl World {
     /// Queues request faults for site `site`: the next requests meet them in order.
     pub fn inject_request_faults(&mut self, site: usize, faults: impl IntoIterator<Item = RequestFault>) {
         self.sites[site].request_faults.extend(faults);
+    }
+
+    /// From now on, requests addressed to `from` are answered by `to`: the endpoint of one site
+    /// starts answering as another (a load balancer or DNS name that moved).
+    pub fn redirect(&mut self, from: usize, to: usize) {
+        self.redirects.insert(from, to);
+    }
+
+    /// The site that answers requests addressed to `site`.
+    pub fn answering(&self, site: usize) -> usize {
+        self.redirects.get(&site).copied().unwrap_or(site)
     }
 
     /// Sets the faults of one cache on one site.
@@ -684,12 +707,13 @@ impl World {
     /// Per-node status of one backup.
     pub fn cache_site_nodes(&self, site: usize, cache: &CacheName, target: &str) -> Outcome<NodeStatuses> {
         let backup = self.backup(site, cache, target)?;
+        let lie = self.sites[site].caches[cache].faults.nodes_read_offline;
         let nodes = self.sites[site].node_names();
         Ok(NodeStatuses(
             nodes
                 .into_iter()
                 .enumerate()
-                .map(|(i, n)| (n, if backup.online[i] { NodeStatus::Online } else { NodeStatus::Offline }))
+                .map(|(i, n)| (n, if backup.online[i] && !lie { NodeStatus::Online } else { NodeStatus::Offline }))
                 .collect(),
         ))
     }
@@ -909,7 +933,10 @@ impl World {
     /// Push status of `cache` towards every backup site.
     pub fn push_state_status(&self, site: usize, cache: &CacheName) -> Outcome<BTreeMap<String, PushStatus>> {
         self.require_backups(site, cache)?;
-        Ok(self.sites[site].caches[cache].backups.iter().map(|(t, b)| (t.to_string(), b.push)).collect())
+        let c = &self.sites[site].caches[cache];
+        let early =
+            |b: &Backup| if c.faults.push_reads_ok_early && b.push == PushStatus::Sending { PushStatus::Ok } else { b.push };
+        Ok(c.backups.iter().map(|(t, b)| (t.to_string(), early(b))).collect())
     }
 
     /// Resets finished push statuses; a running transfer keeps its SENDING.
@@ -987,7 +1014,8 @@ impl World {
     /// Clears a cache. Without `skip_xsite` the clear is replicated to every backup that is online
     /// and reachable, exactly the danger the procedure's interlock exists to prevent.
     pub fn clear(&mut self, site: usize, cache: &str, skip_xsite: bool) -> Outcome<()> {
-        let reached = self.replicated(site, cache, &Op::Clear, skip_xsite)?;
+        let ignored = self.cache(site, cache)?.faults.clear_ignores_skip_xsite;
+        let reached = self.replicated(site, cache, &Op::Clear, skip_xsite && !ignored)?;
         let mut sites = vec![self.sites[site].spec.name.clone()];
         sites.extend(reached.into_iter().map(|t| self.sites[t].spec.name.clone()));
         let cache = CacheName::new(cache).map_err(|_| Failure::no_cache(cache))?;

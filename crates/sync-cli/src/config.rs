@@ -208,10 +208,6 @@ pub struct SettingsConfig {
 
 impl SettingsConfig {
     /// The run's settings: the file's values over the defaults, each held to its range.
-    #[allow(
-        clippy::needless_update,
-        reason = "`..defaults` fills sync-core's test-only `sabotage` field when workspace test builds unify that feature in"
-    )]
     fn resolve(&self, manage_keycloak: bool) -> Result<Settings, CliError> {
         let defaults = Settings::default();
         let settings = Settings {
@@ -227,7 +223,6 @@ impl SettingsConfig {
             verify: self.verify.unwrap_or(defaults.verify),
             drift_tolerance: self.drift_tolerance.unwrap_or(defaults.drift_tolerance),
             manage_keycloak,
-            ..defaults
         };
         settings.check().map_err(|e| config_error(e.to_string()))?;
         for (name, value) in [("scale_down_timeout", self.scale_down_timeout), ("scale_up_timeout", self.scale_up_timeout)] {

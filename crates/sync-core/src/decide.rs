@@ -16,7 +16,7 @@ use crate::decision::{Decision, Ending, Note, Wait};
 use crate::journal::{CacheProgress, Journal};
 use crate::observe::{ContentCheck, Observation, Sizes};
 use crate::outcome::{Failure, Refusal};
-use crate::plan::{CacheSelection, Plan, Sabotage, keycloak_line};
+use crate::plan::{CacheSelection, Plan, keycloak_line};
 use crate::vocabulary::{Action, LinkLoss, LinkView, Probe, PushPhase, Side, Step, Verdict, VerifyLevel, human_duration};
 
 fn probes_for(caches: &[CacheName], make: impl Fn(CacheName) -> Probe) -> Vec<Probe> {
@@ -335,9 +335,6 @@ fn clear_caches(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
     if todo.is_empty() {
         return Decision::Advance;
     }
-    if plan.sabotaged(Sabotage::ClearWithoutInterlock) {
-        return Decision::Act(todo.into_iter().map(Action::Clear).collect());
-    }
     let missing = obs.missing(probes_for(&todo, |cache| Probe::OfflineNodes { cache }));
     if !missing.is_empty() {
         return Decision::Observe(missing);
@@ -463,15 +460,6 @@ fn receiver_moved(plan: &Plan, progress: &CacheProgress, entries: u64, now_ms: u
 }
 
 fn await_push(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
-    if plan.sabotaged(Sabotage::ScaleUpBeforePushOk)
-        && let Some(original) = journal.keycloak_original_instances
-    {
-        match keycloak_state(plan, obs) {
-            Err(observe) => return observe,
-            Ok(Some(state)) if state.spec_instances < original => return Decision::Act(vec![Action::ScaleUp(original)]),
-            Ok(_) => {}
-        }
-    }
     let open: Vec<CacheName> =
         journal.caches.iter().filter(|c| !matches!(journal.cache(c).push, PushPhase::Ok | PushPhase::Done)).cloned().collect();
     if open.is_empty() {

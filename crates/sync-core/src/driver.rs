@@ -18,7 +18,7 @@ use crate::event::Event;
 use crate::journal::{ActionOutcome, Finished, Journal};
 use crate::observe::{ContentCheck, Observation, Sizes};
 use crate::outcome::{CacheReport, Failure, Refusal, Report, RunOutcome};
-use crate::plan::{Plan, Sabotage};
+use crate::plan::Plan;
 use crate::port_types::{KeycloakError, LockError, Scaling};
 use crate::ports::{Clock, EventSink, JournalStore, Keycloak, RunLock};
 use crate::vocabulary::{Action, Probe, PushPhase, Side, Step};
@@ -789,10 +789,6 @@ where
     /// carries `SKIP_XSITE_BACKUP`, so that either one alone keeps the active site intact.
     async fn clear(&self, cache: &CacheName) -> Result<ActionOutcome, ActionError> {
         let offline = &self.ports.offline;
-        if self.plan.sabotaged(Sabotage::ClearWithoutInterlock) {
-            offline.clear(cache, ClearScope::Replicated).await.map_err(|e| ActionError::Site(Side::Offline, e))?;
-            return Ok(ActionOutcome::Done);
-        }
         let nodes =
             offline.cache_site_nodes(cache, &self.plan.active.name).await.map_err(|e| ActionError::Site(Side::Offline, e))?;
         if !nodes.all_offline() {

@@ -54,5 +54,5 @@ pub use event::Event;
 pub use journal::{Finished, JOURNAL_SCHEMA, Journal};
 pub use observe::Observation;
 pub use outcome::{Failure, Refusal, Report, RunOutcome};
-pub use plan::{CacheSelection, Plan, Sabotage, Settings, SiteRef};
+pub use plan::{CacheSelection, Plan, Settings, SiteRef};
 pub use vocabulary::{Action, Probe, PushPhase, Side, Step, Verdict};

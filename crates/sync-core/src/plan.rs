@@ -49,18 +49,6 @@ impl fmt::Display for SiteRef {
     }
 }
 
-/// A deliberately broken behaviour, to show that the simulation's invariants are not vacuous:
-/// each must be caught. It has no effect unless sync-core is built with the test-only `sabotage`
-/// feature, which the binary never enables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Sabotage {
-    /// Clear without checking that the backup to the active site is offline, and without the
-    /// `SKIP_XSITE_BACKUP` flag.
-    ClearWithoutInterlock,
-    /// Scale Keycloak up as soon as the pushes were started.
-    ScaleUpBeforePushOk,
-}
-
 /// How patient and how parallel a run is. [`Settings::check`] holds every value to a range that
 /// makes sense (`RANGES` lists them; the user guide repeats them).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,9 +82,6 @@ pub struct Settings {
     pub drift_tolerance: u64,
     /// Whether the tool scales Keycloak (false when the operator stopped it by other means).
     pub manage_keycloak: bool,
-    /// A broken behaviour for the simulation (test builds only).
-    #[cfg(feature = "sabotage")]
-    pub sabotage: Option<Sabotage>,
 }
 
 impl Default for Settings {
@@ -118,8 +103,6 @@ impl Default for Settings {
             verify: VerifyLevel::Entries,
             drift_tolerance: 0,
             manage_keycloak: true,
-            #[cfg(feature = "sabotage")]
-            sabotage: None,
         }
     }
 }
@@ -251,17 +234,6 @@ impl Plan {
             }
         }
         Ok(())
-    }
-
-    /// Whether this (test-only) broken behaviour is switched on.
-    pub(crate) fn sabotaged(&self, what: Sabotage) -> bool {
-        #[cfg(feature = "sabotage")]
-        return self.settings.sabotage == Some(what);
-        #[cfg(not(feature = "sabotage"))]
-        {
-            let _ = what;
-            false
-        }
     }
 }
 

@@ -428,3 +428,38 @@ async fn concurrent_status_changes_on_two_caches_deadlock_like_the_real_server()
         client.cache_site_action(&cache, &s("site-a"), SiteAction::TakeOffline).await.unwrap();
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn planted_lies_deceive_exactly_as_named() {
+    let (fake, a, b) = pair();
+    let work = c("work");
+    a.put(&work, "k", "v").await.unwrap();
+    let lies = CacheFaults { nodes_read_offline: true, clear_ignores_skip_xsite: true, ..CacheFaults::default() };
+    fake.world().set_cache_faults(1, &work, lies);
+    assert!(b.cache_site_nodes(&work, &s("site-a")).await.unwrap().all_offline(), "the backup reads offline");
+    assert_eq!(b.cache_backups(&work).await.unwrap()[&s("site-a")], BackupStatus::Online, "while it is online");
+    b.clear(&work, ClearScope::LocalOnly).await.unwrap();
+    assert_eq!(a.get(&work, "k").await.unwrap(), None, "the flag was ignored: the clear reached the peer");
+    assert!(fake.world().clears()[0].skip_xsite, "the request did carry the flag");
+
+    a.put(&work, "k", "v").await.unwrap();
+    fake.world().set_cache_faults(
+        0,
+        &work,
+        CacheFaults { push_reads_ok_early: true, push_stuck: true, ..CacheFaults::default() },
+    );
+    a.cache_site_action(&work, &s("site-b"), SiteAction::StartPushState).await.unwrap();
+    assert_eq!(push_status(&a, &work, "site-b").await, PushStatus::Ok, "reads OK while the push is stuck");
+    assert!(fake.world().pushes()[0].ended.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_redirected_endpoint_answers_as_the_other_site() {
+    let (fake, a, _b) = pair();
+    assert_eq!(a.container_info().await.unwrap().local_site.as_deref(), Some("site-a"));
+    fake.world().redirect(0, 1);
+    assert_eq!(a.container_info().await.unwrap().local_site.as_deref(), Some("site-b"));
+    let work = c("work");
+    a.put(&work, "k", "v").await.unwrap();
+    assert_eq!(fake.snapshot("site-b").entries[&work].get("k").map(String::as_str), Some("v"), "written through site-b");
+}

@@ -11,6 +11,8 @@ async fn run_heals_a_split_brain_and_restores_keycloak() {
     assert_eq!(env.entries("site-b"), active_before);
     assert_eq!(env.kube_b.keycloak_state(NS, "keycloak"), Some((3, 3, 3, None)));
     assert_eq!(env.kube_a.keycloak_state(NS, "keycloak"), Some((2, 2, 2, None)), "the active site's Keycloak is untouched");
+    let clears = env.ispn.world().clears().to_vec();
+    assert!(clears.len() == 4 && clears.iter().all(|c| c.skip_xsite && c.reached == ["site-b"]), "over HTTP: {clears:?}");
     insta::assert_snapshot!("run_stdout", normalize(&out.stdout, &env));
     // How many pushes are still open at the first poll depends on timing: leave that wait out.
     let stderr: Vec<&str> = out.stderr.lines().filter(|l| !l.contains("waiting for the pushes of")).collect();

@@ -10,7 +10,7 @@ use sync_core::journal::{CacheProgress, Journal};
 use sync_core::observe::{ContentCheck, Observation, SiteFacts, Sizes};
 use sync_core::ports::KeycloakState;
 use sync_core::vocabulary::{Action, Probe, PushPhase, Side, Step, Verdict, VerifyLevel};
-use sync_core::{CacheSelection, Failure, Plan, Refusal, Sabotage};
+use sync_core::{CacheSelection, Failure, Plan, Refusal};
 
 use crate::support::{cache, plan, site};
 
@@ -345,13 +345,6 @@ fn clear_advances_once_every_cache_is_cleared() {
         progress(&mut journal, c).cleared = true;
     }
     assert_eq!(decide(&plan(), &journal, &Observation::at(NOW)), Decision::Advance);
-}
-
-#[test]
-fn the_clear_sabotage_skips_the_interlock_and_is_only_available_to_tests() {
-    let mut plan = plan();
-    plan.settings.sabotage = Some(Sabotage::ClearWithoutInterlock);
-    assert_eq!(acts(decide(&plan, &journal_at(Step::ClearCaches), &Observation::at(NOW))).len(), 4);
 }
 
 #[test]

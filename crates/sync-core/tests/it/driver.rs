@@ -261,3 +261,86 @@ async fn a_link_that_stays_lost_ends_the_run_within_link_wait_and_resume_finishe
     assert_eq!(fake.snapshot("site-a").entries, fake.snapshot("site-b").entries);
     assert_eq!(ports.keycloak.instances(), (2, 2));
 }
+
+/// Passes events on to `events`, and runs `arm` the first time the driver announces `action`
+/// (after `decide` chose it on what it read, before the driver sends it): a fault planted
+/// exactly in the window the driver's last re-read exists for.
+struct ArmAt<'a, F: Fn() + Send + Sync> {
+    events: &'a Events,
+    action: &'static str,
+    arm: F,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl<'a, F: Fn() + Send + Sync> ArmAt<'a, F> {
+    fn new(events: &'a Events, action: &'static str, arm: F) -> Self {
+        Self { events, action, arm, armed: std::sync::atomic::AtomicBool::new(false) }
+    }
+}
+
+impl<F: Fn() + Send + Sync> sync_core::ports::EventSink for ArmAt<'_, F> {
+    fn emit(&self, event: &Event) {
+        if matches!(event, Event::Action { action, .. } if action == self.action)
+            && !self.armed.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            (self.arm)();
+        }
+        self.events.emit(event);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_re_read_before_a_clear_alone_keeps_the_active_site_when_a_backup_comes_online_in_between() {
+    let (fake, ports) = fresh(2);
+    split_brain(&fake).await;
+    let before = fake.snapshot("site-a").entries;
+    let work = cache("work");
+    // The server ignores SKIP_XSITE_BACKUP, so the flag cannot help: only the driver's re-read
+    // stands between the clear and the active site when someone brings the backup online right
+    // after the read that `decide` acted on.
+    fake.world().set_cache_faults(1, &work, fake_ispn::CacheFaults { clear_ignores_skip_xsite: true, ..Default::default() });
+    let arm = || {
+        let _ = fake.world().cache_site_action(1, &work, "site-a", SiteAction::BringOnline);
+    };
+    let events = Events::default();
+    let sink = ArmAt::new(&events, "clear", arm);
+    let outcome = Driver::new(&plan(), &ports, &sink).run("window".to_owned()).await;
+    assert!(matches!(outcome, RunOutcome::Succeeded(_)), "{outcome:?}\n{}", events.timeline());
+    assert_eq!(fake.snapshot("site-a").entries, before, "the active site lost data");
+    assert!(fake.world().clears().iter().all(|c| c.reached == ["site-b"]), "{:?}", fake.world().clears());
+    let refused = events
+        .all()
+        .into_iter()
+        .any(|e| matches!(&e, Event::InterlockRefused { step: Step::ClearCaches, cache: Some(c), .. } if *c == work));
+    assert!(refused, "the re-read did not refuse the clear: {}", events.timeline());
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_clear_the_driver_sends_carries_skip_xsite_backup() {
+    let (fake, ports) = fresh(1);
+    split_brain(&fake).await;
+    let outcome = Driver::new(&plan(), &ports, &Events::default()).run("flag".to_owned()).await;
+    assert!(matches!(outcome, RunOutcome::Succeeded(_)), "{outcome:?}");
+    let clears = fake.world().clears().to_vec();
+    assert_eq!(clears.len(), 4);
+    assert!(clears.iter().all(|c| c.skip_xsite), "a clear went out without SKIP_XSITE_BACKUP: {clears:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_re_read_before_a_push_refuses_an_endpoint_that_started_answering_as_the_other_site() {
+    let (fake, ports) = fresh(2);
+    split_brain(&fake).await;
+    // After the read `decide` acted on, the active site's endpoint answers as site-b.
+    let arm = || fake.world().redirect(0, 1);
+    let events = Events::default();
+    let sink = ArmAt::new(&events, "start-push-state", arm);
+    let outcome = Driver::new(&plan(), &ports, &sink).run("flip".to_owned()).await;
+    let RunOutcome::Refused(Refusal::PushInterlock { expected, found }) = &outcome else {
+        panic!("{outcome:?}\n{}", events.timeline())
+    };
+    assert_eq!((expected.as_str(), found.as_deref()), ("site-a", Some("site-b")));
+    let sent: Vec<String> =
+        fake.world().requests().iter().filter(|r| r.what.contains("start-push-state")).map(|r| r.what.clone()).collect();
+    assert!(sent.is_empty(), "a push was sent to an endpoint that answers as site-b: {sent:?}");
+    assert_eq!(ports.keycloak.instances().0, 0, "Keycloak stays down: nothing was pushed");
+}
