@@ -4,11 +4,13 @@
 //! - `ispn up|down|status`: a real two-site Infinispan Server pair on 127.0.0.1 (testenv/).
 //! - `e2e`: the contract suite and the end-to-end scenarios against real pairs.
 //! - `bench`: the benchmarks behind docs/benchmarks.md.
+//! - `mutants`: mutation testing behind docs/mutants.md.
 //! - `tidy`: the architecture's rooms, checked mechanically.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench;
 mod ispn;
+mod mutants;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -30,6 +32,8 @@ tasks:
                                    (default: every supported version)
   bench [--quick]                  measure P1-P4 and write docs/benchmarks.md and .json
                                    (--quick: smaller sizes, for trying the harness)
+  mutants [--file F]...            mutation testing of the procedure and the client (cargo-mutants,
+                                   pinned; hours on 2 cores, not part of ci); writes docs/mutants.md
 
 versions: 15 (15.0.21.Final, Keycloak 26.0-26.4), 16 (16.0.7, Keycloak 26.6+), or an exact version";
 
@@ -41,6 +45,7 @@ fn main() -> Result<()> {
         ["ispn", rest @ ..] => ispn::command(rest),
         ["e2e", rest @ ..] => ispn::e2e(rest),
         ["bench", rest @ ..] => bench::bench(rest),
+        ["mutants", rest @ ..] => mutants::mutants(rest),
         ["tidy", rest @ ..] => tidy::tidy(rest),
         [] | ["help" | "--help" | "-h"] => {
             println!("{USAGE}");

@@ -1,0 +1,177 @@
+//! `cargo xtask mutants`: mutation testing of the procedure and the client with cargo-mutants
+//! (pinned, installed once under target/tools). Every mutant of the listed files is built and
+//! tested by the test binary of its crate; the simulation runs with fewer schedules so that a
+//! mutant takes seconds, not a minute. Not part of CI: on 2 cores a full run takes hours.
+//!
+//! Writes the generated part of docs/mutants.md (between markers) from cargo-mutants' lists of
+//! caught, missed, timed-out and unviable mutants; what to make of each missed mutant is written
+//! by hand around it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+use crate::{cargo, project_root, run};
+
+const VERSION: &str = "27.1.0";
+
+/// The files under test, per crate, and the test packages that judge their mutants: the
+/// procedure by sync-core's tests (rules, driver, simulation); the client by its own tests and
+/// fake-ispn's contract suite, which drives the HTTP transport.
+const GROUPS: [(&str, &[&str], &str); 2] = [
+    (
+        "sync-core",
+        &[
+            "crates/sync-core/src/decide.rs",
+            "crates/sync-core/src/driver.rs",
+            "crates/sync-core/src/journal.rs",
+            "crates/sync-core/src/compare.rs",
+        ],
+        "sync-core",
+    ),
+    (
+        "ispn-xsite",
+        &["crates/ispn-xsite/src/requests.rs", "crates/ispn-xsite/src/client.rs", "crates/ispn-xsite/src/model.rs"],
+        "ispn-xsite,fake-ispn",
+    ),
+];
+
+/// Schedules of the simulation per mutant (CI runs 10,000).
+const SIM_CASES: &str = "400";
+
+const OUTCOMES: [&str; 4] = ["caught", "missed", "timeout", "unviable"];
+
+const BEGIN: &str = "<!-- cargo xtask mutants: results begin -->";
+const END: &str = "<!-- cargo xtask mutants: results end -->";
+
+fn tool() -> Result<PathBuf> {
+    let root = project_root().join("target").join("tools");
+    let binary = root.join("bin").join("cargo-mutants");
+    let installed = Command::new(&binary).arg("--version").output().ok().filter(|o| o.status.success());
+    if installed.is_some_and(|o| String::from_utf8_lossy(&o.stdout).contains(VERSION)) {
+        return Ok(binary);
+    }
+    eprintln!("installing cargo-mutants {VERSION} under {} (once)", root.display());
+    run(cargo().args(["install", "cargo-mutants", "--version", VERSION, "--locked", "--root"]).arg(&root))?;
+    Ok(binary)
+}
+
+/// `cargo xtask mutants [--only sync-core|ispn-xsite]`: both crates by default.
+pub fn mutants(args: &[&str]) -> Result<()> {
+    let only = match args {
+        [] => None,
+        ["--only", group] if GROUPS.iter().any(|(name, ..)| name == group) => Some(*group),
+        other => bail!("unknown arguments {other:?} (mutants takes --only sync-core|ispn-xsite)"),
+    };
+    let binary = tool()?;
+    let started = Instant::now();
+    for (name, files, tests) in GROUPS.iter().filter(|(name, ..)| only.is_none_or(|o| o == *name)) {
+        let output = project_root().join("target").join("mutants").join(name);
+        let mut command = Command::new(&binary);
+        command.arg("mutants").arg("--output").arg(&output).args(["--timeout", "300", "--build-timeout", "900"]);
+        for file in *files {
+            command.args(["--file", file]);
+        }
+        command.args(["--test-package", tests]).env("SITE_SYNC_SIM_CASES", SIM_CASES).current_dir(project_root());
+        eprintln!("$ {command:?}");
+        // cargo-mutants exits non-zero when a mutant is missed; the lists say which.
+        let status = command.status().context("cannot start cargo-mutants")?;
+        if !output.join("mutants.out").join("caught.txt").exists() {
+            bail!("cargo-mutants ended with {status} and wrote no results under {}", output.display());
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let lists: Vec<PathBuf> =
+        GROUPS.iter().map(|(name, ..)| project_root().join("target").join("mutants").join(name).join("mutants.out")).collect();
+    let table = results(&lists, elapsed)?;
+    write_results(&project_root().join("docs").join("mutants.md"), &table)?;
+    eprintln!("mutants: done in {:.0} min; wrote docs/mutants.md", elapsed / 60.0);
+    Ok(())
+}
+
+/// A mutant line of cargo-mutants' lists: `crates/x/src/f.rs:12:5: replace ... with ...`.
+fn file_of(line: &str) -> Option<&str> {
+    line.split(':').next().filter(|f| f.ends_with(".rs"))
+}
+
+/// The generated part: per file, how many mutants of each outcome, the score, and every missed
+/// or timed-out mutant by name.
+fn results(lists: &[PathBuf], seconds: f64) -> Result<String> {
+    let mut counts: BTreeMap<String, [usize; 4]> = BTreeMap::new();
+    let mut named: Vec<(&str, String)> = Vec::new();
+    for (index, outcome) in OUTCOMES.iter().enumerate() {
+        let text: String =
+            lists.iter().map(|dir| std::fs::read_to_string(dir.join(format!("{outcome}.txt"))).unwrap_or_default()).collect();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let Some(file) = file_of(line) else { continue };
+            counts.entry(file.to_owned()).or_default()[index] += 1;
+            if matches!(*outcome, "missed" | "timeout") {
+                named.push((outcome, line.to_owned()));
+            }
+        }
+    }
+    let mut out = format!(
+        "Measured by `cargo xtask mutants` (cargo-mutants {VERSION}, the simulation at {SIM_CASES} schedules per mutant); the last run took {:.0} min on 2 cores.\n\n\
+         | File | Caught | Missed | Timeout | Unviable | Caught of viable |\n|---|---|---|---|---|---|\n",
+        seconds / 60.0
+    );
+    let mut total = [0usize; 4];
+    for (file, c) in &counts {
+        out.push_str(&format!("| `{file}` | {} | {} | {} | {} | {} |\n", c[0], c[1], c[2], c[3], score(c)));
+        for (t, n) in total.iter_mut().zip(c) {
+            *t += n;
+        }
+    }
+    out.push_str(&format!("| all | {} | {} | {} | {} | {} |\n", total[0], total[1], total[2], total[3], score(&total)));
+    if !named.is_empty() {
+        out.push_str("\nNot caught (each is answered below):\n\n");
+        for (outcome, line) in named {
+            out.push_str(&format!("- {outcome}: `{line}`\n"));
+        }
+    }
+    Ok(out)
+}
+
+/// Caught (timeouts included: a mutant that hangs the tests is noticed) of the viable mutants.
+fn score(c: &[usize; 4]) -> String {
+    let viable = c[0] + c[1] + c[2];
+    if viable == 0 { "-".to_owned() } else { format!("{:.1}%", (c[0] + c[2]) as f64 * 100.0 / viable as f64) }
+}
+
+fn write_results(path: &Path, generated: &str) -> Result<()> {
+    let existing = std::fs::read_to_string(path).unwrap_or_default();
+    let block = format!("{BEGIN}\n{generated}{END}");
+    let text = match (existing.find(BEGIN), existing.find(END)) {
+        (Some(begin), Some(end)) if begin < end => format!("{}{block}{}", &existing[..begin], &existing[end + END.len()..]),
+        _ => format!("# Mutation testing\n\n{block}\n"),
+    };
+    std::fs::write(path, text)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_are_counted_per_file_and_the_missed_ones_named() {
+        let dir = std::env::temp_dir().join(format!("xtask-mutants-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("caught.txt"),
+            "crates/a/src/x.rs:1:1: replace f -> bool with true\ncrates/a/src/x.rs:2:1: delete !\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("missed.txt"), "crates/a/src/x.rs:3:1: replace + with -\n").unwrap();
+        std::fs::write(dir.join("unviable.txt"), "crates/b/src/y.rs:4:1: replace g -> Foo with Default::default()\n").unwrap();
+        let table = results(&[dir.clone()], 120.0).unwrap();
+        assert!(table.contains("| `crates/a/src/x.rs` | 2 | 1 | 0 | 0 | 66.7% |"), "{table}");
+        assert!(table.contains("| `crates/b/src/y.rs` | 0 | 0 | 0 | 1 | - |"), "{table}");
+        assert!(table.contains("| all | 2 | 1 | 0 | 1 | 66.7% |"), "{table}");
+        assert!(table.contains("- missed: `crates/a/src/x.rs:3:1: replace + with -`"), "{table}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
