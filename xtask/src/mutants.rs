@@ -167,7 +167,7 @@ mod tests {
         .unwrap();
         std::fs::write(dir.join("missed.txt"), "crates/a/src/x.rs:3:1: replace + with -\n").unwrap();
         std::fs::write(dir.join("unviable.txt"), "crates/b/src/y.rs:4:1: replace g -> Foo with Default::default()\n").unwrap();
-        let table = results(&[dir.clone()], 120.0).unwrap();
+        let table = results(std::slice::from_ref(&dir), 120.0).unwrap();
         assert!(table.contains("| `crates/a/src/x.rs` | 2 | 1 | 0 | 0 | 66.7% |"), "{table}");
         assert!(table.contains("| `crates/b/src/y.rs` | 0 | 0 | 0 | 1 | - |"), "{table}");
         assert!(table.contains("| all | 2 | 1 | 0 | 1 | 66.7% |"), "{table}");

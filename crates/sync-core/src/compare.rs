@@ -1,25 +1,27 @@
 //! Key-by-key (or entry-by-entry) comparison of one cache on two sites, in bounded memory, and in
-//! one pass over each site when they agree.
+//! one pass over each site whether they agree or differ a little.
 //!
 //! Keys arrive from both sites as streams in hash order, not sorted, and there can be millions.
 //! Each (key, value) pair is reduced to 64-bit fingerprints.
 //!
-//! - Pass 1 streams both sites at once and sums, per site and per bucket of the key space (the
-//!   top bits of the key's fingerprint), a 64-bit hash of every pair. Buckets whose sums agree
-//!   hold the same pairs on both sites; two different sets of pairs summing alike has odds of
-//!   2^-64 per bucket. Sites that agree are done here, at 16 bytes per bucket (both sites) and
-//!   about four keys per bucket.
-//! - Pass 2 runs only when buckets differ: it streams both sites again, keeps the active site's
-//!   pairs of the differing buckets only (16 bytes each, sorted) and matches the offline site's
-//!   against them. Memory follows the differences, not the cache; when they exceed the budget,
-//!   the differing buckets are split over several passes.
-//! - Sample key names of keys only the active site has come from a last pass over its keys.
+//! - Pass 1 streams both sites at once, each into its own invertible Bloom lookup table (a
+//!   "sketch": Eppstein, Goodrich, Uyeda and Varghese, *What's the difference?*, SIGCOMM 2011):
+//!   every pair is added to three of its cells (a count and XORs of the key, the value and a check
+//!   hash). Subtracting one site's sketch from the other's cancels every pair both hold and leaves
+//!   only the pairs that differ, which peeling recovers as long as they are fewer than about 80%
+//!   of the cells (160,000 with the default 6 MiB per site). Pass 1 alone then has every count
+//!   and every differing key's fingerprint, whatever the size of the cache.
+//! - A second pass, over keys only, runs only to fetch sample key names for the report.
+//! - Sites too different for the sketch (more differing pairs than it recovers) fall back to an
+//!   exact comparison: the active site's pairs, 16 bytes each and sorted, matched against the
+//!   offline site's stream; when they exceed the budget, the key space is split over several
+//!   passes, memory staying at the budget and time growing.
 //!
 //! Two distinct keys with one 64-bit fingerprint would count as one: about 3 in a million at 10M
 //! keys, 3 in 10^10 at 100k (Keycloak-sized caches). Accepted at those odds: exact keys would
 //! cost memory in proportion to key length, which the budget exists to avoid.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
@@ -100,7 +102,10 @@ impl Comparison {
 /// Limits of a comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CompareLimits {
-    /// Pairs of differing buckets held in memory at once (16 bytes each).
+    /// Cells of each of a sketch's three tables (32 bytes each, per site): it recovers up to about
+    /// 2.4 times this many differing pairs.
+    pub sketch: usize,
+    /// Pairs held in memory at once by the exact comparison (16 bytes each).
     pub budget: usize,
     /// Sample keys to report per kind.
     pub sample: usize,
@@ -108,8 +113,8 @@ pub struct CompareLimits {
 
 impl Default for CompareLimits {
     fn default() -> Self {
-        // 2M pairs: 32 MiB.
-        Self { budget: 2_000_000, sample: 5 }
+        // 2^16 cells: 6 MiB per site, ~160k differences; 2M pairs: 32 MiB.
+        Self { sketch: 1 << 16, budget: 2_000_000, sample: 5 }
     }
 }
 
@@ -131,31 +136,85 @@ fn pair_hash(key: u64, value: u64) -> u64 {
     mix(key ^ mix(value.wrapping_add(0x9E37_79B9_7F4A_7C15)))
 }
 
-/// One site's buckets in pass 1: a power of two, about four keys each, between 2^10 and 2^21
-/// (16 MiB).
-struct Buckets {
-    sums: Vec<u64>,
-    shift: u32,
+/// One cell of a sketch: how many pairs (added minus removed) and the XOR of their key
+/// fingerprints, value fingerprints and check hashes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Cell {
+    count: i64,
+    keys: u64,
+    values: u64,
+    checks: u64,
 }
 
-impl Buckets {
-    fn for_keys(expected: u64) -> Self {
-        let count = (expected / 4).next_power_of_two().clamp(1 << 10, 1 << 21);
-        Self { sums: vec![0; count as usize], shift: 64 - count.trailing_zeros() }
+impl Cell {
+    fn apply(&mut self, key: u64, value: u64, check: u64, sign: i64) {
+        self.count += sign;
+        self.keys ^= key;
+        self.values ^= value;
+        self.checks ^= check;
     }
 
-    fn of(&self, key: u64) -> usize {
-        (key >> self.shift) as usize
+    /// Holds exactly one pair (added or removed): its check hash matches its key and value.
+    fn pure(&self) -> bool {
+        self.count.abs() == 1 && pair_hash(self.keys, self.values) == self.checks
+    }
+}
+
+/// An invertible Bloom lookup table of (key, value) fingerprint pairs in three tables.
+struct Sketch {
+    cells: Vec<Cell>,
+    table: usize,
+}
+
+impl Sketch {
+    fn new(table: usize) -> Self {
+        let table = table.max(1);
+        Self { cells: vec![Cell::default(); 3 * table], table }
     }
 
-    fn add(&mut self, key: u64, value: u64) {
-        let b = self.of(key);
-        self.sums[b] = self.sums[b].wrapping_add(pair_hash(key, value));
+    fn cells_of(&self, check: u64) -> [usize; 3] {
+        [0u64, 1, 2].map(|j| {
+            j as usize * self.table + (mix(check ^ (j + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)) % self.table as u64) as usize
+        })
     }
 
-    /// Per bucket, whether the other site's pairs sum differently.
-    fn differing_from(&self, other: &Self) -> Vec<bool> {
-        self.sums.iter().zip(&other.sums).map(|(a, b)| a != b).collect()
+    fn apply(&mut self, key: u64, value: u64, sign: i64) {
+        let check = pair_hash(key, value);
+        for i in self.cells_of(check) {
+            self.cells[i].apply(key, value, check, sign);
+        }
+    }
+
+    fn insert(&mut self, key: u64, value: u64) {
+        self.apply(key, value, 1);
+    }
+
+    /// Removes every pair of `other`: what is left are the pairs only one of them holds.
+    fn subtract(&mut self, other: &Self) {
+        for (mine, theirs) in self.cells.iter_mut().zip(&other.cells) {
+            mine.apply(theirs.keys, theirs.values, theirs.checks, -theirs.count);
+        }
+    }
+
+    /// The pairs left, each with +1 (only in this sketch) or -1 (only in the subtracted one);
+    /// `None` when they are too many to peel apart.
+    fn decode(mut self) -> Option<Vec<(u64, u64, i64)>> {
+        let mut pure: Vec<usize> = (0..self.cells.len()).filter(|i| self.cells[*i].pure()).collect();
+        let mut pairs = Vec::new();
+        while let Some(i) = pure.pop() {
+            let cell = self.cells[i];
+            if !cell.pure() {
+                continue;
+            }
+            pairs.push((cell.keys, cell.values, cell.count));
+            for j in self.cells_of(cell.checks) {
+                self.cells[j].apply(cell.keys, cell.values, cell.checks, -cell.count);
+                if self.cells[j].pure() {
+                    pure.push(j);
+                }
+            }
+        }
+        self.cells.iter().all(|c| *c == Cell::default()).then_some(pairs)
     }
 }
 
@@ -235,39 +294,126 @@ pub async fn compare<S: SiteApi>(
     mode: CompareMode,
     limits: CompareLimits,
 ) -> Result<Comparison, (Side, Error)> {
-    let expected = active.size(cache).await.map_err(|e| (Side::Active, e))?;
-    let (mut buckets, mut offline_sums) = (Buckets::for_keys(expected), Buckets::for_keys(expected));
+    let (mut sketch, mut offline_sketch) = (Sketch::new(limits.sketch), Sketch::new(limits.sketch));
     let mut result = Comparison { passes: 1, ..Comparison::default() };
     // Both sites stream at once: each server serializes its entries while the other does.
     let (active_keys, offline_keys) = (&mut result.active, &mut result.offline);
     let (read_active, read_offline) = futures::join!(
         each_pair(active, Side::Active, cache, mode, |key, value, _| {
             *active_keys += 1;
-            buckets.add(key, value);
+            sketch.insert(key, value);
         }),
         each_pair(offline, Side::Offline, cache, mode, |key, value, _| {
             *offline_keys += 1;
-            offline_sums.add(key, value);
+            offline_sketch.insert(key, value);
         }),
     );
     read_active?;
     read_offline?;
-    let differing = buckets.differing_from(&offline_sums);
-    let differing_count = differing.iter().filter(|d| **d).count() as u64;
-    if differing_count == 0 {
+    sketch.subtract(&offline_sketch);
+    drop(offline_sketch);
+    let Some(pairs) = sketch.decode() else {
+        return exact(active, offline, cache, mode, limits, result).await;
+    };
+    // A key both sites hold with other values is left twice: once from each side.
+    let mut sides: BTreeMap<u64, (bool, bool)> = BTreeMap::new();
+    for (key, _, sign) in pairs {
+        let seen = sides.entry(key).or_default();
+        if sign > 0 { seen.0 = true } else { seen.1 = true }
+    }
+    let mut wanted: BTreeMap<u64, Difference> = BTreeMap::new();
+    for (key, seen) in sides {
+        let kind = match seen {
+            (true, true) => Difference::Value,
+            (true, false) => Difference::OnlyActive,
+            _ => Difference::OnlyOffline,
+        };
+        match kind {
+            Difference::Value => result.different_values += 1,
+            Difference::OnlyActive => result.only_active += 1,
+            Difference::OnlyOffline => result.only_offline += 1,
+        }
+        remember(&mut result.differing, key, kind);
+        wanted.insert(key, kind);
+    }
+    if wanted.is_empty() || limits.sample == 0 {
         return Ok(result);
     }
+    result.passes = 2;
+    sample_names(active, offline, cache, &wanted, limits.sample, &mut result).await?;
+    Ok(result)
+}
 
-    // Pairs expected in the differing buckets: their share of the larger site.
-    let per_bucket = result.active.max(result.offline).div_ceil(differing.len() as u64);
-    let passes = (differing_count * per_bucket).div_ceil(limits.budget.max(1) as u64).max(1);
-    result.passes = 1 + passes as u32;
+/// A pass over the keys of both sites (at once) that picks up to `sample` names of each kind of
+/// difference, by fingerprint; it stops reading a site as soon as it has what it needs there.
+async fn sample_names<S: SiteApi>(
+    active: &S,
+    offline: &S,
+    cache: &CacheName,
+    wanted: &BTreeMap<u64, Difference>,
+    sample: usize,
+    result: &mut Comparison,
+) -> Result<(), (Side, Error)> {
+    let available = |kind: Difference| wanted.values().filter(|k| **k == kind).count().min(sample);
+    let (on_active, values, on_offline) =
+        (available(Difference::OnlyActive), available(Difference::Value), available(Difference::OnlyOffline));
+    let (from_active, from_offline) = futures::join!(
+        pick(active, Side::Active, cache, wanted, &[Difference::OnlyActive, Difference::Value], (sample, on_active + values)),
+        pick(offline, Side::Offline, cache, wanted, &[Difference::OnlyOffline], (sample, on_offline)),
+    );
+    for (kind, key) in from_active?.into_iter().chain(from_offline?) {
+        match kind {
+            Difference::OnlyActive => result.sample_only_active.push(key),
+            Difference::OnlyOffline => result.sample_only_offline.push(key),
+            Difference::Value => result.sample_different.push(key),
+        }
+    }
+    Ok(())
+}
+
+/// Reads `site`'s keys until it has picked `goal` names of the `kinds` wanted, at most `sample`
+/// of each kind.
+async fn pick<S: SiteApi>(
+    site: &S,
+    side: Side,
+    cache: &CacheName,
+    wanted: &BTreeMap<u64, Difference>,
+    kinds: &[Difference],
+    (sample, goal): (usize, usize),
+) -> Result<Vec<(Difference, String)>, (Side, Error)> {
+    let mut picked: Vec<(Difference, String)> = Vec::new();
+    if goal == 0 {
+        return Ok(picked);
+    }
+    let mut stream = stream_of(site, cache, CompareMode::Keys).await.map_err(|e| (side, e))?;
+    while let Some(item) = stream.next().await {
+        let (key, _) = item.map_err(|e| (side, e))?;
+        let Some(kind) = wanted.get(&fingerprint(&key)).filter(|k| kinds.contains(k)) else { continue };
+        if picked.iter().filter(|(k, _)| k == kind).count() < sample {
+            picked.push((*kind, key));
+            if picked.len() == goal {
+                break;
+            }
+        }
+    }
+    Ok(picked)
+}
+
+/// The comparison of sites too different for a sketch: the active site's pairs (a share of the
+/// key space per pass, within the budget) matched against the offline site's stream.
+async fn exact<S: SiteApi>(
+    active: &S,
+    offline: &S,
+    cache: &CacheName,
+    mode: CompareMode,
+    limits: CompareLimits,
+    mut result: Comparison,
+) -> Result<Comparison, (Side, Error)> {
+    let passes = result.active.div_ceil(limits.budget.max(1) as u64).max(1);
+    result.passes += passes as u32;
     let mut unmatched_sample: Vec<u64> = Vec::new();
     for pass in 0..passes {
-        let mine = |key: u64| {
-            let b = buckets.of(key);
-            differing[b] && b as u64 % passes == pass
-        };
+        let mine = |key: u64| key % passes == pass;
         let mut prints: Vec<(u64, u64)> = Vec::new();
         each_pair(active, Side::Active, cache, mode, |key, value, _| {
             if mine(key) {
@@ -344,12 +490,14 @@ pub async fn check_content<S: SiteApi>(
     pause: impl Future<Output = ()>,
 ) -> Result<ContentCheck, (Side, Error)> {
     let mode = if level == VerifyLevel::Entries { CompareMode::Entries } else { CompareMode::Keys };
-    let first = compare(active, offline, cache, mode, CompareLimits::default()).await?;
+    // A verdict counts differences; it names no keys.
+    let limits = CompareLimits { sample: 0, ..CompareLimits::default() };
+    let first = compare(active, offline, cache, mode, limits).await?;
     if first.is_equal() {
         return Ok(content_check(level, &first, None));
     }
     pause.await;
-    let second = compare(active, offline, cache, mode, CompareLimits::default()).await?;
+    let second = compare(active, offline, cache, mode, limits).await?;
     Ok(content_check(level, &first, Some(&second)))
 }
 
