@@ -50,7 +50,7 @@ const END: &str = "<!-- cargo xtask mutants: results end -->";
 fn tool() -> Result<PathBuf> {
     let root = project_root().join("target").join("tools");
     let binary = root.join("bin").join("cargo-mutants");
-    let installed = Command::new(&binary).arg("--version").output().ok().filter(|o| o.status.success());
+    let installed = Command::new(&binary).args(["mutants", "--version"]).output().ok().filter(|o| o.status.success());
     if installed.is_some_and(|o| String::from_utf8_lossy(&o.stdout).contains(VERSION)) {
         return Ok(binary);
     }
@@ -70,6 +70,7 @@ pub fn mutants(args: &[&str]) -> Result<()> {
     let started = Instant::now();
     for (name, files, tests) in GROUPS.iter().filter(|(name, ..)| only.is_none_or(|o| o == *name)) {
         let output = project_root().join("target").join("mutants").join(name);
+        std::fs::create_dir_all(&output)?;
         let mut command = Command::new(&binary);
         command.arg("mutants").arg("--output").arg(&output).args(["--timeout", "300", "--build-timeout", "900"]);
         for file in *files {
