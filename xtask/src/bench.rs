@@ -217,7 +217,7 @@ fn fill(url: &str, password: &Path, entries: usize, prefix: &str) -> Result<()> 
 /// P1 and P2 on a real pair.
 fn real(entries_p1: usize, entries_p2: usize) -> Result<(Measured, Measured)> {
     let version = VERSIONS[0];
-    let pair = start(PairSpec { version, tls: false, nodes: 1 }, Lifetime::ThisProcess)?;
+    let pair = start(PairSpec::plain(version, 1), Lifetime::ThisProcess)?;
     let dir = scratch_dir()?;
     let password = dir.join("password");
     std::fs::write(&password, format!("{}\n", ADMIN.1))?;

@@ -100,13 +100,29 @@ pub struct PairSpec {
     pub tls: bool,
     /// Nodes per site.
     pub nodes: usize,
+    /// Keycloak's indexed caches (authenticationSessions, loginFailures), for a pair that serves
+    /// Keycloak.
+    pub keycloak: bool,
 }
 
 impl PairSpec {
+    /// A pair of `nodes` per site, plain HTTP, without Keycloak's indexing.
+    pub fn plain(version: &'static str, nodes: usize) -> Self {
+        Self { version, tls: false, nodes, keycloak: false }
+    }
+
     /// A name for the run directory.
     pub fn variant(&self) -> String {
-        format!("{}-{}-{}n", self.version, if self.tls { "tls" } else { "plain" }, self.nodes)
+        let keycloak = if self.keycloak { "-kc" } else { "" };
+        format!("{}-{}-{}n{keycloak}", self.version, if self.tls { "tls" } else { "plain" }, self.nodes)
     }
+}
+
+/// Keycloak's indexing of one cache's entity (keycloak-benchmark's ispn-helm values).
+fn indexing(entity: &str) -> String {
+    format!(
+        r#"<indexing enabled="true" storage="local-heap" startup-mode="NONE"><indexed-entities><indexed-entity>{entity}</indexed-entity></indexed-entities></indexing>"#
+    )
 }
 
 #[derive(Debug, Clone)]
@@ -239,7 +255,14 @@ fn render_config(spec: &PairSpec, conf: &Path) -> Result<()> {
     } else {
         ""
     };
+    let (auth, failures) = if spec.keycloak {
+        (indexing("keycloak.RootAuthenticationSessionEntity"), indexing("keycloak.LoginFailureEntity"))
+    } else {
+        (String::new(), String::new())
+    };
     let xml = template
+        .replace("@INDEX_AUTH@", &auth)
+        .replace("@INDEX_FAILURES@", &failures)
         .replace("@SCHEMA@", schema)
         .replace("@JGROUPS@", jgroups)
         .replace("@TLS@", tls)
@@ -276,7 +299,7 @@ fn make_certificate(dir: &Path) -> Result<PathBuf> {
     Ok(ca)
 }
 
-fn port_in_use(port: u16) -> bool {
+pub fn port_in_use(port: u16) -> bool {
     TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
 }
 
@@ -362,8 +385,16 @@ fn log_tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
+/// How long servers may take to start. A loaded 2-core machine once needed more than 180 s to
+/// start four JVMs; `SITE_SYNC_START_TIMEOUT` (seconds) raises it further.
+pub fn start_timeout() -> Duration {
+    let seconds = std::env::var("SITE_SYNC_START_TIMEOUT").ok().and_then(|s| s.parse().ok()).unwrap_or(360);
+    Duration::from_secs(seconds)
+}
+
 fn wait_ready(pair: &mut RunningPair, nodes: &[Node]) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(180);
+    let limit = start_timeout();
+    let deadline = Instant::now() + limit;
     let mut pending: Vec<&Node> = nodes.iter().collect();
     while !pending.is_empty() {
         for (name, child) in &mut pair.children {
@@ -376,14 +407,23 @@ fn wait_ready(pair: &mut RunningPair, nodes: &[Node]) -> Result<()> {
                 );
             }
         }
+        for node in &pending {
+            let out = pair.dir.join(format!("{}.out", node.name));
+            let log = std::fs::read_to_string(&out).unwrap_or_default();
+            // A configuration error kills the main thread but not the JVM: do not wait it out.
+            if log.contains("Exception in thread \"main\"") {
+                bail!("Infinispan node {} failed to start; last lines of {}:\n{}", node.name, out.display(), log_tail(&out));
+            }
+        }
         pending.retain(|node| {
             let log = std::fs::read_to_string(pair.dir.join(format!("{}.out", node.name))).unwrap_or_default();
             !log.contains("ISPN080001")
         });
         if Instant::now() > deadline {
             bail!(
-                "Infinispan nodes {:?} did not start within 180 s (logs in {})",
+                "Infinispan nodes {:?} did not start within {} s (logs in {}); SITE_SYNC_START_TIMEOUT=<seconds> allows more",
                 pending.iter().map(|n| &n.name).collect::<Vec<_>>(),
+                limit.as_secs(),
                 pair.dir.display()
             );
         }
@@ -398,7 +438,11 @@ fn wait_ready(pair: &mut RunningPair, nodes: &[Node]) -> Result<()> {
                 break;
             }
             if Instant::now() > deadline {
-                bail!("{site} does not see both sites (sites_view {view:?}) after 180 s; logs in {}", pair.dir.display());
+                bail!(
+                    "{site} does not see both sites (sites_view {view:?}) after {} s; logs in {}",
+                    limit.as_secs(),
+                    pair.dir.display()
+                );
             }
             std::thread::sleep(Duration::from_millis(250));
         }
@@ -532,13 +576,14 @@ fn leftover_servers_hint(servers: &[(u32, String)]) -> String {
 pub fn command(args: &[&str]) -> Result<()> {
     match args {
         ["up", rest @ ..] => {
-            let mut spec = PairSpec { version: VERSIONS[0], tls: false, nodes: 1 };
+            let mut spec = PairSpec::plain(VERSIONS[0], 1);
             let mut it = rest.iter();
             while let Some(arg) = it.next() {
                 match *arg {
                     "--version" => spec.version = resolve(it.next().context("--version needs a value")?)?,
                     "--tls" => spec.tls = true,
                     "--nodes" => spec.nodes = it.next().context("--nodes needs a value")?.parse()?,
+                    "--keycloak" => spec.keycloak = true,
                     other => bail!("unknown option {other}"),
                 }
             }
@@ -585,7 +630,7 @@ pub fn command(args: &[&str]) -> Result<()> {
         }
         ["link", "cut"] => cut_link(),
         ["link", "heal"] => heal_link(),
-        _ => bail!("usage: cargo xtask ispn up [--version V] [--tls] [--nodes N] | down | status | link cut|heal"),
+        _ => bail!("usage: cargo xtask ispn up [--version V] [--tls] [--nodes N] [--keycloak] | down | status | link cut|heal"),
     }
 }
 
@@ -646,14 +691,17 @@ fn heal_link() -> Result<()> {
     Ok(())
 }
 
-/// `cargo xtask e2e`: every real-server suite, for each version. Fails (never skips) when a
-/// server cannot be downloaded or started.
+/// `cargo xtask e2e [--version V]... [--keycloak]`: every real-server suite, for each version
+/// (`--keycloak`: only the Keycloak suite). Fails (never skips) when a server cannot be
+/// downloaded or started.
 pub fn e2e(args: &[&str]) -> Result<()> {
     let mut versions = Vec::new();
+    let mut only_keycloak = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match *arg {
             "--version" => versions.push(resolve(it.next().context("--version needs a value")?)?),
+            "--keycloak" => only_keycloak = true,
             other => bail!("unknown option {other}"),
         }
     }
@@ -667,11 +715,12 @@ pub fn e2e(args: &[&str]) -> Result<()> {
     let started = Instant::now();
     let mut timings = Vec::new();
     for version in versions {
-        for spec in [
-            PairSpec { version, tls: false, nodes: 1 },
-            PairSpec { version, tls: true, nodes: 1 },
-            PairSpec { version, tls: false, nodes: 2 },
-        ] {
+        let specs = if only_keycloak {
+            Vec::new()
+        } else {
+            vec![PairSpec::plain(version, 1), PairSpec { tls: true, ..PairSpec::plain(version, 1) }, PairSpec::plain(version, 2)]
+        };
+        for spec in specs {
             let t = Instant::now();
             let pair = start(spec.clone(), Lifetime::ThisProcess)?;
             let ready = t.elapsed();
@@ -691,12 +740,50 @@ pub fn e2e(args: &[&str]) -> Result<()> {
                 t.elapsed().as_secs_f64()
             ));
         }
+        timings.push(keycloak_suite(version)?);
     }
     for line in &timings {
         eprintln!("e2e: {line}");
     }
     eprintln!("e2e: every real-server suite passed in {:.0?}", started.elapsed());
     Ok(())
+}
+
+/// The Keycloak suite on one Infinispan line: both Keycloaks up on the pair, then the tests,
+/// which each leave a `<name>.passed` file in the run directory (a test that cannot find the
+/// servers does nothing, so their absence fails the suite).
+fn keycloak_suite(version: &'static str) -> Result<String> {
+    let spec = PairSpec { keycloak: true, ..PairSpec::plain(version, 1) };
+    let t = Instant::now();
+    let pair = start(spec.clone(), Lifetime::ThisProcess)?;
+    let keycloaks = crate::keycloak::Keycloaks::start(&pair)?;
+    let ready = t.elapsed();
+    let memory = crate::keycloak::Keycloaks::jvm_memory();
+    let mut command = cargo();
+    command.args(["test", "--workspace", "--test", "it", "--", "--exact", "--test-threads", "1"]);
+    // By exact name: keycloak-scale's test binary has a `keycloak::` module too.
+    command.args(crate::keycloak::TESTS.map(|test| format!("keycloak::{test}")));
+    for (k, v) in pair.env().into_iter().chain(keycloaks.env()) {
+        command.env(k, v);
+    }
+    run(&mut command).with_context(|| format!("the Keycloak suite failed on the real {} pair", spec.variant()))?;
+    for test in crate::keycloak::TESTS {
+        if !keycloaks.run.join(format!("{test}.passed")).exists() {
+            bail!("the Keycloak test {test} did not run against the servers (no {test}.passed in {})", keycloaks.run.display());
+        }
+    }
+    let starts: Vec<String> = keycloaks.ready_after.iter().map(|(site, s)| format!("{site} {s:.1} s")).collect();
+    let jvms: Vec<String> = memory.iter().map(|(what, mib)| format!("{what} {mib:.0} MiB")).collect();
+    drop(keycloaks);
+    pair.stop()?;
+    Ok(format!(
+        "{:<28} ready in {:>5.1} s (Keycloak {}), suites done in {:>5.1} s; JVMs: {}",
+        spec.variant(),
+        ready.as_secs_f64(),
+        starts.join(", "),
+        t.elapsed().as_secs_f64(),
+        jvms.join(", ")
+    ))
 }
 
 /// The site-sync binary's end-to-end scenarios (split brain, kills, a dying site) on this pair.

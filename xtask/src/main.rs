@@ -2,7 +2,8 @@
 //!
 //! - `ci`: what CI runs: formatting, `tidy`, lints, the test suite, then `e2e` for both real versions.
 //! - `ispn up|down|status`: a real two-site Infinispan Server pair on 127.0.0.1 (testenv/).
-//! - `e2e`: the contract suite and the end-to-end scenarios against real pairs.
+//! - `e2e`: the contract suite, the end-to-end scenarios and the Keycloak suite against real
+//!   servers (Infinispan pairs; Keycloak and PostgreSQL: `keycloak`).
 //! - `bench`: the benchmarks behind docs/benchmarks.md.
 //! - `mutants`: mutation testing behind docs/mutants.md.
 //! - `tidy`: the architecture's rooms, checked mechanically.
@@ -10,6 +11,7 @@
 
 mod bench;
 mod ispn;
+mod keycloak;
 mod mutants;
 mod tidy;
 
@@ -23,13 +25,16 @@ const USAGE: &str = "usage: cargo xtask <task>
 tasks:
   ci                               formatting, tidy, clippy, tests, then e2e for every real version
   tidy                             check the architecture's rooms, the TLS stack and the README
-  ispn up [--version V] [--tls] [--nodes N]
+  ispn up [--version V] [--tls] [--nodes N] [--keycloak]
                                    start a real two-site Infinispan pair on 127.0.0.1
   ispn down                        stop every pair started by `ispn up`
   ispn status                      show the pairs started by `ispn up`
   ispn link cut|heal               partition the pair's cross-site bridge (iptables on loopback, root)
-  e2e [--version V]...             run the contract suite and end-to-end scenarios on real pairs
-                                   (default: every supported version)
+  e2e [--version V]... [--keycloak]
+                                   run the contract suite, the end-to-end scenarios and the Keycloak
+                                   suite on real pairs (default: every supported version;
+                                   --keycloak: the Keycloak suite only)
+  keycloak down                    stop Keycloaks and PostgreSQL an interrupted Keycloak suite left
   bench [--quick]                  measure P1-P4 and write docs/benchmarks.md and .json
                                    (--quick: smaller sizes, for trying the harness)
   mutants [--file F]...            mutation testing of the procedure and the client (cargo-mutants,
@@ -44,6 +49,7 @@ fn main() -> Result<()> {
         ["ci", rest @ ..] => ci(rest),
         ["ispn", rest @ ..] => ispn::command(rest),
         ["e2e", rest @ ..] => ispn::e2e(rest),
+        ["keycloak", "down"] => keycloak::down(),
         ["bench", rest @ ..] => bench::bench(rest),
         ["mutants", rest @ ..] => mutants::mutants(rest),
         ["tidy", rest @ ..] => tidy::tidy(rest),

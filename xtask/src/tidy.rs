@@ -11,7 +11,8 @@ use serde_json::Value;
 
 use crate::{cargo, project_root};
 
-/// Direct dependencies only these workspace crates may declare (any section).
+/// Direct dependencies only these workspace crates may declare (any section; see
+/// [`TEST_CLIENTS`] for the one exception).
 const OWNED_DEPENDENCIES: &[(&str, &[&str])] = &[
     ("kube", &["keycloak-scale"]),
     // sync-cli picks the Kubernetes API version feature; nothing else may use the types.
@@ -19,6 +20,10 @@ const OWNED_DEPENDENCIES: &[(&str, &[&str])] = &[
     ("reqwest", &["ispn-xsite"]),
     ("axum", &["fake-ispn", "keycloak-scale"]),
 ];
+
+/// Dev-dependencies a test binary may use to drive a real server other than Infinispan: sync-cli's
+/// Keycloak suite talks to Keycloak's HTTP API with reqwest. Product code still cannot.
+const TEST_CLIENTS: &[(&str, &str)] = &[("reqwest", "sync-cli")];
 
 /// Packages that must never be built: the TLS stack is rustls on aws-lc-rs, and the one YAML
 /// parser is serde-saphyr (kube's).
@@ -84,8 +89,15 @@ fn dependency_rooms(metadata: &Value) -> Vec<String> {
     let mut problems = Vec::new();
     for package in metadata["packages"].as_array().into_iter().flatten() {
         let name = package["name"].as_str().unwrap_or_default();
-        let declared: BTreeSet<&str> =
-            package["dependencies"].as_array().into_iter().flatten().filter_map(|d| d["name"].as_str()).collect();
+        let test_client =
+            |d: &Value| d["kind"] == "dev" && TEST_CLIENTS.iter().any(|(dep, user)| d["name"] == *dep && name == *user);
+        let declared: BTreeSet<&str> = package["dependencies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|d| !test_client(d))
+            .filter_map(|d| d["name"].as_str())
+            .collect();
         for (dependency, owners) in OWNED_DEPENDENCIES {
             if declared.contains(dependency) && !owners.contains(&name) {
                 problems.push(format!("{name} depends on {dependency}, which only {} may use", owners.join(" and ")));
@@ -185,6 +197,19 @@ mod tests {
             {"name": "sync-core", "dependencies": [{"name": "kube"}, {"name": "serde"}]},
         ]});
         assert_eq!(dependency_rooms(&metadata), ["sync-core depends on kube, which only keycloak-scale may use"]);
+        let tests = json!({"packages": [
+            {"name": "sync-cli", "dependencies": [{"name": "reqwest", "kind": "dev"}]},
+            {"name": "sync-core", "dependencies": [{"name": "reqwest", "kind": "dev"}]},
+            {"name": "keycloak-scale", "dependencies": [{"name": "reqwest", "kind": null}]},
+        ]});
+        assert_eq!(
+            dependency_rooms(&tests),
+            [
+                "sync-core depends on reqwest, which only ispn-xsite may use",
+                "keycloak-scale depends on reqwest, which only ispn-xsite may use"
+            ],
+            "only sync-cli's tests may drive Keycloak with reqwest"
+        );
     }
 
     #[test]

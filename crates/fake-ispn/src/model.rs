@@ -101,6 +101,9 @@ pub struct CacheFaults {
     /// Push status reads `OK` as soon as a push starts, while the transfer goes on (a lying
     /// server).
     pub push_reads_ok_early: bool,
+    /// The server cannot stream the values (`?action=entries` fails) while it lists the keys, as
+    /// 16.0.7 does with Keycloak 26.5's authentication sessions.
+    pub values_unreadable: bool,
 }
 
 /// One clear that reached the model, with every site it emptied.
@@ -992,7 +995,16 @@ impl World {
 
     /// Every entry (shared pointers).
     pub fn entries(&self, site: usize, cache: &str) -> Outcome<Vec<(Arc<str>, Arc<str>)>> {
-        Ok(self.cache(site, cache)?.entries.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        let c = self.cache(site, cache)?;
+        if c.faults.values_unreadable {
+            // What 16.0.7 logs when it cannot render Keycloak's authentication sessions; it then
+            // drops the connection.
+            return Err(Failure::http(
+                500,
+                "Error encountered while streaming cache chunk: Maps only have nested objects for values",
+            ));
+        }
+        Ok(c.entries.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
     }
 
     /// Writes one entry, replicating it like the real server.

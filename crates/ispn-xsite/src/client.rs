@@ -259,6 +259,9 @@ impl Client {
         if ["certificate", "tls", "handshake", "invalidcontenttype", "corrupt message"].iter().any(|w| lower.contains(w)) {
             return Error::Tls { endpoint: self.endpoint.clone(), detail };
         }
+        if !error.is_connect() && lower.contains("connection closed before message completed") {
+            return Error::Interrupted { endpoint: self.endpoint.clone(), what: what.to_owned(), detail };
+        }
         Error::Unreachable { endpoint: self.endpoint.clone(), detail }
     }
 
@@ -315,7 +318,9 @@ impl Client {
             StreamProblem::Transport(e) if e.is_timeout() => {
                 Error::Timeout { endpoint: endpoint.clone(), what: what.clone(), after: timeout }
             }
-            StreamProblem::Transport(e) => Error::Unreachable { endpoint: endpoint.clone(), detail: chain(&e) },
+            StreamProblem::Transport(e) => {
+                Error::Interrupted { endpoint: endpoint.clone(), what: what.clone(), detail: chain(&e) }
+            }
             StreamProblem::Format(detail) => Error::Protocol { endpoint: endpoint.clone(), what: what.clone(), detail },
         }))
     }

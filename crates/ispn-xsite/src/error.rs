@@ -19,9 +19,22 @@ pub enum Error {
         /// What the network layer said.
         detail: String,
     },
+    /// The connection closed before the answer was complete.
+    #[error(
+        "{endpoint}: the connection closed before {what} was answered in full ({detail}); the server may have failed to produce the answer: look for an error in its log at that moment"
+    )]
+    Interrupted {
+        /// The base URL.
+        endpoint: String,
+        /// The request.
+        what: String,
+        /// What the network layer said.
+        detail: String,
+    },
     /// Connected, but no complete answer in time.
     #[error(
-        "{endpoint}: no answer to {what} within {after:?}; the server or the network is too slow (raise --timeout if the server is merely busy)"
+        "{endpoint}: no answer to {what} within {} s; the server or the network is too slow (raise request_timeout if the server is merely busy)",
+        after.as_secs_f64()
     )]
     Timeout {
         /// The base URL.
@@ -138,7 +151,7 @@ impl Error {
     /// network trouble and the server's "busy" answers. Protocol, auth and 404 errors are not.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Unreachable { .. } | Self::Timeout { .. } => true,
+            Self::Unreachable { .. } | Self::Interrupted { .. } | Self::Timeout { .. } => true,
             Self::Server { status, .. } => matches!(status, 502..=504),
             _ => false,
         }

@@ -199,10 +199,13 @@ impl Requests {
         self.json(Method::GET, &Self::cache(cache), &[("action", "keys"), ("batch", &batch.to_string())])
     }
 
-    /// Streams every entry as a JSON array of `{"key":..,"value":..}`.
+    /// Streams every entry as a JSON array of `{"key":..,"value":..}`. With content negotiation
+    /// the server renders Protobuf-encoded entries as JSON objects where its plain-text rendering
+    /// fails (16.0.7, for object keys such as Keycloak's `LoginFailureKey`).
     pub fn entries(&self, cache: &CacheName, batch: u32) -> HttpRequest {
         let batch = batch.to_string();
-        self.json(Method::GET, &Self::cache(cache), &[("action", "entries"), ("batch", &batch)])
+        let query = [("action", "entries"), ("batch", batch.as_str()), ("content-negotiation", "true")];
+        self.json(Method::GET, &Self::cache(cache), &query)
     }
 
     fn entry_path(cache: &CacheName, key: &str) -> String {

@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use sync_core::ports::{Keycloak, KeycloakError, KeycloakState, Scaling};
+
+use crate::health::HealthProbe;
 use tokio::process::Command;
 
 /// Keycloak managed by shell commands. `is_stopped` exits 0 when Keycloak is stopped.
@@ -19,6 +21,8 @@ pub struct CommandKeycloak {
     pub timeout: Duration,
     /// Pause between two `is_stopped` checks.
     pub poll: Duration,
+    /// Where it says it is ready (`/health/ready`): a start is done once it does.
+    pub ready: Option<HealthProbe>,
 }
 
 impl CommandKeycloak {
@@ -39,10 +43,22 @@ impl CommandKeycloak {
         self.run(&self.is_stopped).await
     }
 
+    /// Running and, when it can tell, ready.
+    async fn serving(&self) -> Result<bool, KeycloakError> {
+        if self.stopped().await? {
+            return Ok(false);
+        }
+        Ok(match &self.ready {
+            Some(probe) => probe.ready().await.unwrap_or(true),
+            None => true,
+        })
+    }
+
     async fn wait_for(&self, stopped: bool, what: &str) -> Result<(), KeycloakError> {
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
-            if self.stopped().await? == stopped {
+            let done = if stopped { self.stopped().await? } else { self.serving().await? };
+            if done {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
@@ -60,9 +76,10 @@ impl Keycloak for CommandKeycloak {
 
     async fn observe(&self) -> Result<Option<KeycloakState>, KeycloakError> {
         let running = u32::from(!self.stopped().await?);
+        let ready = if running == 1 { u32::from(self.serving().await?) } else { 0 };
         Ok(Some(KeycloakState {
             spec_instances: running,
-            ready_instances: running,
+            ready_instances: ready,
             pods: running,
             rolling_update: false,
             recorded_original: None,
@@ -87,7 +104,12 @@ impl Keycloak for CommandKeycloak {
         if !self.run(&self.start).await? {
             return Err(KeycloakError::Other(format!("the start command `{}` failed", self.start)));
         }
-        self.wait_for(false, "Keycloak to start (the is-stopped command to fail)").await
+        let what = if self.ready.is_some() {
+            "Keycloak to start (the is-stopped command to fail) and /health/ready to answer 200"
+        } else {
+            "Keycloak to start (the is-stopped command to fail)"
+        };
+        self.wait_for(false, what).await
     }
 
     fn timeout(&self, _scaling: Scaling) -> Duration {

@@ -5,6 +5,7 @@
 //! - [`keycloak`]: [`KubeKeycloak`], scaling the Keycloak CR (scale subresource, or
 //!   `spec.instances`), waiting on pods rather than `Ready`, remembering the original count.
 //! - [`external`]: Keycloak outside Kubernetes (user commands) or already stopped.
+//! - [`health`]: Keycloak's `/lb-check` and `/health/ready`, asked over HTTP.
 //! - [`lock`]: the run lock, a Lease in the offline site's namespace or a lock file.
 //! - [`infinispan`]: Infinispan credentials from the operator's Secrets, endpoint discovery, and
 //!   a port-forward through the API server.
@@ -14,6 +15,7 @@
 
 pub mod cluster;
 pub mod external;
+pub mod health;
 pub mod infinispan;
 pub mod keycloak;
 pub mod lock;

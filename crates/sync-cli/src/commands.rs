@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use crate::cli::{Change, Cli};
 use crate::config::{Config, KeycloakMode, Overrides, Resolved};
-use crate::connect::{Connected, connect};
+use crate::connect::{Connected, connect, health_probe};
 use crate::exit::{CliError, Exit};
 use crate::inspect::{diagnose, look, render};
 use crate::output::{Format, Renderer, finish, json_line};
@@ -247,13 +247,18 @@ pub async fn plan(format: Format, resolved: &Resolved) -> Result<Exit, CliError>
 pub async fn status(format: Format, resolved: &Resolved) -> Result<Exit, CliError> {
     let connected = connect(resolved).await?;
     let (a, o) = (&resolved.active, &resolved.offline);
-    let view = look(
+    let mut view = look(
         (a, &connected.plan.active.endpoint, &connected.ports.active),
         (o, &connected.plan.offline.endpoint, &connected.ports.offline),
         resolved.caches.as_deref(),
         Some(&connected.ports.keycloak),
     )
     .await;
+    for site in [a, o] {
+        if let Some(probe) = health_probe(resolved, site)? {
+            view.keycloak_health.push((site.clone(), probe.check().await));
+        }
+    }
     let diagnosis = diagnose(&view);
     if format == Format::Json {
         json_line(json!({"type": "status", "view": view, "diagnosis": diagnosis, "summary": diagnosis.text(a, o)}));

@@ -159,6 +159,11 @@ pub struct KeycloakConfig {
     pub start: Option<String>,
     /// Exits 0 when it is stopped.
     pub is_stopped: Option<String>,
+    /// Its HTTP URL (`/lb-check`, what the load balancer asks), for `status` and the report.
+    pub url: Option<String>,
+    /// Its management URL (`/health/ready`, port 9000 by default); with `commands`, the start
+    /// waits for it.
+    pub management_url: Option<String>,
 }
 
 /// Run settings.
@@ -455,6 +460,13 @@ impl SiteConfig {
             return Err(config_error(format!(
                 "sites.{name}.infinispan: no user; set user with password_env or password_file, or a kubernetes section to read the operator's Secret"
             )));
+        }
+        for (key, value) in [("url", &self.keycloak.url), ("management_url", &self.keycloak.management_url)] {
+            if let Some(url) = value
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                return Err(config_error(format!("sites.{name}.keycloak.{key} {url:?} must start with http:// or https://")));
+            }
         }
         if !offline {
             return Ok(());

@@ -7,11 +7,14 @@ use std::time::Duration;
 
 use ispn_xsite::{Client, ClientConfig, Credentials, SiteName, TlsMode};
 use keycloak_scale::external::{CommandKeycloak, StoppedKeycloak};
+use keycloak_scale::health::HealthProbe;
 use keycloak_scale::infinispan::{PortForward, credentials, external_url, infinispan_pod};
 use keycloak_scale::lock::{FileLock, LeaseLock};
 use keycloak_scale::{KubeError, KubeKeycloak, ScaleSettings, SiteCluster};
 use sync_core::journal::Journal;
-use sync_core::ports::{JournalError, JournalStore, Keycloak, KeycloakError, KeycloakState, LockError, RunLock, Scaling};
+use sync_core::ports::{
+    JournalError, JournalStore, Keycloak, KeycloakError, KeycloakHealth, KeycloakState, LockError, RunLock, Scaling,
+};
 use sync_core::{CacheSelection, Plan, SiteRef};
 
 use crate::config::{KeycloakMode, Resolved};
@@ -110,64 +113,90 @@ fn e_exit(error: &KubeError) -> Exit {
     if matches!(error, KubeError::Config(_)) { Exit::Usage } else { Exit::Refused }
 }
 
-/// The offline site's Keycloak, however it is managed.
+/// How the offline site's Keycloak is scaled.
 #[derive(Debug)]
-pub enum AnyKeycloak {
+pub enum Backend {
     /// The Keycloak CR.
     Kube(Box<KubeKeycloak>),
     /// Shell commands.
-    Commands(CommandKeycloak),
+    Commands(Box<CommandKeycloak>),
     /// Already stopped by the operator.
     Stopped(StoppedKeycloak),
 }
 
+/// The offline site's Keycloak: how it is scaled, and where it says whether it serves.
+#[derive(Debug)]
+pub struct AnyKeycloak {
+    backend: Backend,
+    probe: Option<HealthProbe>,
+}
+
 impl Keycloak for AnyKeycloak {
     fn describe(&self) -> String {
-        match self {
-            Self::Kube(k) => k.describe(),
-            Self::Commands(k) => k.describe(),
-            Self::Stopped(k) => k.describe(),
+        match &self.backend {
+            Backend::Kube(k) => k.describe(),
+            Backend::Commands(k) => k.describe(),
+            Backend::Stopped(k) => k.describe(),
         }
     }
 
     async fn observe(&self) -> Result<Option<KeycloakState>, KeycloakError> {
-        match self {
-            Self::Kube(k) => k.observe().await,
-            Self::Commands(k) => k.observe().await,
-            Self::Stopped(k) => k.observe().await,
+        match &self.backend {
+            Backend::Kube(k) => k.observe().await,
+            Backend::Commands(k) => k.observe().await,
+            Backend::Stopped(k) => k.observe().await,
         }
     }
 
     async fn scale_down(&self) -> Result<u32, KeycloakError> {
-        match self {
-            Self::Kube(k) => k.scale_down().await,
-            Self::Commands(k) => k.scale_down().await,
-            Self::Stopped(k) => k.scale_down().await,
+        match &self.backend {
+            Backend::Kube(k) => k.scale_down().await,
+            Backend::Commands(k) => k.scale_down().await,
+            Backend::Stopped(k) => k.scale_down().await,
         }
     }
 
     async fn scale_up(&self, instances: u32) -> Result<(), KeycloakError> {
-        match self {
-            Self::Kube(k) => k.scale_up(instances).await,
-            Self::Commands(k) => k.scale_up(instances).await,
-            Self::Stopped(k) => k.scale_up(instances).await,
+        match &self.backend {
+            Backend::Kube(k) => k.scale_up(instances).await,
+            Backend::Commands(k) => k.scale_up(instances).await,
+            Backend::Stopped(k) => k.scale_up(instances).await,
         }
     }
 
     fn timeout(&self, scaling: Scaling) -> Duration {
-        match self {
-            Self::Kube(k) => k.timeout(scaling),
-            Self::Commands(k) => k.timeout(scaling),
-            Self::Stopped(k) => k.timeout(scaling),
+        match &self.backend {
+            Backend::Kube(k) => k.timeout(scaling),
+            Backend::Commands(k) => k.timeout(scaling),
+            Backend::Stopped(k) => k.timeout(scaling),
+        }
+    }
+
+    async fn health(&self) -> Option<KeycloakHealth> {
+        match &self.probe {
+            Some(probe) => Some(probe.check().await),
+            None => None,
         }
     }
 }
 
+/// Where a site's Keycloak answers about its health, when its URLs are configured.
+pub fn health_probe(resolved: &Resolved, site: &SiteName) -> Result<Option<HealthProbe>, CliError> {
+    let keycloak = &resolved.config.sites[site.as_str()].keycloak;
+    if keycloak.url.is_none() && keycloak.management_url.is_none() {
+        return Ok(None);
+    }
+    HealthProbe::new(keycloak.url.clone(), keycloak.management_url.clone())
+        .map(Some)
+        .map_err(|e| CliError::new(Exit::Usage, format!("sites.{site}.keycloak: {e}")))
+}
+
 /// The offline site's Keycloak backend.
-pub fn keycloak(resolved: &Resolved, offline: &Site) -> AnyKeycloak {
+pub fn keycloak(resolved: &Resolved, offline: &Site) -> Result<AnyKeycloak, CliError> {
     let config = &resolved.config.sites[offline.name.as_str()];
     let settings = &resolved.config.settings;
-    match config.keycloak_mode() {
+    let probe = health_probe(resolved, &offline.name)?;
+    let backend = match config.keycloak_mode() {
         Some(KeycloakMode::Operator) => {
             let defaults = ScaleSettings::default();
             let scale = ScaleSettings {
@@ -179,17 +208,19 @@ pub fn keycloak(resolved: &Resolved, offline: &Site) -> AnyKeycloak {
             let (Some(cluster), Some(k)) = (&offline.cluster, &config.kubernetes) else {
                 unreachable!("the configuration check requires kubernetes for operator mode")
             };
-            AnyKeycloak::Kube(Box::new(KubeKeycloak::new(cluster.clone(), k.keycloak.clone(), scale)))
+            Backend::Kube(Box::new(KubeKeycloak::new(cluster.clone(), k.keycloak.clone(), scale)))
         }
-        Some(KeycloakMode::Commands) => AnyKeycloak::Commands(CommandKeycloak {
+        Some(KeycloakMode::Commands) => Backend::Commands(Box::new(CommandKeycloak {
             stop: config.keycloak.stop.clone().unwrap_or_default(),
             start: config.keycloak.start.clone().unwrap_or_default(),
             is_stopped: config.keycloak.is_stopped.clone().unwrap_or_default(),
             timeout: settings.scale_down_timeout.unwrap_or(Duration::from_secs(300)),
             poll: settings.poll_interval.unwrap_or(Duration::from_millis(500)),
-        }),
-        Some(KeycloakMode::AlreadyStopped) | None => AnyKeycloak::Stopped(StoppedKeycloak),
-    }
+            ready: probe.clone(),
+        })),
+        Some(KeycloakMode::AlreadyStopped) | None => Backend::Stopped(StoppedKeycloak),
+    };
+    Ok(AnyKeycloak { backend, probe })
 }
 
 /// The run lock.
@@ -325,7 +356,7 @@ pub async fn connect(resolved: &Resolved) -> Result<Connected, CliError> {
     let active = site(resolved, &resolved.active).await?;
     let offline = site(resolved, &resolved.offline).await?;
     let plan = plan(resolved, &active, &offline);
-    let keycloak = keycloak(resolved, &offline);
+    let keycloak = keycloak(resolved, &offline)?;
     let lock = lock(resolved, &offline);
     let journal = FileJournal::new(resolved.journal.clone());
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);

@@ -5,7 +5,7 @@
 use futures::StreamExt;
 use ispn_xsite::{BackupStatus, CacheName, Client, ContainerInfo, PushStatus, SiteApi, SiteName};
 use serde::Serialize;
-use sync_core::ports::{Keycloak, KeycloakState};
+use sync_core::ports::{Keycloak, KeycloakHealth, KeycloakState};
 
 /// One site.
 #[derive(Debug, Clone, Serialize)]
@@ -54,6 +54,8 @@ pub struct PairView {
     pub caches: Vec<CacheRow>,
     /// The second site's Keycloak, if read.
     pub keycloak: Option<KeycloakView>,
+    /// What each site's Keycloak says about itself, where its URLs are configured.
+    pub keycloak_health: Vec<(SiteName, KeycloakHealth)>,
 }
 
 /// What was read of Keycloak.
@@ -161,7 +163,7 @@ pub async fn look(
         }),
         None => None,
     };
-    PairView { first: first_view, second: second_view, caches: rows, keycloak }
+    PairView { first: first_view, second: second_view, caches: rows, keycloak, keycloak_health: Vec::new() }
 }
 
 /// What the state of the pair means.
@@ -301,6 +303,9 @@ pub fn render(view: &PairView) -> Vec<String> {
             KeycloakView::NotManaged => format!("  Keycloak on {b}: not managed by site-sync"),
             KeycloakView::Error { message } => format!("  Keycloak on {b}: cannot read: {message}"),
         });
+    }
+    for (site, health) in &view.keycloak_health {
+        lines.push(format!("  {}", crate::output::health_line(site, health, false)));
     }
     lines
 }

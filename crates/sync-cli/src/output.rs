@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
+use sync_core::ports::KeycloakHealth;
 use sync_core::vocabulary::{Step, clock_time, human_duration};
 use sync_core::{Event, RunOutcome};
 
@@ -299,6 +300,23 @@ impl sync_core::ports::EventSink for Renderer {
     }
 }
 
+/// What a site's Keycloak said about itself, in one line: `serving` (or, after a run, whether it
+/// can be put back behind the load balancer) and what `/lb-check` and `/health/ready` answered.
+pub fn health_line(site: &ispn_xsite::SiteName, health: &KeycloakHealth, after_run: bool) -> String {
+    let answers: Vec<String> = [("/lb-check", &health.lb_check), ("/health/ready", &health.ready)]
+        .into_iter()
+        .filter_map(|(path, probed)| probed.as_ref().map(|p| format!("{path} {p}")))
+        .collect();
+    let verdict = match (health.serving(), after_run) {
+        (Some(true), true) => "ready to be put back behind the load balancer",
+        (Some(false), true) => "NOT ready for the load balancer",
+        (Some(true), false) => "serving",
+        (Some(false), false) => "NOT serving",
+        (None, _) => "no health endpoint configured",
+    };
+    format!("Keycloak on {site}: {verdict} ({})", answers.join(", "))
+}
+
 /// Prints how a run ended: the summary (text, stdout) or the final JSON line.
 pub fn finish(format: Format, outcome: &RunOutcome, exit: Exit, post_sync: Option<&str>) {
     if format == Format::Json {
@@ -325,6 +343,9 @@ pub fn finish(format: Format, outcome: &RunOutcome, exit: Exit, post_sync: Optio
             match report.keycloak_instances {
                 Some(n) => println!("Keycloak on {} restored to {n} instance(s).", report.offline),
                 None => println!("Keycloak on {} was not managed by site-sync.", report.offline),
+            }
+            if let Some(health) = &report.keycloak_health {
+                println!("{}", health_line(&report.offline, health, true));
             }
             for warning in &report.warnings {
                 println!("warning: {warning}");

@@ -489,16 +489,30 @@ pub async fn check_content<S: SiteApi>(
     level: VerifyLevel,
     pause: impl Future<Output = ()>,
 ) -> Result<ContentCheck, (Side, Error)> {
-    let mode = if level == VerifyLevel::Entries { CompareMode::Entries } else { CompareMode::Keys };
     // A verdict counts differences; it names no keys.
     let limits = CompareLimits { sample: 0, ..CompareLimits::default() };
-    let first = compare(active, offline, cache, mode, limits).await?;
-    if first.is_equal() {
-        return Ok(content_check(level, &first, None));
-    }
-    pause.await;
-    let second = compare(active, offline, cache, mode, limits).await?;
-    Ok(content_check(level, &first, Some(&second)))
+    let (level, first, unreadable) = match level {
+        VerifyLevel::Entries => match compare(active, offline, cache, CompareMode::Entries, limits).await {
+            Ok(first) => (level, first, None),
+            // A server that cannot render some values (16.0.7 and Keycloak's authentication
+            // sessions) still lists the keys: compare those, and say why.
+            Err((side, error)) => match compare(active, offline, cache, CompareMode::Keys, limits).await {
+                Ok(first) => (VerifyLevel::Keys, first, Some(format!("{side} site: {error}"))),
+                Err(_) => return Err((side, error)),
+            },
+        },
+        _ => (level, compare(active, offline, cache, CompareMode::Keys, limits).await?, None),
+    };
+    let mode = if level == VerifyLevel::Entries { CompareMode::Entries } else { CompareMode::Keys };
+    let mut check = if first.is_equal() {
+        content_check(level, &first, None)
+    } else {
+        pause.await;
+        let second = compare(active, offline, cache, mode, limits).await?;
+        content_check(level, &first, Some(&second))
+    };
+    check.unreadable = unreadable;
+    Ok(check)
 }
 
 /// What two reads of a cache's content agree on. Live traffic between (or during) the reads
@@ -514,6 +528,7 @@ pub fn content_check(level: VerifyLevel, first: &Comparison, second: Option<&Com
             only_offline: first.only_offline,
             different_values: first.different_values,
             transient: 0,
+            unreadable: None,
         };
     };
     let mut check = ContentCheck {
@@ -524,6 +539,7 @@ pub fn content_check(level: VerifyLevel, first: &Comparison, second: Option<&Com
         only_offline: 0,
         different_values: 0,
         transient: 0,
+        unreadable: None,
     };
     if !(first.complete() && second.complete()) {
         check.only_active = second.only_active;

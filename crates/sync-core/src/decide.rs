@@ -690,6 +690,11 @@ fn verify(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
             VerifyLevel::Sizes => sizes_verdict(&obs.sizes[&cache], plan.settings.drift_tolerance),
             VerifyLevel::Keys | VerifyLevel::Entries => content_verdict(&obs.content[&cache], plan.settings.drift_tolerance),
         };
+        if let Some(reason) = obs.content.get(&cache).and_then(|c| c.unreadable.as_ref()) {
+            notes.push(Note::Warning(format!(
+                "cache '{cache}': its values could not be read, so only its keys were compared ({reason})"
+            )));
+        }
         if let Some(ending) = mismatch(journal, &cache, verdict.clone(), &mut notes) {
             return ending;
         }

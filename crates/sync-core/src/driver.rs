@@ -101,7 +101,9 @@ impl ActionError {
     /// error on an x-site operation); everything else stops the run.
     fn is_recoverable(&self) -> bool {
         match self {
-            Self::Site(_, e) => matches!(e, Error::Unreachable { .. } | Error::Timeout { .. } | Error::Server { .. }),
+            Self::Site(_, e) => {
+                matches!(e, Error::Unreachable { .. } | Error::Interrupted { .. } | Error::Timeout { .. } | Error::Server { .. })
+            }
             Self::Keycloak(_) => false,
             Self::Refused(Refusal::ClearInterlock { .. }) => true,
             Self::Refused(_) => false,
@@ -312,7 +314,7 @@ where
 
     fn finish_early(&self, refusal: Refusal) -> RunOutcome {
         let outcome = RunOutcome::Refused(refusal);
-        self.emit(Event::RunFinished { outcome: outcome.clone() });
+        self.emit(Event::RunFinished { outcome: Box::new(outcome.clone()) });
         outcome
     }
 
@@ -336,7 +338,7 @@ where
             lost = self.keep_lock(&run_id) => RunOutcome::Failed(Failure::Lock(lost)),
         };
         let _ = self.ports.lock.release(&run_id).await;
-        self.emit(Event::RunFinished { outcome: outcome.clone() });
+        self.emit(Event::RunFinished { outcome: Box::new(outcome.clone()) });
         outcome
     }
 
@@ -453,7 +455,9 @@ where
                         Ending::Succeeded => {
                             self.emit(Event::StepFinished { step: Step::Report, elapsed: step_clock.elapsed() });
                             journal.finished = Some(Finished::Succeeded);
-                            RunOutcome::Succeeded(self.report(journal))
+                            let mut report = self.report(journal);
+                            report.keycloak_health = self.ports.keycloak.health().await;
+                            RunOutcome::Succeeded(report)
                         }
                         Ending::Refused(r) => RunOutcome::Refused(r),
                         Ending::Failed(f) => RunOutcome::Failed(f),
@@ -500,6 +504,7 @@ where
                 })
                 .collect(),
             keycloak_instances: journal.keycloak_original_instances,
+            keycloak_health: None,
             warnings: journal.warnings.clone(),
             elapsed: Duration::from_millis(self.ports.clock.now_ms().saturating_sub(journal.started_at_ms)),
             next_step: NEXT_STEP.to_owned(),
@@ -671,6 +676,7 @@ where
         });
         let limit = if changes_status { 1 } else { self.plan.settings.parallelism.max(1) };
         let what = format!("answers to {} {} call(s)", actions.len(), actions.first().map_or("", Action::verb));
+        let actions_kind = actions.first().cloned();
         let until = self.ms_from_now(self.plan.settings.request_timeout * actions.len().div_ceil(limit) as u32);
         let calls = futures::stream::iter(actions)
             .map(|a| async move {
@@ -681,7 +687,12 @@ where
             .buffer_unordered(limit)
             .collect::<Vec<(Action, Result<ActionOutcome, ActionError>)>>();
         let why = "the journal records what each did before anything else happens";
-        let results = self.announced(step, SLOW_CALLS, (&what, why, until), calls).await;
+        // Keycloak's scaling announces its own wait, with its own bound.
+        let results = if matches!(actions_kind, Some(Action::ScaleDown | Action::ScaleUp(_))) {
+            calls.await
+        } else {
+            self.announced(step, SLOW_CALLS, (&what, why, until), calls).await
+        };
         let now = self.ports.clock.now_ms();
         let mut clean = true;
         let mut fatal = None;

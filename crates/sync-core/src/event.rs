@@ -130,6 +130,6 @@ pub enum Event {
     /// The run ended.
     RunFinished {
         /// How.
-        outcome: RunOutcome,
+        outcome: Box<RunOutcome>,
     },
 }

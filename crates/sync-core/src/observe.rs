@@ -60,7 +60,7 @@ pub struct Sizes {
 
 /// What comparing a cache's keys (and values) on both sites found. Differences are those both
 /// reads showed; `transient` counts those only one read showed (live traffic between the reads).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContentCheck {
     /// What was compared (keys, or keys and values).
     pub level: VerifyLevel,
@@ -76,6 +76,8 @@ pub struct ContentCheck {
     pub different_values: u64,
     /// Differences that one read showed and the other did not.
     pub transient: u64,
+    /// Why the values could not be compared, when `level` fell back to keys.
+    pub unreadable: Option<String>,
 }
 
 impl ContentCheck {

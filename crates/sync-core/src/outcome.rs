@@ -6,7 +6,7 @@ use std::time::Duration;
 use ispn_xsite::{CacheName, SiteName};
 use serde::{Deserialize, Serialize};
 
-use crate::port_types::{JournalError, KeycloakError, LockError, LockHolder};
+use crate::port_types::{JournalError, KeycloakError, KeycloakHealth, LockError, LockHolder};
 use crate::vocabulary::{LinkLoss, Side, Step, Verdict, clock_time, human_duration};
 
 /// A precondition or interlock said no. Nothing unsafe was done; fix the cause and run again.
@@ -262,6 +262,10 @@ pub struct Report {
     pub caches: Vec<CacheReport>,
     /// Keycloak's restored instance count, if the tool scaled it.
     pub keycloak_instances: Option<u32>,
+    /// What the offline site's Keycloak said about itself at the end, when its URLs are
+    /// configured: whether it can be put back behind the load balancer.
+    #[serde(default)]
+    pub keycloak_health: Option<KeycloakHealth>,
     /// Warnings collected on the way.
     pub warnings: Vec<String>,
     /// How long the run took, resumes included.

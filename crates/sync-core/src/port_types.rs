@@ -22,6 +22,56 @@ pub struct KeycloakState {
     pub recorded_original: Option<u32>,
 }
 
+/// One health endpoint of a Keycloak, as it answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Probed {
+    /// The URL asked.
+    pub url: String,
+    /// Its HTTP status, when it answered.
+    pub status: Option<u16>,
+    /// Why it did not answer.
+    pub error: Option<String>,
+}
+
+impl Probed {
+    /// Whether it answered 200.
+    pub fn ok(&self) -> bool {
+        self.status == Some(200)
+    }
+}
+
+impl std::fmt::Display for Probed {
+    /// `200`, `503`, or why it did not answer.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.status, &self.error) {
+            (Some(status), _) => write!(f, "{status}"),
+            (None, Some(error)) => write!(f, "no answer ({error})"),
+            (None, None) => f.write_str("no answer"),
+        }
+    }
+}
+
+/// What a Keycloak says about itself: `/lb-check` (multi-site: 200 while it can use its external
+/// Infinispan; what a load balancer asks) and `/health/ready` (management port).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeycloakHealth {
+    /// `GET <url>/lb-check`, when a URL is configured.
+    pub lb_check: Option<Probed>,
+    /// `GET <management_url>/health/ready`, when a management URL is configured.
+    pub ready: Option<Probed>,
+}
+
+impl KeycloakHealth {
+    /// Whether it can be put (back) behind the load balancer: `/lb-check` answers 200 (and
+    /// `/health/ready`, when asked, too). `None` when there is nothing to tell it by.
+    pub fn serving(&self) -> Option<bool> {
+        match (&self.lb_check, &self.ready) {
+            (None, None) => None,
+            (lb, ready) => Some(lb.as_ref().is_none_or(Probed::ok) && ready.as_ref().is_none_or(Probed::ok)),
+        }
+    }
+}
+
 /// Which way Keycloak is scaled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Scaling {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::event::Event;
 use crate::journal::Journal;
-pub use crate::port_types::{JournalError, KeycloakError, KeycloakState, LockError, LockHolder, Scaling};
+pub use crate::port_types::{JournalError, KeycloakError, KeycloakHealth, KeycloakState, LockError, LockHolder, Probed, Scaling};
 
 /// Scales the offline site's Keycloak. Every call is idempotent.
 pub trait Keycloak: Send + Sync {
@@ -29,6 +29,12 @@ pub trait Keycloak: Send + Sync {
 
     /// How long a scaling may take before it fails (announced while the run waits for it).
     fn timeout(&self, scaling: Scaling) -> Duration;
+
+    /// What Keycloak says about itself (`/lb-check`, `/health/ready`), when its URLs are
+    /// configured.
+    fn health(&self) -> impl Future<Output = Option<KeycloakHealth>> + Send {
+        async { None }
+    }
 }
 
 /// A lock that keeps two runs from working on the same site pair at once.

@@ -141,6 +141,7 @@ async fn commands_stop_and_start_keycloak_outside_kubernetes() {
     let flag = dir.path().join("running");
     std::fs::write(&flag, "").unwrap();
     let keycloak = keycloak_scale::external::CommandKeycloak {
+        ready: None,
         stop: format!("rm -f {}", flag.display()),
         start: format!("touch {}", flag.display()),
         is_stopped: format!("test ! -e {}", flag.display()),

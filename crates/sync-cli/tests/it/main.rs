@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod commands;
+mod keycloak;
 mod link;
 mod resume;
 mod scenarios;

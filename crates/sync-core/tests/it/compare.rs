@@ -152,3 +152,20 @@ fn a_few_differences_among_many_keys_are_found_in_one_pass_and_named_in_a_second
     assert_eq!((exact.only_active, exact.only_offline, exact.different_values), (1, 1, 1));
     assert_eq!(exact.passes, 1 + 5 + 1, "the sketch's pass, five exact passes within the budget, the sample names");
 }
+
+#[test]
+fn values_a_server_cannot_render_fall_back_to_keys_and_say_why() {
+    use sync_core::compare::check_content;
+    let cache = CacheName::new("authenticationSessions").unwrap();
+    let fake = FakeCluster::model(ClusterSpec::two_sites("site-a", "site-b"));
+    load(&fake, 0, &cache, &[("k1", "v"), ("k2", "v")]);
+    load(&fake, 1, &cache, &[("k1", "other"), ("k2", "v")]);
+    fake.world().set_cache_faults(0, &cache, fake_ispn::CacheFaults { values_unreadable: true, ..Default::default() });
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let (a, b) = (fake.site("site-a"), fake.site("site-b"));
+    let check = runtime.block_on(check_content(&a, &b, &cache, VerifyLevel::Entries, async {})).unwrap();
+    assert_eq!(check.level, VerifyLevel::Keys, "the keys were compared instead");
+    assert_eq!(check.persistent(), 0, "the keys agree (the values, unread, do not)");
+    let reason = check.unreadable.unwrap();
+    assert!(reason.starts_with("active site: ") && reason.contains("Maps only have nested objects for values"), "{reason}");
+}

@@ -677,6 +677,7 @@ fn content(only_active: u64, only_offline: u64, different_values: u64, transient
         only_offline,
         different_values,
         transient,
+        unreadable: None,
     }
 }
 
@@ -684,7 +685,7 @@ fn content_obs(check: ContentCheck) -> Observation {
     let mut obs = Observation::at(NOW);
     linked(&mut obs);
     for c in CACHES {
-        obs.content.insert(cache(c), check);
+        obs.content.insert(cache(c), check.clone());
     }
     obs
 }

@@ -1,0 +1,449 @@
+//! Real Keycloak in the loop: through Keycloak's own HTTP API, a synchronized stale site serves
+//! the active site's login state (brute-force counts, a login in progress, a single-use code),
+//! and its own stale state is gone; and the naive order (a clear while the backup still
+//! replicates) logs the active site's users out. Real Keycloak, PostgreSQL and Infinispan, started
+//! by `cargo xtask e2e --keycloak` (which sets `SITE_SYNC_KEYCLOAK_*` and checks that each test
+//! left its `<name>.passed` in the run directory). Without those servers the tests do nothing.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use ispn_xsite::{CacheName, ClearScope, Client, ClientConfig, Credentials, SiteAction, SiteApi, SiteName};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::support::site_sync;
+
+/// One Keycloak suite at a time (they share the servers).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const CACHES: [&str; 4] = fake_ispn::KEYCLOAK_26_CACHES;
+
+/// What `cargo xtask e2e --keycloak` started.
+struct Servers {
+    run: PathBuf,
+    script: String,
+    keycloak: [Keycloak; 2],
+    infinispan: [Client; 2],
+    infinispan_urls: [String; 2],
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+impl Servers {
+    fn from_env() -> Option<Self> {
+        let run = PathBuf::from(env("SITE_SYNC_KEYCLOAK_RUN")?);
+        let need = |name: &str| env(name).unwrap_or_else(|| panic!("{name} must be set with SITE_SYNC_KEYCLOAK_RUN"));
+        let infinispan_urls = [need("SITE_SYNC_CONTRACT_A_URL"), need("SITE_SYNC_CONTRACT_B_URL")];
+        let client = |url: &str| {
+            let mut config = ClientConfig::new(
+                url,
+                Some(Credentials::new(need("SITE_SYNC_CONTRACT_USER"), need("SITE_SYNC_CONTRACT_PASSWORD"))),
+            );
+            config.timeout = Duration::from_secs(30);
+            Client::new(config).unwrap()
+        };
+        Some(Self {
+            script: need("SITE_SYNC_KEYCLOAK_SCRIPT"),
+            keycloak: [
+                Keycloak::new(&need("SITE_SYNC_KEYCLOAK_A_URL"), &need("SITE_SYNC_KEYCLOAK_A_MANAGEMENT")),
+                Keycloak::new(&need("SITE_SYNC_KEYCLOAK_B_URL"), &need("SITE_SYNC_KEYCLOAK_B_MANAGEMENT")),
+            ],
+            infinispan: [client(&infinispan_urls[0]), client(&infinispan_urls[1])],
+            infinispan_urls,
+            run,
+        })
+    }
+
+    fn passed(&self, test: &str) {
+        std::fs::write(self.run.join(format!("{test}.passed")), "").unwrap();
+    }
+
+    /// Each site takes the other offline, as fencing does after a split brain.
+    async fn split(&self) {
+        for (me, other) in [(0, "site-b"), (1, "site-a")] {
+            for c in CACHES {
+                let site = SiteName::new(other).unwrap();
+                self.infinispan[me].cache_site_action(&cache(c), &site, SiteAction::TakeOffline).await.unwrap();
+            }
+        }
+    }
+
+    /// The configuration site-sync runs with: site-b's Keycloak stopped and started by the
+    /// harness's script, both Keycloaks' health endpoints known.
+    fn config(&self, dir: &std::path::Path) {
+        let keycloak = |k: &Keycloak| format!("url: {}\n      management_url: {}\n", k.url, k.management);
+        let script = format!("sh {} {{}} {} site-b", self.script, self.run.display());
+        let text = format!(
+            "active: site-a\noffline: site-b\njournal: journal.json\nsettings:\n  poll_interval: 200ms\n  scale_down_timeout: 2m\nsites:\n\
+             \x20 site-a:\n    infinispan: {{ url: \"{}\", user: admin, password_file: password }}\n    keycloak:\n      mode: already-stopped\n      {}\
+             \x20 site-b:\n    infinispan: {{ url: \"{}\", user: admin, password_file: password }}\n    keycloak:\n      mode: commands\n\
+             \x20     stop: {}\n      start: {}\n      is_stopped: {}\n      {}",
+            self.infinispan_urls[0],
+            keycloak(&self.keycloak[0]),
+            self.infinispan_urls[1],
+            script.replace("{}", "stop"),
+            script.replace("{}", "start"),
+            script.replace("{}", "is-stopped"),
+            keycloak(&self.keycloak[1]),
+        );
+        std::fs::write(dir.join("site-sync.yaml"), text).unwrap();
+        std::fs::write(dir.join("password"), "password\n").unwrap();
+    }
+}
+
+fn cache(name: &str) -> CacheName {
+    CacheName::new(name).unwrap()
+}
+
+/// One Keycloak's HTTP API, as a test client without a browser: it follows no redirect and keeps
+/// its own cookies (Keycloak scopes them per realm path; one jar per login is enough here).
+#[derive(Clone)]
+struct Keycloak {
+    url: String,
+    management: String,
+    http: reqwest::Client,
+}
+
+/// Cookies of one browser.
+#[derive(Debug, Default, Clone)]
+struct Jar(BTreeMap<String, String>);
+
+impl Jar {
+    fn take(&mut self, response: &reqwest::Response) {
+        for cookie in response.headers().get_all(reqwest::header::SET_COOKIE) {
+            let Ok(text) = cookie.to_str() else { continue };
+            if let Some((name, value)) = text.split(';').next().and_then(|pair| pair.split_once('=')) {
+                self.0.insert(name.trim().to_owned(), value.to_owned());
+            }
+        }
+    }
+
+    fn header(&self) -> String {
+        self.0.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+    }
+}
+
+/// A login started: the form to post the password to, and the browser that opened it.
+#[derive(Debug, Clone)]
+struct Login {
+    action: String,
+    jar: Jar,
+}
+
+const REDIRECT: &str = "http://127.0.0.1/cb";
+
+impl Keycloak {
+    fn new(url: &str, management: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        Self { url: url.trim_end_matches('/').to_owned(), management: management.trim_end_matches('/').to_owned(), http }
+    }
+
+    async fn status(&self, url: String) -> Option<u16> {
+        self.http.get(url).send().await.ok().map(|r| r.status().as_u16())
+    }
+
+    async fn lb_check(&self) -> Option<u16> {
+        self.status(format!("{}/lb-check", self.url)).await
+    }
+
+    async fn ready(&self) -> bool {
+        self.status(format!("{}/health/ready", self.management)).await == Some(200) && self.lb_check().await == Some(200)
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while !self.ready().await {
+            assert!(Instant::now() < deadline, "Keycloak at {} is not ready", self.url);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    async fn admin_token(&self) -> String {
+        let response = self
+            .http
+            .post(format!("{}/realms/master/protocol/openid-connect/token", self.url))
+            .form(&[("grant_type", "password"), ("client_id", "admin-cli"), ("username", "admin"), ("password", "admin")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "admin token from {}", self.url);
+        response.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned()
+    }
+
+    async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> reqwest::Response {
+        let mut request =
+            self.http.request(method, format!("{}/admin/realms{path}", self.url)).bearer_auth(self.admin_token().await);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// A realm with brute-force detection that counts every failure (no lockout within the
+    /// test), a public client with direct grants and the code flow, and two users.
+    async fn create_realm(&self, realm: &str) -> BTreeMap<String, String> {
+        let settings = json!({
+            "realm": realm, "enabled": true, "bruteForceProtected": true, "failureFactor": 30,
+            "bruteForceStrategy": "MULTIPLE", "waitIncrementSeconds": 60, "maxFailureWaitSeconds": 900,
+            "maxDeltaTimeSeconds": 43200, "quickLoginCheckMilliSeconds": 1, "minimumQuickLoginWaitSeconds": 1,
+            "accessCodeLifespan": 600, "accessCodeLifespanLogin": 1800,
+        });
+        assert_eq!(self.admin(reqwest::Method::POST, "", Some(settings)).await.status(), 201);
+        let client = json!({"clientId": "cli", "publicClient": true, "directAccessGrantsEnabled": true,
+            "standardFlowEnabled": true, "redirectUris": ["*"]});
+        assert_eq!(self.admin(reqwest::Method::POST, &format!("/{realm}/clients"), Some(client)).await.status(), 201);
+        let mut ids = BTreeMap::new();
+        for user in ["alice", "bob"] {
+            let body = json!({"username": user, "enabled": true, "firstName": user, "lastName": "Tester",
+                "email": format!("{user}@example.com"), "emailVerified": true,
+                "credentials": [{"type": "password", "value": "pw", "temporary": false}]});
+            let response = self.admin(reqwest::Method::POST, &format!("/{realm}/users"), Some(body)).await;
+            assert_eq!(response.status(), 201);
+            let location = response.headers()["location"].to_str().unwrap();
+            ids.insert(user.to_owned(), location.rsplit('/').next().unwrap().to_owned());
+        }
+        ids
+    }
+
+    /// `times` wrong-password logins (direct grant), each answered 401 and each waited for until
+    /// this site counts it: Keycloak records a failure after answering, and two records in
+    /// flight at once can lose one (seen with a 16.0.7 server).
+    async fn fail_logins(&self, realm: &str, (user, user_id): (&str, &str), times: u64) {
+        let before = self.failures(realm, user_id).await;
+        for n in 1..=times {
+            let response = self
+                .http
+                .post(format!("{}/realms/{realm}/protocol/openid-connect/token", self.url))
+                .form(&[("grant_type", "password"), ("client_id", "cli"), ("username", user), ("password", "wrong")])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 401);
+            self.wait_failures(realm, user_id, before + n).await;
+        }
+    }
+
+    /// The user's brute-force record, as this site's Keycloak reads it.
+    async fn failures(&self, realm: &str, user_id: &str) -> u64 {
+        let response =
+            self.admin(reqwest::Method::GET, &format!("/{realm}/attack-detection/brute-force/users/{user_id}"), None).await;
+        response.json::<Value>().await.unwrap()["numFailures"].as_u64().unwrap()
+    }
+
+    /// Waits until the count reads `expected`: Keycloak records failures asynchronously.
+    async fn wait_failures(&self, realm: &str, user_id: &str, expected: u64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let seen = self.failures(realm, user_id).await;
+            if seen == expected {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{}: {seen} failures recorded, not {expected}", self.url);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Opens the login form: an authentication session, and the browser's cookies for it.
+    async fn start_login(&self, realm: &str) -> Login {
+        let url = format!(
+            "{}/realms/{realm}/protocol/openid-connect/auth?client_id=cli&response_type=code&scope=openid&redirect_uri={REDIRECT}&state=s",
+            self.url
+        );
+        let response = self.http.get(url).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let mut jar = Jar::default();
+        jar.take(&response);
+        let html = response.text().await.unwrap();
+        let action = html
+            .split("action=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("no login form in {html}"))
+            .replace("&amp;", "&");
+        Login { action, jar }
+    }
+
+    /// Posts the password to a login form (on this site, whichever site opened it); the code
+    /// when Keycloak redirects back with one.
+    async fn finish_login(&self, login: &Login, user: &str) -> Result<String, String> {
+        let (_, path) = login.action.split_once("/realms/").unwrap();
+        let response = self
+            .http
+            .post(format!("{}/realms/{path}", self.url))
+            .header(reqwest::header::COOKIE, login.jar.header())
+            .form(&[("username", user), ("password", "pw")])
+            .send()
+            .await
+            .unwrap();
+        let location = response.headers().get("location").and_then(|l| l.to_str().ok()).unwrap_or_default().to_owned();
+        let code = location.split("code=").nth(1).map(|c| c.split('&').next().unwrap_or_default().to_owned());
+        match (response.status().as_u16(), code) {
+            (302, Some(code)) if location.starts_with(REDIRECT) => Ok(code),
+            (status, _) => Err(format!("{status} {location}")),
+        }
+    }
+
+    /// Exchanges a code for tokens: the HTTP status.
+    async fn exchange(&self, realm: &str, code: &str) -> u16 {
+        self.http
+            .post(format!("{}/realms/{realm}/protocol/openid-connect/token", self.url))
+            .form(&[("grant_type", "authorization_code"), ("client_id", "cli"), ("code", code), ("redirect_uri", REDIRECT)])
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+}
+
+/// The login state the active site holds after the split, and the stale site's own.
+struct State {
+    realm: String,
+    ids: BTreeMap<String, String>,
+    started: Login,
+    code: String,
+}
+
+/// A realm for this test, a split brain, then logins on each side: alice fails three times on
+/// the active site and once on the stale one, bob twice on the stale one; the active site also
+/// holds a login in progress and a code not yet exchanged.
+async fn split_with_login_state(servers: &Servers, name: &str) -> State {
+    let [a, b] = &servers.keycloak;
+    a.wait_ready().await;
+    b.wait_ready().await;
+    let realm = format!("{name}-{}", std::process::id());
+    let ids = a.create_realm(&realm).await;
+    servers.split().await;
+    a.fail_logins(&realm, ("alice", &ids["alice"]), 3).await;
+    let started = a.start_login(&realm).await;
+    let issued = a.start_login(&realm).await;
+    let code = a.finish_login(&issued, "bob").await.expect("a code on the active site");
+    b.fail_logins(&realm, ("bob", &ids["bob"]), 2).await;
+    b.fail_logins(&realm, ("alice", &ids["alice"]), 1).await;
+    assert_eq!(a.failures(&realm, &ids["alice"]).await, 3);
+    assert_eq!(a.failures(&realm, &ids["bob"]).await, 0, "the split kept bob's failures on the stale site");
+    State { realm, ids, started, code }
+}
+
+/// When each line of a child's stdout arrived.
+fn timed_lines(stdout: tokio::process::ChildStdout) -> tokio::task::JoinHandle<Vec<(Instant, Value)>> {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stdout).lines();
+        let mut seen = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Ok(value) = serde_json::from_str(&line) {
+                seen.push((Instant::now(), value));
+            }
+        }
+        seen
+    })
+}
+
+/// Whether a Keycloak answered `/lb-check`, sampled every 100 ms until `stop`.
+fn watch(keycloak: Keycloak, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<(Instant, bool)>> {
+    tokio::spawn(async move {
+        let mut samples = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let up = keycloak.lb_check().await.is_some();
+            samples.push((Instant::now(), up));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        samples
+    })
+}
+
+fn first_event(events: &[(Instant, Value)], what: impl Fn(&Value) -> bool) -> Instant {
+    events.iter().find(|(_, e)| what(e)).map(|(at, _)| *at).expect("the event happened")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synchronized_stale_site_serves_the_active_sites_login_state() {
+    let Some(servers) = Servers::from_env() else { return };
+    let _serial = SERIAL.lock().await;
+    let [a, b] = &servers.keycloak;
+    let state = split_with_login_state(&servers, "sync").await;
+
+    let dir = tempfile::tempdir().unwrap();
+    servers.config(dir.path());
+    let stop = Arc::new(AtomicBool::new(false));
+    let samples = watch(b.clone(), stop.clone());
+    let mut child = site_sync(dir.path(), &["-o", "json", "run", "--yes"]).spawn().unwrap();
+    let events = timed_lines(child.stdout.take().unwrap());
+    let status = child.wait().await.unwrap();
+    let events = events.await.unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let samples = samples.await.unwrap();
+    assert_eq!(status.code(), Some(0), "{events:#?}");
+
+    // Keycloak on the stale site went down before any clear, and came back only after every push
+    // read OK (the await-push step ends when they all did).
+    let first_clear = first_event(&events, |e| e["type"] == "action" && e["action"] == "clear");
+    let pushes_ok = first_event(&events, |e| e["type"] == "step_finished" && e["step"] == "await-push");
+    let scaled_down =
+        first_event(&events, |e| e["type"] == "keycloak" && e["message"].as_str().is_some_and(|m| m.starts_with("scaled to 0")));
+    assert!(scaled_down < first_clear, "Keycloak was down only after a clear");
+    let down_during_work = samples.iter().filter(|(at, _)| *at >= first_clear && *at <= pushes_ok);
+    assert!(
+        down_during_work.clone().count() > 0 && down_during_work.clone().all(|(_, up)| !up),
+        "Keycloak answered while its caches were cleared and refilled"
+    );
+    let back = samples.iter().find(|(at, up)| *at > first_clear && *up).map(|(at, _)| *at).expect("Keycloak came back");
+    assert!(back > pushes_ok, "Keycloak answered before every push read OK");
+    let report = &events.last().unwrap().1;
+    assert_eq!(report["detail"]["keycloak_health"]["lb_check"]["status"], 200, "{report}");
+
+    // Through the stale site's Keycloak: the active site's state, and none of its own.
+    let realm = &state.realm;
+    b.wait_ready().await;
+    assert_eq!(b.failures(realm, &state.ids["alice"]).await, a.failures(realm, &state.ids["alice"]).await);
+    assert_eq!(b.failures(realm, &state.ids["alice"]).await, 3, "alice's count is the active site's");
+    assert_eq!(b.failures(realm, &state.ids["bob"]).await, 0, "bob's stale failures are gone");
+    let code = b.finish_login(&state.started, "alice").await;
+    assert!(code.is_ok(), "the login started on the active site does not complete on the stale site: {code:?}");
+    assert_eq!(b.exchange(realm, &state.code).await, 200, "the code issued on the active site is not usable on the stale site");
+    assert_eq!(b.exchange(realm, &state.code).await, 400, "a code is single-use");
+    assert_eq!(a.exchange(realm, &state.code).await, 400, "a code used on one site is used on both");
+    assert_eq!((a.lb_check().await, b.lb_check().await), (Some(200), Some(200)));
+    servers.passed("synchronized_stale_site_serves_the_active_sites_login_state");
+}
+
+/// What the seed procedure warns about, shown rather than claimed: clearing the stale site while
+/// its backup to the active site still replicates empties the active site too, and its users
+/// lose their lockouts, their logins in progress and their codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_naive_order_logs_everyone_out() {
+    let Some(servers) = Servers::from_env() else { return };
+    let _serial = SERIAL.lock().await;
+    let a = &servers.keycloak[0];
+    let state = split_with_login_state(&servers, "naive").await;
+    let realm = &state.realm;
+
+    // The mistake: bring the backup online (or never take it offline) and clear.
+    let active = SiteName::new("site-a").unwrap();
+    for c in CACHES {
+        servers.infinispan[1].cache_site_action(&cache(c), &active, SiteAction::BringOnline).await.unwrap();
+        servers.infinispan[1].clear(&cache(c), ClearScope::Replicated).await.unwrap();
+    }
+
+    assert_eq!(a.failures(realm, &state.ids["alice"]).await, 0, "the active site kept alice's failures");
+    let login = a.finish_login(&state.started, "alice").await;
+    assert!(login.is_err(), "the login in progress survived on the active site: {login:?}");
+    assert_eq!(a.exchange(realm, &state.code).await, 400, "the code survived on the active site");
+    servers.passed("the_naive_order_logs_everyone_out");
+
+    // Leave the pair replicating both ways for whatever runs next.
+    let offline = SiteName::new("site-b").unwrap();
+    for c in CACHES {
+        servers.infinispan[0].cache_site_action(&cache(c), &offline, SiteAction::BringOnline).await.unwrap();
+    }
+}
