@@ -21,22 +21,24 @@ const VERSION: &str = "27.1.0";
 /// The files under test, per crate, and the test packages that judge their mutants: the
 /// procedure by sync-core's tests (rules, driver, simulation); the client by its own tests and
 /// fake-ispn's contract suite, which drives the HTTP transport.
-const GROUPS: [(&str, &[&str], &str); 2] = [
+const GROUPS: [(&str, &[&str], &str); 3] = [
+    ("procedure", &["crates/sync-core/src/decide.rs", "crates/sync-core/src/driver.rs"], "sync-core"),
+    ("records", &["crates/sync-core/src/journal.rs", "crates/sync-core/src/compare.rs"], "sync-core"),
     (
-        "sync-core",
-        &[
-            "crates/sync-core/src/decide.rs",
-            "crates/sync-core/src/driver.rs",
-            "crates/sync-core/src/journal.rs",
-            "crates/sync-core/src/compare.rs",
-        ],
-        "sync-core",
-    ),
-    (
-        "ispn-xsite",
+        "client",
         &["crates/ispn-xsite/src/requests.rs", "crates/ispn-xsite/src/client.rs", "crates/ispn-xsite/src/model.rs"],
         "ispn-xsite,fake-ispn",
     ),
+];
+
+/// Tests left out of every mutant's run: the planted-fault proofs search up to 2,000 schedules for
+/// a violation, which a mutant that breaks the procedure turns into minutes; the simulation's
+/// own invariants judge those mutants.
+const SKIPPED: [&str; 4] = [
+    "sim::a_clear_that_reaches_the_active_site_is_caught",
+    "sim::scaling_keycloak_up_before_the_push_is_caught",
+    "sim::waits_nobody_announces_are_caught",
+    "sim::a_run_that_outlives_its_deadlines_is_caught",
 ];
 
 /// Schedules of the simulation per mutant (CI runs 10,000).
@@ -59,12 +61,12 @@ fn tool() -> Result<PathBuf> {
     Ok(binary)
 }
 
-/// `cargo xtask mutants [--only sync-core|ispn-xsite]`: both crates by default.
+/// `cargo xtask mutants [--only procedure|records|client]`: every group by default.
 pub fn mutants(args: &[&str]) -> Result<()> {
     let only = match args {
         [] => None,
         ["--only", group] if GROUPS.iter().any(|(name, ..)| name == group) => Some(*group),
-        other => bail!("unknown arguments {other:?} (mutants takes --only sync-core|ispn-xsite)"),
+        other => bail!("unknown arguments {other:?} (mutants takes --only procedure|records|client)"),
     };
     let binary = tool()?;
     let started = Instant::now();
@@ -72,11 +74,12 @@ pub fn mutants(args: &[&str]) -> Result<()> {
         let output = project_root().join("target").join("mutants").join(name);
         std::fs::create_dir_all(&output)?;
         let mut command = Command::new(&binary);
-        command.arg("mutants").arg("--output").arg(&output).args(["--timeout", "300", "--build-timeout", "900"]);
+        command.arg("mutants").arg("--output").arg(&output).args(["--timeout", "120", "--build-timeout", "900", "--no-shuffle"]);
         for file in *files {
             command.args(["--file", file]);
         }
         command.args(["--test-package", tests]).env("SITE_SYNC_SIM_CASES", SIM_CASES).current_dir(project_root());
+        command.args(["--", "--"]).args(SKIPPED.iter().flat_map(|test| ["--skip", test]));
         eprintln!("$ {command:?}");
         // cargo-mutants exits non-zero when a mutant is missed; the lists say which.
         let status = command.status().context("cannot start cargo-mutants")?;
