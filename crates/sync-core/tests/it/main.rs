@@ -4,5 +4,6 @@
 mod compare;
 mod decide;
 mod driver;
+mod journal;
 mod sim;
 mod support;
