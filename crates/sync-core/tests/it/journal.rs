@@ -42,7 +42,7 @@ fn only_a_journal_past_preflight_or_resuming_has_progress() {
 #[tokio::test(start_paused = true)]
 async fn the_journal_counts_every_take_offline_and_every_push_and_keeps_the_last_error() {
     let (fake, ports) = model(ClusterSpec::two_sites("site-a", "site-b"), 1);
-    let (a, b) = (fake.site("site-a"), fake.site("site-b"));
+    let a = fake.site("site-a");
     for c in KEYCLOAK_26_CACHES {
         let c = cache(c);
         a.cache_site_action(&c, &site("site-b"), SiteAction::TakeOffline).await.unwrap();
