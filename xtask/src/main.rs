@@ -4,6 +4,7 @@
 //! - `ispn up|down|status`: a real two-site Infinispan Server pair on 127.0.0.1 (testenv/).
 //! - `e2e`: the contract suite, the end-to-end scenarios and the Keycloak suite against real
 //!   servers (Infinispan pairs; Keycloak and PostgreSQL: `keycloak`).
+//! - `kube up|down|status`: a real kube-apiserver with etcd and kwok on 127.0.0.1 (testenv/kube).
 //! - `bench`: the benchmarks behind docs/benchmarks.md.
 //! - `mutants`: mutation testing behind docs/mutants.md.
 //! - `tidy`: the architecture's rooms, checked mechanically.
@@ -12,6 +13,7 @@
 mod bench;
 mod ispn;
 mod keycloak;
+mod kube;
 mod mutants;
 mod tidy;
 
@@ -35,6 +37,11 @@ tasks:
                                    suite on real pairs (default: every supported version;
                                    --keycloak: the Keycloak suite only)
   keycloak down                    stop Keycloaks and PostgreSQL an interrupted Keycloak suite left
+  kube build                       build kube-apiserver, etcd and kwok from the Go module proxy (cached)
+  kube up                          start a real API server (etcd, kwok) on 127.0.0.1:16443 with the
+                                   Keycloak CRD and a namespace per site; prints the kubeconfig
+  kube down                        stop it
+  kube status                      show its processes, memory and readiness
   bench [--quick]                  measure P1-P4 and write docs/benchmarks.md and .json
                                    (--quick: smaller sizes, for trying the harness)
   mutants [--file F]...            mutation testing of the procedure and the client (cargo-mutants,
@@ -50,6 +57,7 @@ fn main() -> Result<()> {
         ["ispn", rest @ ..] => ispn::command(rest),
         ["e2e", rest @ ..] => ispn::e2e(rest),
         ["keycloak", "down"] => keycloak::down(),
+        ["kube", rest @ ..] => kube::command(rest),
         ["bench", rest @ ..] => bench::bench(rest),
         ["mutants", rest @ ..] => mutants::mutants(rest),
         ["tidy", rest @ ..] => tidy::tidy(rest),

@@ -25,6 +25,11 @@ const OWNED_DEPENDENCIES: &[(&str, &[&str])] = &[
 /// Keycloak suite talks to Keycloak's HTTP API with reqwest. Product code still cannot.
 const TEST_CLIENTS: &[(&str, &str)] = &[("reqwest", "sync-cli")];
 
+/// Features of a workspace crate that only test and harness builds may enable: the stand-in
+/// Keycloak Operator is a test double, never part of the shipped binary (the `fake` API server
+/// is, for the demo).
+const TEST_ONLY_FEATURES: &[(&str, &str)] = &[("keycloak-scale", "standin")];
+
 /// Packages that must never be built: the TLS stack is rustls on aws-lc-rs, and the one YAML
 /// parser is serde-saphyr (kube's).
 const FORBIDDEN_PACKAGES: &[&str] = &["ring", "openssl", "openssl-sys", "native-tls", "serde_yaml", "serde_yml", "yaml-rust"];
@@ -101,6 +106,16 @@ fn dependency_rooms(metadata: &Value) -> Vec<String> {
         for (dependency, owners) in OWNED_DEPENDENCIES {
             if declared.contains(dependency) && !owners.contains(&name) {
                 problems.push(format!("{name} depends on {dependency}, which only {} may use", owners.join(" and ")));
+            }
+        }
+        for dependency in package["dependencies"].as_array().into_iter().flatten().filter(|d| d["kind"].is_null()) {
+            for (crate_name, feature) in TEST_ONLY_FEATURES {
+                let enabled = dependency["features"].as_array().into_iter().flatten().any(|f| f == *feature);
+                if dependency["name"] == *crate_name && enabled {
+                    problems.push(format!(
+                        "{name} enables {crate_name}'s `{feature}` feature in its normal dependencies; it is for tests only"
+                    ));
+                }
             }
         }
     }
@@ -209,6 +224,22 @@ mod tests {
                 "keycloak-scale depends on reqwest, which only ispn-xsite may use"
             ],
             "only sync-cli's tests may drive Keycloak with reqwest"
+        );
+    }
+
+    #[test]
+    fn the_stand_in_operator_stays_out_of_the_binary() {
+        let metadata = json!({"packages": [
+            {"name": "sync-cli", "dependencies": [
+                {"name": "keycloak-scale", "kind": null, "features": ["fake", "standin"]},
+            ]},
+            {"name": "keycloak-scale", "dependencies": [
+                {"name": "keycloak-scale", "kind": "dev", "features": ["fake", "standin"]},
+            ]},
+        ]});
+        assert_eq!(
+            dependency_rooms(&metadata),
+            ["sync-cli enables keycloak-scale's `standin` feature in its normal dependencies; it is for tests only"]
         );
     }
 

@@ -18,6 +18,9 @@ use tokio::sync::OnceCell;
 use crate::ORIGINAL_INSTANCES_ANNOTATION;
 use crate::cluster::{KubeError, SiteCluster};
 
+/// How long the StatefulSet may take to report 0 replicas once stuck pods were force-deleted.
+const FORCED_DELETE_SETTLE: Duration = Duration::from_secs(30);
+
 /// How long to wait and how.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScaleSettings {
@@ -180,7 +183,7 @@ impl KubeKeycloak {
     }
 
     async fn wait_gone(&self) -> Result<(), KeycloakError> {
-        let deadline = tokio::time::Instant::now() + self.settings.scale_down_timeout;
+        let mut deadline = tokio::time::Instant::now() + self.settings.scale_down_timeout;
         let mut forced = false;
         loop {
             let cr = self.read().await?;
@@ -199,6 +202,9 @@ impl KubeKeycloak {
                         api.delete(pod, &params).await.map_err(|e| self.cluster.error("delete", "pods", pod, e))?;
                     }
                     forced = true;
+                    // The StatefulSet's status follows the deletion only at the controller's
+                    // next reconcile: give it a short, bounded while.
+                    deadline = tokio::time::Instant::now() + self.settings.scale_down_timeout.min(FORCED_DELETE_SETTLE);
                     continue;
                 }
                 return Err(KeycloakError::Timeout {

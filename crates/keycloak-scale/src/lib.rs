@@ -10,6 +10,8 @@
 //! - [`infinispan`]: Infinispan credentials from the operator's Secrets, endpoint discovery, and
 //!   a port-forward through the API server.
 //! - `fake` (feature `fake`): a fake Kubernetes API server that the real kube-rs client talks to.
+//! - `standin` (feature `standin`): test support for a real API server, with a stand-in Keycloak
+//!   Operator.
 //!
 //! This is the only crate that imports kube.
 
@@ -22,6 +24,8 @@ pub mod lock;
 
 #[cfg(feature = "fake")]
 pub mod fake;
+#[cfg(feature = "standin")]
+pub mod standin;
 
 pub use cluster::{KubeError, SiteCluster};
 pub use keycloak::{KubeKeycloak, ScaleSettings};

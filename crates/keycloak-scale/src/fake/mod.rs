@@ -596,10 +596,12 @@ async fn keycloak_patch(
 }
 
 fn scale_json(s: &KubeState, ns: &str, name: &str, kc: &Keycloak) -> Value {
+    // As the real API server writes it: `spec.replicas` is omitempty, so a Scale at 0 has none.
+    let spec = if kc.instances == 0 { json!({}) } else { json!({"replicas": kc.instances}) };
     json!({
         "apiVersion": "autoscaling/v1", "kind": "Scale",
         "metadata": {"name": name, "namespace": ns, "resourceVersion": kc.resource_version.to_string()},
-        "spec": {"replicas": kc.instances},
+        "spec": spec,
         "status": {"replicas": s.ready(ns, name), "selector": KubeState::selector(&kc.labels)},
     })
 }

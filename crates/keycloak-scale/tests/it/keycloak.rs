@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use keycloak_scale::fake::{FakeKube, Timing};
+use keycloak_scale::fake::Timing;
 use keycloak_scale::{KubeKeycloak, ScaleSettings, SiteCluster};
 use sync_core::ports::{Keycloak, KeycloakError};
 
@@ -8,38 +8,34 @@ use crate::support::*;
 
 #[tokio::test]
 async fn scale_down_records_the_count_waits_for_the_pods_and_scale_up_restores_it() {
-    let kube = FakeKube::new().timing(quick()).keycloak(NS, "keycloak", 3);
-    let (_server, cluster, _config) = over_loopback(&kube).await;
-    let keycloak = KubeKeycloak::new(cluster, "keycloak", settings());
+    let env = Setup::new().timing(quick()).keycloak("keycloak", 3).start().await;
+    let keycloak = KubeKeycloak::new(env.cluster.clone(), "keycloak", env.settings());
     let state = keycloak.observe().await.unwrap().unwrap();
     assert_eq!((state.spec_instances, state.ready_instances, state.pods), (3, 3, 3));
 
     assert_eq!(keycloak.scale_down().await.unwrap(), 3);
-    assert_eq!(kube.keycloak_state(NS, "keycloak"), Some((0, 0, 0, Some("3".to_owned()))));
+    assert_eq!(env.keycloak_state("keycloak").await, Some((0, 0, 0, Some("3".to_owned()))));
     // A retried or resumed scale-down finds the recorded count rather than the current 0.
     assert_eq!(keycloak.scale_down().await.unwrap(), 3);
     assert_eq!(keycloak.observe().await.unwrap().unwrap().recorded_original, Some(3));
 
     keycloak.scale_up(3).await.unwrap();
-    assert_eq!(kube.keycloak_state(NS, "keycloak"), Some((3, 3, 3, None)), "ready, and the annotation is gone");
-    let requests = kube.requests();
-    assert!(
-        requests
-            .iter()
-            .any(|r| r.starts_with("PATCH /apis/k8s.keycloak.org/v2alpha1/namespaces/keycloak/keycloaks/keycloak/scale"))
-    );
+    assert_eq!(env.keycloak_state("keycloak").await, Some((3, 3, 3, None)), "ready, and the annotation is gone");
+    let scale = format!("PATCH /apis/k8s.keycloak.org/v2alpha1/namespaces/{}/keycloaks/keycloak/scale", env.namespace);
+    let requests = env.requests().await;
+    assert!(requests.iter().any(|r| r.starts_with(&scale)), "{requests:#?}");
 }
 
 #[tokio::test]
 async fn the_wait_is_on_pods_not_on_ready() {
     // Terminating takes long; Ready at 0 instances would read true at once.
     let timing = Timing { pod_terminate: Duration::from_millis(400), ..quick() };
-    let kube = FakeKube::new().timing(timing).keycloak(NS, "keycloak", 2);
-    let keycloak = KubeKeycloak::new(in_process(&kube), "keycloak", settings());
+    let env = Setup::new().timing(timing).keycloak("keycloak", 2).start().await;
+    let keycloak = KubeKeycloak::new(env.cluster.clone(), "keycloak", env.settings());
     let started = tokio::time::Instant::now();
     keycloak.scale_down().await.unwrap();
     assert!(started.elapsed() >= Duration::from_millis(400), "returned before the pods were gone");
-    assert_eq!(kube.keycloak_state(NS, "keycloak").unwrap().2, 0);
+    assert_eq!(env.keycloak_state("keycloak").await.unwrap().2, 0);
 }
 
 #[tokio::test]
@@ -47,34 +43,33 @@ async fn every_served_version_is_discovered() {
     for (versions, expected) in
         [(&["v2alpha1"][..], "v2alpha1"), (&["v2beta1"][..], "v2beta1"), (&["v2beta1", "v2alpha1"][..], "v2beta1")]
     {
-        let kube = FakeKube::new().served_versions(versions).timing(quick()).keycloak(NS, "kc", 1);
-        let keycloak = KubeKeycloak::new(in_process(&kube), "kc", settings());
+        let env = Setup::new().served_versions(versions).timing(quick()).keycloak("kc", 1).start().await;
+        let keycloak = KubeKeycloak::new(env.cluster.clone(), "kc", env.settings());
         let (resource, has_scale) = keycloak.served().await.unwrap();
         assert_eq!(resource.version, expected);
         assert!(*has_scale);
         assert_eq!(keycloak.scale_down().await.unwrap(), 1);
-        assert!(
-            kube.requests()
-                .iter()
-                .any(|r| r.contains(&format!("/k8s.keycloak.org/{expected}/namespaces/keycloak/keycloaks/kc/scale")))
-        );
+        let scale = format!("/k8s.keycloak.org/{expected}/namespaces/{}/keycloaks/kc/scale", env.namespace);
+        assert!(env.requests().await.iter().any(|r| r.contains(&scale)));
     }
 }
 
 #[tokio::test]
 async fn without_a_scale_subresource_spec_instances_is_patched() {
-    let kube = FakeKube::new().without_scale_subresource().timing(quick()).keycloak(NS, "keycloak", 2);
-    let keycloak = KubeKeycloak::new(in_process(&kube), "keycloak", settings());
+    let env = Setup::new().without_scale_subresource().timing(quick()).keycloak("keycloak", 2).start().await;
+    let keycloak = KubeKeycloak::new(env.cluster.clone(), "keycloak", env.settings());
     assert_eq!(keycloak.scale_down().await.unwrap(), 2);
     keycloak.scale_up(2).await.unwrap();
-    assert!(kube.requests().iter().all(|r| !r.contains("/scale")));
-    assert_eq!(kube.keycloak_state(NS, "keycloak"), Some((2, 2, 2, None)));
+    let requests = env.requests().await;
+    assert!(requests.iter().any(|r| r.starts_with("PATCH ") && r.contains("/keycloaks/keycloak?")), "{requests:#?}");
+    assert!(requests.iter().all(|r| !r.contains("/scale")), "{requests:#?}");
+    assert_eq!(env.keycloak_state("keycloak").await, Some((2, 2, 2, None)));
 }
 
 #[tokio::test]
 async fn pods_stuck_terminating_are_named_after_the_deadline() {
-    let kube = FakeKube::new().timing(quick()).stuck_pods(1).keycloak(NS, "keycloak", 2);
-    let keycloak = KubeKeycloak::new(in_process(&kube), "keycloak", settings());
+    let env = Setup::new().timing(quick()).stuck_pods(1).keycloak("keycloak", 2).start().await;
+    let keycloak = KubeKeycloak::new(env.cluster.clone(), "keycloak", env.settings());
     let err = keycloak.scale_down().await.unwrap_err();
     let KeycloakError::Timeout { stuck, .. } = &err else { panic!("{err:?}") };
     assert_eq!(stuck, &vec!["keycloak-1".to_owned()]);
@@ -83,47 +78,49 @@ async fn pods_stuck_terminating_are_named_after_the_deadline() {
 
 #[tokio::test]
 async fn force_delete_removes_stuck_pods_when_asked() {
-    let kube = FakeKube::new().timing(quick()).stuck_pods(1).keycloak(NS, "keycloak", 2);
-    let settings = ScaleSettings { force_delete_stuck_pods: true, ..settings() };
-    let keycloak = KubeKeycloak::new(in_process(&kube), "keycloak", settings);
+    let env = Setup::new().timing(quick()).stuck_pods(1).keycloak("keycloak", 2).start().await;
+    let settings = ScaleSettings { force_delete_stuck_pods: true, ..env.settings() };
+    let keycloak = KubeKeycloak::new(env.cluster.clone(), "keycloak", settings);
     assert_eq!(keycloak.scale_down().await.unwrap(), 2);
-    assert!(kube.requests().iter().any(|r| r.starts_with("DELETE /api/v1/namespaces/keycloak/pods/keycloak-1")));
+    let delete = format!("DELETE /api/v1/namespaces/{}/pods/keycloak-1", env.namespace);
+    assert!(env.requests().await.iter().any(|r| r.starts_with(&delete)));
+    assert_eq!(env.keycloak_state("keycloak").await.unwrap().2, 0, "the stuck pod is gone");
 }
 
 #[tokio::test]
 async fn a_slow_start_times_out_with_the_ready_count() {
     let timing = Timing { pod_ready: Duration::from_secs(30), ..quick() };
-    let kube = FakeKube::new().timing(timing).keycloak(NS, "keycloak", 0);
-    let keycloak = KubeKeycloak::new(in_process(&kube), "keycloak", settings());
+    let env = Setup::new().timing(timing).keycloak("keycloak", 0).start().await;
+    let keycloak = KubeKeycloak::new(env.cluster.clone(), "keycloak", env.settings());
     let err = keycloak.scale_up(2).await.unwrap_err();
     assert!(matches!(&err, KeycloakError::Timeout { what, .. } if what.contains("it has 0")), "{err:?}");
 }
 
 #[tokio::test]
 async fn a_missing_permission_names_the_verb_and_the_resource() {
-    let kube = FakeKube::new().timing(quick()).keycloak(NS, "keycloak", 1).forbid("patch", "keycloaks/scale");
-    let (_server, cluster, _config) = over_loopback(&kube).await;
-    let keycloak = KubeKeycloak::new(cluster, "keycloak", settings());
+    let env = Setup::new().timing(quick()).keycloak("keycloak", 1).forbid("patch", "keycloaks/scale").start().await;
+    let keycloak = KubeKeycloak::new(env.cluster.clone(), "keycloak", env.settings());
     let err = keycloak.scale_down().await.unwrap_err();
     assert!(matches!(err, KeycloakError::Forbidden { .. }), "{err:?}");
     let text = err.to_string();
-    assert!(text.contains("cannot patch keycloaks/scale in namespace keycloak (context site-b)"), "{text}");
-    assert_eq!(kube.keycloak_state(NS, "keycloak").unwrap().0, 1, "nothing was scaled");
+    let expected = format!("cannot patch keycloaks/scale in namespace {} (context site-b)", env.namespace);
+    assert!(text.contains(&expected), "{text}");
+    assert_eq!(env.keycloak_state("keycloak").await.unwrap().0, 1, "nothing was scaled");
 }
 
 #[tokio::test]
 async fn a_missing_cr_or_crd_is_a_clear_not_found() {
-    let kube = FakeKube::new().timing(quick());
-    let keycloak = KubeKeycloak::new(in_process(&kube), "nope", settings());
+    let env = Setup::new().timing(quick()).start().await;
+    let keycloak = KubeKeycloak::new(env.cluster.clone(), "nope", env.settings());
     let err = keycloak.observe().await.unwrap_err();
     assert!(matches!(&err, KeycloakError::NotFound { what } if what.contains("keycloaks \"nope\"")), "{err:?}");
 }
 
 #[tokio::test]
 async fn a_rolling_update_shows_in_the_observation() {
-    let kube = FakeKube::new().timing(quick()).keycloak(NS, "keycloak", 2);
-    kube.set_rolling_update(NS, "keycloak", true);
-    let keycloak = KubeKeycloak::new(in_process(&kube), "keycloak", settings());
+    let env = Setup::new().timing(quick()).keycloak("keycloak", 2).start().await;
+    env.set_rolling_update("keycloak", true).await;
+    let keycloak = KubeKeycloak::new(env.cluster.clone(), "keycloak", env.settings());
     assert!(keycloak.observe().await.unwrap().unwrap().rolling_update);
 }
 
