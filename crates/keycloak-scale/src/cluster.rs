@@ -25,6 +25,19 @@ pub enum KubeError {
         /// The kubeconfig context.
         context: String,
     },
+    /// RBAC would refuse calls the run needs (asked before it starts).
+    #[error(
+        "forbidden: cannot {} in namespace {namespace} (context {context}), which the run needs; nothing was changed; grant it in the tool's Role (docs/rbac.md)",
+        .permissions.join(", cannot ")
+    )]
+    Missing {
+        /// Each missing permission as `verb resource`.
+        permissions: Vec<String>,
+        /// The namespace.
+        namespace: String,
+        /// The kubeconfig context.
+        context: String,
+    },
     /// The object does not exist.
     #[error("{what} not found in namespace {namespace} (context {context})")]
     NotFound {
@@ -120,7 +133,7 @@ impl SiteCluster {
 impl From<KubeError> for sync_core::ports::KeycloakError {
     fn from(error: KubeError) -> Self {
         match error {
-            KubeError::Forbidden { .. } => Self::Forbidden { what: error.to_string() },
+            KubeError::Forbidden { .. } | KubeError::Missing { .. } => Self::Forbidden { what: error.to_string() },
             KubeError::NotFound { .. } => Self::NotFound { what: error.to_string() },
             other => Self::Other(other.to_string()),
         }

@@ -16,6 +16,7 @@ use sync_core::ports::{Keycloak, KeycloakError, KeycloakState, Scaling};
 use tokio::sync::OnceCell;
 
 use crate::ORIGINAL_INSTANCES_ANNOTATION;
+use crate::access::Permission;
 use crate::cluster::{KubeError, SiteCluster};
 
 /// How long the StatefulSet may take to report 0 replicas once stuck pods were force-deleted.
@@ -127,6 +128,32 @@ impl KubeKeycloak {
                 Ok((resource, has_scale))
             })
             .await
+    }
+
+    /// The cluster the CR lives in.
+    pub fn cluster(&self) -> &SiteCluster {
+        &self.cluster
+    }
+
+    /// Every permission scaling down and back up needs (after discovery: the scale
+    /// subresource, or `spec.instances` when the CRD has none).
+    pub async fn permissions(&self) -> Result<Vec<Permission>, KubeError> {
+        let (_, has_scale) = self.served().await?;
+        let mut wanted = vec![
+            // Read the CR; record the original count on it (and set spec.instances without scale).
+            Permission::new("get", "k8s.keycloak.org", "keycloaks").named(&self.name),
+            Permission::new("patch", "k8s.keycloak.org", "keycloaks").named(&self.name),
+            // Wait for the pods to go and the StatefulSet to follow.
+            Permission::new("list", "", "pods"),
+            Permission::new("get", "apps", "statefulsets").named(&self.name),
+        ];
+        if *has_scale {
+            wanted.push(Permission::new("patch", "k8s.keycloak.org", "keycloaks/scale").named(&self.name));
+        }
+        if self.settings.force_delete_stuck_pods {
+            wanted.push(Permission::new("delete", "", "pods"));
+        }
+        Ok(wanted)
     }
 
     async fn api(&self) -> Result<Api<DynamicObject>, KubeError> {

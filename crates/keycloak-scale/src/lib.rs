@@ -1,6 +1,7 @@
 //! Keycloak on the offline site, through kube-rs; and the Kubernetes-side helpers of a run.
 //!
 //! # Layout
+//! - [`access`]: the permissions a run needs, asked of RBAC before it starts.
 //! - [`cluster`]: one site's cluster (kubeconfig context, namespace) as a `kube::Client`.
 //! - [`keycloak`]: [`KubeKeycloak`], scaling the Keycloak CR (scale subresource, or
 //!   `spec.instances`), waiting on pods rather than `Ready`, remembering the original count.
@@ -15,6 +16,7 @@
 //!
 //! This is the only crate that imports kube.
 
+pub mod access;
 pub mod cluster;
 pub mod external;
 pub mod health;

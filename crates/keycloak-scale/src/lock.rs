@@ -11,6 +11,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, PostParams};
 use sync_core::ports::{LockError, LockHolder, RunLock};
 
+use crate::access::Permission;
 use crate::cluster::SiteCluster;
 
 /// Who this process is, for lock holders: `site-sync/<run>@<host>`.
@@ -37,6 +38,21 @@ impl LeaseLock {
     /// between renewals.
     pub fn new(cluster: SiteCluster, name: impl Into<String>, duration: Duration) -> Self {
         Self { cluster, name: name.into(), duration }
+    }
+
+    /// The cluster the Lease lives in.
+    pub fn cluster(&self) -> &SiteCluster {
+        &self.cluster
+    }
+
+    /// What taking, renewing and releasing the Lease needs.
+    pub fn permissions(&self) -> Vec<Permission> {
+        ["get", "create", "update", "delete"]
+            .into_iter()
+            .map(|verb| Permission::new(verb, "coordination.k8s.io", "leases"))
+            // `create` cannot be limited to a name in RBAC; the others can.
+            .map(|p| if p.verb == "create" { p } else { p.named(&self.name) })
+            .collect()
     }
 
     fn api(&self) -> Api<Lease> {

@@ -133,6 +133,7 @@ fn describe_run(resolved: &Resolved, connected: &Connected, caches: &[CacheName]
 pub async fn run(format: Format, resolved: &Resolved, change: Change, resume: bool) -> Result<Exit, CliError> {
     resolved.check_journal_place()?;
     let connected = connect(resolved).await?;
+    connected.check_access(&resolved.offline).await?;
     let renderer = Renderer::new(format);
     let driver = Driver::new(&connected.plan, &connected.ports, &renderer);
     let question = if resume {
@@ -192,6 +193,7 @@ async fn preflight(connected: &Connected) -> Result<PreflightReport, RunOutcome>
 pub async fn plan(format: Format, resolved: &Resolved) -> Result<Exit, CliError> {
     resolved.check_journal_place()?;
     let connected = connect(resolved).await?;
+    connected.check_access(&resolved.offline).await?;
     let preflight = preflight(&connected).await;
     let caches = preflight.as_ref().ok().map(|r| r.caches.clone());
     let (a, o) = (&resolved.active, &resolved.offline);
@@ -400,6 +402,7 @@ pub async fn verify(format: Format, resolved: &Resolved, level: Option<VerifyLev
 pub async fn check(format: Format, resolved: &Resolved) -> Result<Exit, CliError> {
     resolved.check_journal_place()?;
     let connected = connect(resolved).await?;
+    connected.check_access(&resolved.offline).await?;
     let outcome = preflight(&connected).await;
     let exit = if outcome.is_ok() { Exit::Success } else { Exit::Refused };
     if format == Format::Json {

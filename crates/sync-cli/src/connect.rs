@@ -351,6 +351,30 @@ pub struct Connected {
     _forwards: (Option<PortForward>, Option<PortForward>),
 }
 
+impl Connected {
+    /// Asks RBAC, before anything changes, for every permission the run will use on the offline
+    /// site's cluster (scaling Keycloak, the Lease). The site's other calls (Secrets, Service,
+    /// port-forward) were made by `connect` already and failed there if refused.
+    pub async fn check_access(&self, offline: &SiteName) -> Result<(), CliError> {
+        let mut wanted = Vec::new();
+        let mut cluster = None;
+        if let Backend::Kube(keycloak) = &self.ports.keycloak.backend {
+            wanted.extend(keycloak.permissions().await.map_err(|e| CliError::new(e_exit(&e), format!("site {offline}: {e}")))?);
+            cluster = Some(keycloak.cluster());
+        }
+        if let AnyLock::Lease(lease) = &self.ports.lock {
+            wanted.extend(lease.permissions());
+            cluster = Some(lease.cluster());
+        }
+        match cluster {
+            Some(cluster) => keycloak_scale::access::check(cluster, &wanted)
+                .await
+                .map_err(|e| CliError::new(Exit::Refused, format!("site {offline}: {e}"))),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Connects both sites and builds the ports.
 pub async fn connect(resolved: &Resolved) -> Result<Connected, CliError> {
     let active = site(resolved, &resolved.active).await?;

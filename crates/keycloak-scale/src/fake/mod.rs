@@ -422,6 +422,7 @@ impl FakeKube {
             .route("/api/v1/namespaces/{ns}/pods/{name}/portforward", get(portforward::handle))
             .route("/api/v1/namespaces/{ns}/secrets/{name}", get(secret_get))
             .route("/api/v1/namespaces/{ns}/services/{name}", get(service_get))
+            .route("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", post(access_review))
             .route("/apis/coordination.k8s.io/v1/namespaces/{ns}/leases", post(lease_create))
             .route(
                 "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}",
@@ -517,6 +518,19 @@ async fn guard(State(kube): State<FakeKube>, request: axum::extract::Request, ne
         }
     }
     next.run(request).await
+}
+
+/// RBAC's answer from the forbidden set (by verb and resource; names do not matter here).
+async fn access_review(State(kube): State<FakeKube>, axum::Json(mut review): axum::Json<Value>) -> Response {
+    let attributes = &review["spec"]["resourceAttributes"];
+    let verb = attributes["verb"].as_str().unwrap_or_default().to_owned();
+    let resource = match (attributes["resource"].as_str(), attributes["subresource"].as_str()) {
+        (Some(resource), Some(sub)) if !sub.is_empty() => format!("{resource}/{sub}"),
+        (resource, _) => resource.unwrap_or_default().to_owned(),
+    };
+    let allowed = !kube.lock().forbidden.contains(&(verb, resource));
+    review["status"] = json!({"allowed": allowed});
+    (StatusCode::CREATED, axum::Json(review)).into_response()
 }
 
 async fn api_groups(State(kube): State<FakeKube>) -> Response {

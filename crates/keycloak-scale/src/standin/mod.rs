@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::{Value, json};
 
@@ -317,6 +317,66 @@ impl RealKube {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("discovery did not follow the reshaped Keycloak CRD within 10 s");
+    }
+
+    /// The Keycloak resource as the API server serves it now (tests reshape the CRD).
+    pub async fn keycloak_resource(&self) -> ApiResource {
+        let group = kube::discovery::group(&self.admin, "k8s.keycloak.org").await.expect("the Keycloak CRD is served");
+        group.recommended_kind("Keycloak").expect("kind Keycloak").0
+    }
+
+    /// Creates a Keycloak CR with `instances`, as a user would apply it.
+    pub async fn create_keycloak(&self, namespace: &str, name: &str, instances: u32) {
+        let resource = self.keycloak_resource().await;
+        self.create(
+            namespace,
+            json!({
+                "apiVersion": resource.api_version, "kind": "Keycloak",
+                "metadata": {"name": name},
+                "spec": {"instances": instances, "hostname": {"hostname": format!("{name}.example")}},
+            }),
+        )
+        .await;
+    }
+
+    /// `(spec.instances, ready pods, all pods, original-count annotation)` of a Keycloak, read
+    /// as the administrator.
+    pub async fn keycloak_state(&self, namespace: &str, name: &str) -> Option<(u32, u32, u32, Option<String>)> {
+        let resource = self.keycloak_resource().await;
+        let api: Api<DynamicObject> = Api::namespaced_with(self.admin.clone(), namespace, &resource);
+        let cr = api.get_opt(name).await.expect("reading the CR")?;
+        let spec = cr.data.pointer("/spec/instances").and_then(Value::as_u64).unwrap_or(1) as u32;
+        let annotation = cr.metadata.annotations.as_ref().and_then(|a| a.get(crate::ORIGINAL_INSTANCES_ANNOTATION)).cloned();
+        let pods: Api<Pod> = Api::namespaced(self.admin.clone(), namespace);
+        let selector: Vec<String> = operator::labels(name).iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let pods = pods.list(&ListParams::default().labels(&selector.join(","))).await.expect("listing pods").items;
+        let ready = pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .count() as u32;
+        Some((spec, ready, pods.len() as u32, annotation))
+    }
+
+    /// Waits (15 s at most) until the Keycloak has `instances` ready pods and no others.
+    pub async fn settled(&self, namespace: &str, name: &str, instances: u32, operator: &operator::StandInOperator) {
+        for _ in 0..300 {
+            let state = self.keycloak_state(namespace, name).await;
+            if matches!(state, Some((spec, ready, pods, _)) if spec == instances && ready == instances && pods == instances) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "keycloak {name} in {namespace} did not settle at {instances} instances in 15 s: {:?}; operator: {:?}",
+            self.keycloak_state(namespace, name).await,
+            operator.last_error()
+        );
     }
 
     /// Whether `user` (impersonated) may `verb` `resource` in `namespace` (a

@@ -1,7 +1,8 @@
 use std::time::Duration;
 
 use keycloak_scale::fake::Timing;
-use keycloak_scale::{KubeKeycloak, ScaleSettings, SiteCluster};
+use keycloak_scale::lock::LeaseLock;
+use keycloak_scale::{KubeKeycloak, ScaleSettings, SiteCluster, access};
 use sync_core::ports::{Keycloak, KeycloakError};
 
 use crate::support::*;
@@ -106,6 +107,38 @@ async fn a_missing_permission_names_the_verb_and_the_resource() {
     let expected = format!("cannot patch keycloaks/scale in namespace {} (context site-b)", env.namespace);
     assert!(text.contains(&expected), "{text}");
     assert_eq!(env.keycloak_state("keycloak").await.unwrap().0, 1, "nothing was scaled");
+}
+
+#[tokio::test]
+async fn rbac_is_asked_for_every_permission_before_anything_changes() {
+    let env = Setup::new().timing(quick()).keycloak("keycloak", 1).forbid("patch", "keycloaks/scale").start().await;
+    let keycloak = KubeKeycloak::new(env.cluster.clone(), "keycloak", env.settings());
+    let lease = LeaseLock::new(env.cluster.clone(), "site-sync", Duration::from_secs(60));
+    let mut wanted = keycloak.permissions().await.unwrap();
+    wanted.extend(lease.permissions());
+    let err = access::check(&env.cluster, &wanted).await.unwrap_err();
+    let expected = format!("cannot patch keycloaks/scale in namespace {} (context site-b), which the run needs", env.namespace);
+    assert!(err.to_string().contains(&expected), "{err}");
+
+    // Several missing: all named, in one message.
+    let env = Setup::new()
+        .timing(quick())
+        .keycloak("keycloak", 1)
+        .forbid("get", "statefulsets")
+        .forbid("delete", "leases")
+        .start()
+        .await;
+    let keycloak = KubeKeycloak::new(env.cluster.clone(), "keycloak", env.settings());
+    let lease = LeaseLock::new(env.cluster.clone(), "site-sync", Duration::from_secs(60));
+    let mut wanted = keycloak.permissions().await.unwrap();
+    wanted.extend(lease.permissions());
+    let err = access::check(&env.cluster, &wanted).await.unwrap_err();
+    assert!(err.to_string().contains("cannot get statefulsets, cannot delete leases in namespace"), "{err}");
+
+    let env = Setup::new().timing(quick()).keycloak("keycloak", 1).forbid("get", "secrets").start().await;
+    let keycloak = KubeKeycloak::new(env.cluster.clone(), "keycloak", env.settings());
+    access::check(&env.cluster, &keycloak.permissions().await.unwrap()).await.unwrap();
+    assert_eq!(env.keycloak_state("keycloak").await.unwrap().0, 1, "asking changes nothing");
 }
 
 #[tokio::test]

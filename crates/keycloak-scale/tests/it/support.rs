@@ -7,12 +7,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Pod;
 use keycloak_scale::fake::{FakeKube, RunningKube, Timing, kubeconfig};
-use keycloak_scale::standin::operator::{Behaviour, StandInOperator, labels};
+use keycloak_scale::standin::operator::{Behaviour, StandInOperator};
 use keycloak_scale::standin::{RealKube, SITE_SYNC_USER};
-use keycloak_scale::{ORIGINAL_INSTANCES_ANNOTATION, ScaleSettings, SiteCluster};
-use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
+use keycloak_scale::{ScaleSettings, SiteCluster};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 
 /// The fake's namespace (the real backend gives every test a fresh one).
@@ -170,17 +169,8 @@ impl Setup {
             ..Behaviour::default()
         };
         let operator = StandInOperator::start(real.operator.clone(), &namespace, behaviour);
-        let resource = keycloak_resource(&real.admin).await;
         for (name, instances) in &self.keycloaks {
-            real.create(
-                &namespace,
-                json!({
-                    "apiVersion": format!("k8s.keycloak.org/{}", resource.version), "kind": "Keycloak",
-                    "metadata": {"name": name},
-                    "spec": {"instances": instances, "hostname": {"hostname": format!("{name}.example")}},
-                }),
-            )
-            .await;
+            real.create_keycloak(&namespace, name, *instances).await;
         }
         for (name, data) in &self.secrets {
             let string_data: serde_json::Map<String, Value> = data.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
@@ -236,11 +226,13 @@ impl Setup {
         let env = Env {
             cluster,
             namespace: namespace.clone(),
-            backend: Backend::Real { real, operator, user, _crd: crd, _relay: relay, resource },
+            backend: Backend::Real { real, operator, user, _crd: crd, _relay: relay },
         };
         // Like the fake, start from a settled cluster: every Keycloak ready with its pods.
-        for (name, instances) in &self.keycloaks {
-            env.settled(name, *instances).await;
+        if let Backend::Real { real, operator, .. } = &env.backend {
+            for (name, instances) in &self.keycloaks {
+                real.settled(&env.namespace, name, *instances, operator).await;
+            }
         }
         env
     }
@@ -290,12 +282,7 @@ type ForwardedPod = (String, Vec<(String, String)>, SocketAddr);
 #[allow(clippy::large_enum_variant)]
 enum Backend {
     Fake { kube: FakeKube, _running: RunningKube, _file: tempfile::NamedTempFile },
-    Real { real: RealKube, operator: StandInOperator, user: String, resource: ApiResource, _crd: CrdGuard, _relay: Option<Relay> },
-}
-
-async fn keycloak_resource(client: &kube::Client) -> ApiResource {
-    let group = kube::discovery::group(client, "k8s.keycloak.org").await.expect("the Keycloak CRD is served");
-    group.recommended_kind("Keycloak").expect("kind Keycloak").0
+    Real { real: RealKube, operator: StandInOperator, user: String, _crd: CrdGuard, _relay: Option<Relay> },
 }
 
 /// A test's cluster, built.
@@ -327,47 +314,8 @@ impl Env {
     pub async fn keycloak_state(&self, name: &str) -> Option<(u32, u32, u32, Option<String>)> {
         match &self.backend {
             Backend::Fake { kube, .. } => kube.keycloak_state(NS, name),
-            Backend::Real { real, resource, .. } => {
-                let api: Api<DynamicObject> = Api::namespaced_with(real.admin.clone(), &self.namespace, resource);
-                let cr = api.get_opt(name).await.expect("reading the CR")?;
-                let spec = cr.data.pointer("/spec/instances").and_then(Value::as_u64).unwrap_or(1) as u32;
-                let annotation = cr.metadata.annotations.as_ref().and_then(|a| a.get(ORIGINAL_INSTANCES_ANNOTATION)).cloned();
-                let pods: Api<Pod> = Api::namespaced(real.admin.clone(), &self.namespace);
-                let selector: Vec<String> = labels(name).iter().map(|(k, v)| format!("{k}={v}")).collect();
-                let pods = pods.list(&ListParams::default().labels(&selector.join(","))).await.expect("listing pods").items;
-                let ready = pods
-                    .iter()
-                    .filter(|p| p.metadata.deletion_timestamp.is_none())
-                    .filter(|p| {
-                        p.status
-                            .as_ref()
-                            .and_then(|s| s.conditions.as_ref())
-                            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-                    })
-                    .count() as u32;
-                Some((spec, ready, pods.len() as u32, annotation))
-            }
+            Backend::Real { real, .. } => real.keycloak_state(&self.namespace, name).await,
         }
-    }
-
-    /// Waits (bounded) until the Keycloak has `instances` ready pods and no others, and the
-    /// operator reported it.
-    async fn settled(&self, name: &str, instances: u32) {
-        for _ in 0..300 {
-            let state = self.keycloak_state(name).await;
-            if matches!(state, Some((spec, ready, pods, _)) if spec == instances && ready == instances && pods == instances) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let error = match &self.backend {
-            Backend::Real { operator, .. } => operator.last_error(),
-            Backend::Fake { .. } => None,
-        };
-        panic!(
-            "keycloak {name} did not settle at {instances} instances in 15 s: {:?}; operator: {error:?}",
-            self.keycloak_state(name).await
-        );
     }
 
     /// The requests site-sync's client made so far, as `METHOD /path?query`.
@@ -382,9 +330,10 @@ impl Env {
     pub async fn set_rolling_update(&self, name: &str, rolling: bool) {
         match &self.backend {
             Backend::Fake { kube, .. } => kube.set_rolling_update(NS, name, rolling),
-            Backend::Real { operator, real, resource, .. } => {
+            Backend::Real { operator, real, .. } => {
                 operator.behave(|b| b.rolling_update = rolling);
-                let api: Api<DynamicObject> = Api::namespaced_with(real.admin.clone(), &self.namespace, resource);
+                let resource = real.keycloak_resource().await;
+                let api: Api<DynamicObject> = Api::namespaced_with(real.admin.clone(), &self.namespace, &resource);
                 for _ in 0..100 {
                     let cr = api.get(name).await.expect("reading the CR");
                     let shown = cr

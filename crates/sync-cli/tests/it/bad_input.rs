@@ -437,10 +437,18 @@ async fn a_missing_rbac_permission_stops_before_any_data_change() {
     env.kube_b.clone().forbid("patch", "keycloaks");
     let before = (env.entries("site-a"), env.entries("site-b"));
     let out = env.run(&["run", "--yes"]).await;
-    assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(out.last_error_line().contains("cannot patch keycloaks in namespace keycloak (context site-b)"), "{}", out.stderr);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(
+        out.last_error_line().contains("cannot patch keycloaks in namespace keycloak (context site-b), which the run needs"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.last_error_line().contains("nothing was changed"), "{}", out.stderr);
     assert_eq!((env.entries("site-a"), env.entries("site-b")), before);
     assert!(env.ispn.world().clears().is_empty());
+    assert_eq!(env.kube_b.keycloak_state(NS, "keycloak"), Some((3, 3, 3, None)), "Keycloak untouched");
+    // Asked of RBAC before anything: the CR was read (discovery) but never patched.
+    assert!(env.kube_b.requests().iter().all(|r| !r.starts_with("PATCH")), "{:#?}", env.kube_b.requests());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

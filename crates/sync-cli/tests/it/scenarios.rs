@@ -14,11 +14,10 @@ use std::time::{Duration, Instant};
 use fake_ispn::{ClusterSpec, FakeCluster, KEYCLOAK_26_CACHES, TransferSpec};
 use futures::{StreamExt, TryStreamExt};
 use ispn_xsite::{CacheName, ClearScope, Client, ClientConfig, Credentials, SiteAction, SiteApi, SiteName};
-use keycloak_scale::fake::{FakeKube, RunningKube};
 use sync_core::journal::Journal;
 use sync_core::vocabulary::Step;
 
-use crate::support::{Clusters, NS, Output, clusters, site_block, site_sync};
+use crate::support::{KubeSites, Output, site_sync};
 
 /// Real pairs are shared: one scenario at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -33,9 +32,7 @@ struct Pair {
     urls: (String, String),
     a: Client,
     b: Client,
-    kube_b: FakeKube,
-    _kube_a: FakeKube,
-    _served: (RunningKube, RunningKube),
+    kube: KubeSites,
     dir: tempfile::TempDir,
 }
 
@@ -77,14 +74,22 @@ impl Pair {
                 (Backend::Fake(fake), urls)
             }
         };
-        let Clusters { kube_a, kube_b, served, dir } = clusters(|k| k).await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("password"), "password\n").unwrap();
+        let kube = KubeSites::start(dir.path()).await;
+        let site_block = |name: &str, url: &str| {
+            format!(
+                "  {name}:\n    infinispan:\n      url: {url}\n      user: admin\n      password_file: password\n    kubernetes:\n      kubeconfig: kubeconfig\n      context: {name}\n      namespace: {}\n      keycloak: keycloak\n",
+                kube.namespace(name)
+            )
+        };
         let config = format!(
             "active: site-a\noffline: site-b\njournal: journal.json\nsettings:\n  poll_interval: 100ms\n{settings}sites:\n{}{}",
             site_block("site-a", &urls.0),
             site_block("site-b", &urls.1)
         );
         std::fs::write(dir.path().join("site-sync.yaml"), config).unwrap();
-        let pair = Self { a: client(&urls.0), b: client(&urls.1), urls, backend, kube_b, _kube_a: kube_a, _served: served, dir };
+        let pair = Self { a: client(&urls.0), b: client(&urls.1), urls, backend, kube, dir };
         pair.reset().await;
         pair
     }
@@ -293,7 +298,7 @@ async fn a_split_brain_is_healed_under_live_writes_and_every_report_tells_the_tr
     assert_eq!(active, expected, "the active site changed beyond the live writes");
     assert_eq!(offline, active, "the offline site does not equal the active site key by key and value by value");
     assert!(stale.keys().any(|k| k.1.starts_with("ghost")), "the scenario had stale-only keys");
-    assert_eq!(pair.kube_b.keycloak_state(NS, "keycloak"), Some((3, 3, 3, None)));
+    assert_eq!(pair.kube.keycloak_b().await, Some((3, 3, 3, None)));
 
     let Output { code, stdout, .. } = pair.run(&["verify"]).await;
     assert_eq!(code, 0, "verify disagrees with the independent comparison: {stdout}");
@@ -347,7 +352,7 @@ async fn killed_at_every_step_boundary_and_mid_push_then_resumed_ends_consistent
     assert!(code == 0 || journal.is_complete(), "{stdout}\n{stderr}");
     assert_eq!(pair.data(&pair.a).await, expected, "killed at {killed:?}");
     assert_eq!(pair.data(&pair.b).await, expected, "killed at {killed:?}");
-    assert_eq!(pair.kube_b.keycloak_state(NS, "keycloak"), Some((3, 3, 3, None)));
+    assert_eq!(pair.kube.keycloak_b().await, Some((3, 3, 3, None)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -379,7 +384,7 @@ async fn the_offline_site_dying_mid_push_stops_the_run_and_resume_completes_afte
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert_eq!(pair.data(&pair.b).await, expected);
     assert_eq!(pair.data(&pair.a).await, expected);
-    assert_eq!(pair.kube_b.keycloak_state(NS, "keycloak"), Some((3, 3, 3, None)));
+    assert_eq!(pair.kube.keycloak_b().await, Some((3, 3, 3, None)));
 }
 
 /// A split brain whose sites end up with equal sizes but different content: as many keys only on

@@ -9,6 +9,8 @@ use std::time::Duration;
 use fake_ispn::{ClusterSpec, FakeCluster, KEYCLOAK_26_CACHES, SiteSnapshot};
 use ispn_xsite::{CacheName, SiteAction, SiteApi, SiteName};
 use keycloak_scale::fake::{FakeKube, RunningKube, Timing, kubeconfig};
+use keycloak_scale::standin::RealKube;
+use keycloak_scale::standin::operator::{Behaviour, StandInOperator};
 
 pub const NS: &str = "keycloak";
 
@@ -84,6 +86,60 @@ pub async fn clusters(kube_b: impl FnOnce(FakeKube) -> FakeKube) -> Clusters {
     .unwrap();
     std::fs::write(dir.path().join("password"), "password\n").unwrap();
     Clusters { kube_a, kube_b, served, dir }
+}
+
+/// Both sites' Kubernetes for the scenarios: two fake API servers, or, when
+/// `SITE_SYNC_KUBE_CONFIG` names the harness's (`cargo xtask kube up`), a namespace per site on
+/// the real API server, each reconciled by a stand-in Keycloak Operator in this test process.
+/// Either way Keycloak has 2 instances on site-a and 3 on site-b, and `<dir>/kubeconfig` has a
+/// context per site.
+pub enum KubeSites {
+    Fake { kube_b: FakeKube, _served: (RunningKube, RunningKube) },
+    Real { real: Box<RealKube>, namespaces: [String; 2], _operators: [StandInOperator; 2] },
+}
+
+impl KubeSites {
+    pub async fn start(dir: &Path) -> Self {
+        let Some(real) = RealKube::from_env().await else {
+            let kube_a = FakeKube::new().timing(quick()).keycloak(NS, "keycloak", 2);
+            let kube_b = FakeKube::new().timing(quick()).keycloak(NS, "keycloak", 3);
+            let served = (kube_a.serve().await.unwrap(), kube_b.serve().await.unwrap());
+            std::fs::write(
+                dir.join("kubeconfig"),
+                kubeconfig(&[("site-a", &served.0.url(), NS), ("site-b", &served.1.url(), NS)]),
+            )
+            .unwrap();
+            return Self::Fake { kube_b, _served: served };
+        };
+        let namespaces = [real.namespace("e2e-site-a").await, real.namespace("e2e-site-b").await];
+        let operators = namespaces.clone().map(|ns| StandInOperator::start(real.operator.clone(), &ns, Behaviour::default()));
+        for ((namespace, instances), operator) in namespaces.iter().zip([2, 3]).zip(&operators) {
+            real.create_keycloak(namespace, "keycloak", instances).await;
+            real.settled(namespace, "keycloak", instances, operator).await;
+        }
+        std::fs::write(
+            dir.join("kubeconfig"),
+            real.kubeconfig(&[("site-a", &namespaces[0], None), ("site-b", &namespaces[1], None)]),
+        )
+        .unwrap();
+        Self::Real { real: Box::new(real), namespaces, _operators: operators }
+    }
+
+    /// The namespace of `site`'s Keycloak.
+    pub fn namespace(&self, site: &str) -> &str {
+        match self {
+            Self::Fake { .. } => NS,
+            Self::Real { namespaces, .. } => &namespaces[usize::from(site == "site-b")],
+        }
+    }
+
+    /// `(spec.instances, ready pods, all pods, original-count annotation)` of site-b's Keycloak.
+    pub async fn keycloak_b(&self) -> Option<(u32, u32, u32, Option<String>)> {
+        match self {
+            Self::Fake { kube_b, .. } => kube_b.keycloak_state(NS, "keycloak"),
+            Self::Real { real, namespaces, .. } => real.keycloak_state(&namespaces[1], "keycloak").await,
+        }
+    }
 }
 
 /// A configuration's `sites:` entry for `name`: Infinispan at `url` as admin, Keycloak through
