@@ -697,16 +697,21 @@ fn heal_link() -> Result<()> {
 pub fn e2e(args: &[&str]) -> Result<()> {
     let mut versions = Vec::new();
     let mut only_keycloak = false;
+    let mut only_kube = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match *arg {
             "--version" => versions.push(resolve(it.next().context("--version needs a value")?)?),
             "--keycloak" => only_keycloak = true,
+            "--kube" => only_kube = true,
             other => bail!("unknown option {other}"),
         }
     }
+    if only_keycloak && only_kube {
+        bail!("--keycloak and --kube each select one suite; give one of them, or neither for every suite");
+    }
     if versions.is_empty() {
-        versions = VERSIONS.to_vec();
+        versions = if only_kube { vec![VERSIONS[VERSIONS.len() - 1]] } else { VERSIONS.to_vec() };
     }
     // Build first, so that servers are not kept waiting for the compiler. Every cargo command
     // here selects the whole workspace, like `cargo xtask ci` does: selecting single packages
@@ -714,9 +719,26 @@ pub fn e2e(args: &[&str]) -> Result<()> {
     run(cargo().args(["test", "--workspace", "--test", "it", "--no-run"]))?;
     let started = Instant::now();
     let mut timings = Vec::new();
+    let kube = if only_keycloak {
+        None
+    } else {
+        let t = Instant::now();
+        let kube = crate::kube::attach_or_start()?;
+        let ready = t.elapsed();
+        kube_suite(&kube)?;
+        timings.push(format!(
+            "{:<28} ready in {:>5.1} s, keycloak-scale suite done in {:>5.1} s",
+            "kubernetes",
+            ready.as_secs_f64(),
+            t.elapsed().as_secs_f64()
+        ));
+        Some(kube)
+    };
     for version in versions {
         let specs = if only_keycloak {
             Vec::new()
+        } else if only_kube {
+            vec![PairSpec::plain(version, 1)]
         } else {
             vec![PairSpec::plain(version, 1), PairSpec { tls: true, ..PairSpec::plain(version, 1) }, PairSpec::plain(version, 2)]
         };
@@ -724,9 +746,12 @@ pub fn e2e(args: &[&str]) -> Result<()> {
             let t = Instant::now();
             let pair = start(spec.clone(), Lifetime::ThisProcess)?;
             let ready = t.elapsed();
-            contract(&pair, &[])?;
-            if !spec.tls && spec.nodes == 1 {
-                scenarios(&pair)?;
+            if !only_kube {
+                contract(&pair, &[])?;
+            }
+            if let (false, 1, Some(kube)) = (spec.tls, spec.nodes, &kube) {
+                scenarios(&pair, kube)?;
+                rbac(&pair, kube)?;
             }
             if spec.tls {
                 // Operators run the CLI with --trustall: the insecure mode must work too.
@@ -740,7 +765,13 @@ pub fn e2e(args: &[&str]) -> Result<()> {
                 t.elapsed().as_secs_f64()
             ));
         }
-        timings.push(keycloak_suite(version)?);
+        if !only_kube {
+            timings.push(keycloak_suite(version)?);
+        }
+    }
+    if let Some(kube) = &kube {
+        let memory: Vec<String> = kube.memory().iter().map(|(what, mib)| format!("{what} {mib:.0} MiB")).collect();
+        timings.push(format!("{:<28} memory: {}", "kubernetes", memory.join(", ")));
     }
     for line in &timings {
         eprintln!("e2e: {line}");
@@ -761,7 +792,7 @@ fn keycloak_suite(version: &'static str) -> Result<String> {
     let memory = crate::keycloak::Keycloaks::jvm_memory();
     let mut command = cargo();
     command.args(["test", "--workspace", "--test", "it", "--", "--exact", "--test-threads", "1"]);
-    // By exact name: keycloak-scale's test binary has a `keycloak::` module too.
+    // By exact name: only the tests that need the servers.
     command.args(crate::keycloak::TESTS.map(|test| format!("keycloak::{test}")));
     for (k, v) in pair.env().into_iter().chain(keycloaks.env()) {
         command.env(k, v);
@@ -787,13 +818,36 @@ fn keycloak_suite(version: &'static str) -> Result<String> {
 }
 
 /// The site-sync binary's end-to-end scenarios (split brain, kills, a dying site) on this pair.
-fn scenarios(pair: &RunningPair) -> Result<()> {
+/// The end-to-end scenarios: the real pair, Keycloak scaled through the real API server.
+fn scenarios(pair: &RunningPair, kube: &crate::kube::RunningKube) -> Result<()> {
     let mut command = cargo();
     command.args(["test", "--workspace", "--test", "it", "--", "scenarios::", "--test-threads", "1", "--nocapture"]);
-    for (k, v) in pair.env() {
+    for (k, v) in pair.env().into_iter().chain(kube.env()) {
         command.env(k, v);
     }
     run(&mut command).with_context(|| format!("the end-to-end scenarios failed against the real {} pair", pair.spec.variant()))
+}
+
+/// The documented Role proven on the real API server with the real pair (ignored tests: they
+/// cannot run without both, and fail here rather than pass unseen).
+fn rbac(pair: &RunningPair, kube: &crate::kube::RunningKube) -> Result<()> {
+    let mut command = cargo();
+    command.args(["test", "--workspace", "--test", "it", "--", "rbac::", "--ignored", "--test-threads", "1", "--nocapture"]);
+    for (k, v) in pair.env().into_iter().chain(kube.env()) {
+        command.env(k, v);
+    }
+    run(&mut command).with_context(|| format!("the RBAC suite failed against the real {} pair", pair.spec.variant()))
+}
+
+/// keycloak-scale's suite (scaling, pods, CRD versions, Secrets, Lease, port-forward, 403s)
+/// against the real API server: the same tests as on the fake.
+fn kube_suite(kube: &crate::kube::RunningKube) -> Result<()> {
+    let mut command = cargo();
+    command.args(["test", "--workspace", "--test", "it", "--", "scaling::", "lock_and_secrets::"]);
+    for (k, v) in kube.env() {
+        command.env(k, v);
+    }
+    run(&mut command).context("keycloak-scale's suite failed against the real API server")
 }
 
 fn contract(pair: &RunningPair, overrides: &[(&str, &str)]) -> Result<()> {

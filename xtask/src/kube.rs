@@ -110,6 +110,11 @@ fn go_version() -> Result<String> {
 
 /// Builds what is missing or stale; returns the binary directory.
 pub fn ensure_binaries() -> Result<PathBuf> {
+    ensure_binaries_to(None)
+}
+
+/// [`ensure_binaries`] with the Go tool's output in `log` (when it runs beside other work).
+pub fn ensure_binaries_to(log: Option<&Path>) -> Result<PathBuf> {
     let bin = root().join("bin");
     std::fs::create_dir_all(&bin)?;
     let go = go_version()?;
@@ -125,16 +130,21 @@ pub fn ensure_binaries() -> Result<PathBuf> {
         }
         eprintln!("building {} from the Go module proxy ({go}); cached in {} afterwards", program.name, bin.display());
         let started = Instant::now();
-        let status = Command::new("go")
+        let mut command = Command::new("go");
+        command
             .args(["build", "-trimpath", "-ldflags", &program.ldflags, "-o"])
             .arg(&binary)
             .arg(program.package)
             .current_dir(&module)
-            .env("CGO_ENABLED", "0")
-            .status()
-            .context("cannot run go build")?;
+            .env("CGO_ENABLED", "0");
+        if let Some(log) = log {
+            let file = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+            command.stdout(file.try_clone()?).stderr(file);
+        }
+        let status = command.status().context("cannot run go build")?;
         if !status.success() {
-            bail!("building {} failed ({status}); the Go module is {}", program.name, module.display());
+            let tail = log.map(log_tail).unwrap_or_default();
+            bail!("building {} failed ({status}); the Go module is {}\n{tail}", program.name, module.display());
         }
         eprintln!("built {} in {:.0} s", program.name, started.elapsed().as_secs_f64());
         std::fs::write(stamp_file, stamp)?;
@@ -409,6 +419,31 @@ fn kubeconfig_text(dir: &Path, tokens: &[(&str, String)], only: Option<&str>) ->
 
 /// Starts etcd, the API server and kwok, and installs what every test needs: the Keycloak CRD,
 /// kwok's node, and per site a namespace with an Infinispan pod and its operator's Secret.
+/// The harness `kube up` left running, if it is ready; the tests reuse it rather than start a
+/// second one on the same ports.
+pub fn attach() -> Result<Option<RunningKube>> {
+    let dir = run_dir();
+    if !pids(&dir).iter().any(|(_, pid)| alive(*pid)) {
+        return Ok(None);
+    }
+    let token = std::fs::read_to_string(dir.join("tokens.csv"))?.split(',').next().unwrap_or_default().to_owned();
+    if !api_call(&dir, &token, "GET", "/readyz", None).is_ok_and(|(code, _)| code == 200) {
+        bail!("a Kubernetes harness is running but not ready; `cargo xtask kube down` stops it");
+    }
+    Ok(Some(RunningKube { dir, children: Vec::new(), lifetime: Lifetime::Detached, ready_after: Vec::new(), token }))
+}
+
+/// The running harness, or a new one for this process.
+pub fn attach_or_start() -> Result<RunningKube> {
+    match attach()? {
+        Some(kube) => {
+            eprintln!("e2e: using the Kubernetes harness `cargo xtask kube up` started ({})", kube.dir.display());
+            Ok(kube)
+        }
+        None => start(Lifetime::ThisProcess),
+    }
+}
+
 pub fn start(lifetime: Lifetime) -> Result<RunningKube> {
     let bin = ensure_binaries()?;
     for port in [API_PORT, ETCD_PORT, ETCD_PEER_PORT, KWOK_PORT] {

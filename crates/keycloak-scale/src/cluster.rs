@@ -108,12 +108,17 @@ impl SiteCluster {
     /// Classifies an error of a `verb` on `resource` named `name`.
     pub fn error(&self, verb: &str, resource: &str, name: &str, error: kube::Error) -> KubeError {
         match &error {
-            kube::Error::Api(status) if status.code == 403 => KubeError::Forbidden {
-                verb: verb.to_owned(),
-                resource: resource.to_owned(),
-                namespace: self.namespace.clone(),
-                context: self.context.clone(),
-            },
+            kube::Error::Api(status) if status.code == 403 => {
+                // The API server names what it refused; one call can need two verbs (a
+                // port-forward's WebSocket upgrade is authorized as get and as create).
+                let (verb, resource) = refused(&status.message).unwrap_or((verb, resource));
+                KubeError::Forbidden {
+                    verb: verb.to_owned(),
+                    resource: resource.to_owned(),
+                    namespace: self.namespace.clone(),
+                    context: self.context.clone(),
+                }
+            }
             kube::Error::Api(status) if status.code == 404 => KubeError::NotFound {
                 what: format!("{resource} {name:?}"),
                 namespace: self.namespace.clone(),
@@ -130,6 +135,14 @@ impl SiteCluster {
     }
 }
 
+/// `(verb, resource)` from an RBAC refusal: `... cannot get resource "pods/portforward" in ...`.
+fn refused(message: &str) -> Option<(&str, &str)> {
+    let (_, rest) = message.split_once(" cannot ")?;
+    let (verb, rest) = rest.split_once(" resource \"")?;
+    let (resource, _) = rest.split_once('"')?;
+    (!verb.contains(' ') && !resource.is_empty()).then_some((verb, resource))
+}
+
 impl From<KubeError> for sync_core::ports::KeycloakError {
     fn from(error: KubeError) -> Self {
         match error {
@@ -137,5 +150,18 @@ impl From<KubeError> for sync_core::ports::KeycloakError {
             KubeError::NotFound { .. } => Self::NotFound { what: error.to_string() },
             other => Self::Other(other.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refused;
+
+    #[test]
+    fn the_refused_verb_and_resource_come_from_the_api_servers_message() {
+        let message = "pods \"infinispan-0\" is forbidden: User \"system:serviceaccount:kc:site-sync\" cannot get resource \"pods/portforward\" in API group \"\" in the namespace \"kc\"";
+        assert_eq!(refused(message), Some(("get", "pods/portforward")));
+        assert_eq!(refused("forbidden"), None);
+        assert_eq!(refused("x cannot do something else resource \"a\""), None);
     }
 }

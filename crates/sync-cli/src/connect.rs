@@ -85,13 +85,17 @@ pub async fn site(resolved: &Resolved, name: &SiteName) -> Result<Site, CliError
         (None, false) => TlsMode::System,
     };
     let tls_configured = !matches!(tls, TlsMode::System);
+    let at_site = |e: KubeError| {
+        let error = kube_error(e);
+        CliError::new(error.exit, format!("site {name}: {}", error.message))
+    };
     let (url, endpoint, forward) = match (&ispn.url, &cluster, &config.kubernetes) {
         (Some(url), _, _) => (url.clone(), url.clone(), None),
-        (None, Some(cluster), Some(k)) => match external_url(cluster, &k.infinispan).await.map_err(kube_error)? {
+        (None, Some(cluster), Some(k)) => match external_url(cluster, &k.infinispan).await.map_err(at_site)? {
             Some(url) => (url.clone(), url, None),
             None => {
-                let pod = infinispan_pod(cluster, &k.infinispan).await.map_err(kube_error)?;
-                let forward = PortForward::start(cluster, &pod, 11222).await.map_err(kube_error)?;
+                let pod = infinispan_pod(cluster, &k.infinispan).await.map_err(at_site)?;
+                let forward = PortForward::start(cluster, &pod, 11222).await.map_err(at_site)?;
                 let scheme = if tls_configured { "https" } else { "http" };
                 let url = format!("{scheme}://{}", forward.local_addr());
                 let endpoint = format!("{url} (port-forward to pod {pod} in {}/{})", cluster.context, cluster.namespace);

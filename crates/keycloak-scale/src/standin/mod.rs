@@ -206,16 +206,8 @@ impl RealKube {
     /// log (the API server writes a request's line as it completes: this waits until the log
     /// stops growing).
     pub async fn requests(&self, namespace: &str, user: &str) -> Vec<String> {
+        self.settled_audit_log().await;
         let Some(path) = &self.audit_log else { panic!("no audit log: set {AUDIT_LOG_VAR}") };
-        let mut previous = u64::MAX;
-        for _ in 0..20 {
-            let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-            if size == previous {
-                break;
-            }
-            previous = size;
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
         let text = std::fs::read_to_string(path).unwrap_or_default();
         let marker = format!("/namespaces/{namespace}/");
         text.lines()
@@ -237,6 +229,53 @@ impl RealKube {
                 Some(format!("{method} {uri}"))
             })
             .collect()
+    }
+
+    /// The RBAC permissions `user`'s requests in `namespace` were authorized with so far, as
+    /// `verb resource[/subresource]`, from the audit log.
+    pub async fn permissions_used(&self, namespace: &str, user: &str) -> std::collections::BTreeSet<String> {
+        self.settled_audit_log().await;
+        let Some(path) = &self.audit_log else { panic!("no audit log: set {AUDIT_LOG_VAR}") };
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        text.lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|event| event.pointer("/user/username").and_then(Value::as_str) == Some(user))
+            .filter(|event| event.pointer("/objectRef/namespace").and_then(Value::as_str) == Some(namespace))
+            // Authorized: anything but a 403 (a 404 answers a call RBAC allowed).
+            .filter(|event| event.pointer("/responseStatus/code").and_then(Value::as_u64).is_some_and(|c| c != 403))
+            .filter_map(|event| {
+                let verb = event.get("verb")?.as_str()?;
+                let resource = event.pointer("/objectRef/resource")?.as_str()?;
+                Some(match event.pointer("/objectRef/subresource").and_then(Value::as_str) {
+                    Some(sub) => format!("{verb} {resource}/{sub}"),
+                    None => format!("{verb} {resource}"),
+                })
+            })
+            .collect()
+    }
+
+    /// Waits (2 s at most) until the audit log stops growing: the API server writes a request's
+    /// line as it completes.
+    async fn settled_audit_log(&self) {
+        let Some(path) = &self.audit_log else { return };
+        let mut previous = u64::MAX;
+        for _ in 0..20 {
+            let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            if size == previous {
+                break;
+            }
+            previous = size;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Whether a Lease `name` exists in `namespace`.
+    pub async fn lease_exists(&self, namespace: &str, name: &str) -> bool {
+        Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(self.admin.clone(), namespace)
+            .get_opt(name)
+            .await
+            .expect("reading a Lease")
+            .is_some()
     }
 
     /// Holds the Keycloak CRD as published for as long as the guard lives (restoring it first
@@ -381,10 +420,19 @@ impl RealKube {
 
     /// Whether `user` (impersonated) may `verb` `resource` in `namespace` (a
     /// SubjectAccessReview): tests wait on it after changing a Role.
-    pub async fn can(&self, user: &str, verb: &str, group: &str, resource: &str, namespace: &str) -> bool {
+    pub async fn can(
+        &self,
+        user: &str,
+        (verb, group, resource, name): (&str, &str, &str, Option<&str>),
+        namespace: &str,
+    ) -> bool {
+        let (resource, subresource) = resource.split_once('/').unwrap_or((resource, ""));
         let review = json!({
             "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
-            "spec": {"user": user, "resourceAttributes": {"namespace": namespace, "verb": verb, "group": group, "resource": resource}},
+            "spec": {"user": user, "resourceAttributes": {
+                "namespace": namespace, "verb": verb, "group": group, "resource": resource, "subresource": subresource,
+                "name": name.unwrap_or_default(),
+            }},
         });
         let request = http::Request::post("/apis/authorization.k8s.io/v1/subjectaccessreviews")
             .header("content-type", "application/json")

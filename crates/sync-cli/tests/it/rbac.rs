@@ -1,0 +1,327 @@
+//! The documented RBAC Role (docs/rbac.md), proven on a real API server with the real Infinispan
+//! pair: a ServiceAccount per site bound to exactly that Role runs a full `site-sync run` that
+//! reaches both Infinispan sites through the API server's port-forward (no URL, credentials from
+//! the operator's Secret), every verb of the Role is used by some call (the audit log says so),
+//! and with any one verb taken away the run stops before changing anything, naming it.
+//!
+//! They need both servers, so they run under `cargo xtask e2e --kube` (with `--ignored`), which
+//! fails when they cannot.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use fake_ispn::KEYCLOAK_26_CACHES;
+use futures::StreamExt;
+use ispn_xsite::{BackupStatus, CacheName, ClearScope, Client, ClientConfig, Credentials, SiteAction, SiteApi, SiteName};
+use keycloak_scale::standin::RealKube;
+use keycloak_scale::standin::operator::{Behaviour, NODE, StandInOperator};
+use serde_json::{Value, json};
+
+use crate::support::{Output, site_sync};
+
+const SITES: [&str; 2] = ["site-a", "site-b"];
+const NEEDS: &str = "needs `cargo xtask e2e --kube`: a real API server and a real Infinispan pair";
+
+/// The Role of docs/rbac.md with the additions for every optional feature, as RBAC rules.
+fn documented_role() -> Vec<Value> {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/rbac.md")).unwrap();
+    let blocks: Vec<&str> = text.split("```yaml\n").skip(1).filter_map(|b| b.split("```").next()).collect();
+    let role: Value = serde_saphyr::from_str(blocks[0]).expect("docs/rbac.md: the Role is YAML");
+    assert_eq!(role["kind"], "Role", "docs/rbac.md: the first YAML block is the Role");
+    let additions: String = blocks[1].lines().map(|l| l.strip_prefix("  ").unwrap_or(l)).collect::<Vec<_>>().join("\n");
+    let additions: Vec<Value> = serde_saphyr::from_str(&additions).expect("docs/rbac.md: the additions are YAML rules");
+    let mut rules = role["rules"].as_array().cloned().expect("the Role has rules");
+    rules.extend(additions);
+    rules
+}
+
+/// One verb of one rule: which rule, the verb, its API group and resource, and the first of the
+/// rule's resource names (RBAC answers a question about a named rule only with a name).
+#[derive(Debug, Clone)]
+struct Grant {
+    rule: usize,
+    verb: String,
+    group: String,
+    resource: String,
+    name: Option<String>,
+}
+
+impl Grant {
+    fn permission(&self) -> String {
+        format!("{} {}", self.verb, self.resource)
+    }
+
+    fn question(&self) -> (&str, &str, &str, Option<&str>) {
+        (&self.verb, &self.group, &self.resource, self.name.as_deref())
+    }
+}
+
+/// Every verb of every rule of `rules`.
+fn grants(rules: &[Value]) -> Vec<Grant> {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let mut out = Vec::new();
+    for (rule, body) in rules.iter().enumerate() {
+        let name = body["resourceNames"].as_array().and_then(|n| n.first()).map(text);
+        for group in body["apiGroups"].as_array().into_iter().flatten() {
+            for resource in body["resources"].as_array().into_iter().flatten() {
+                for verb in body["verbs"].as_array().into_iter().flatten() {
+                    out.push(Grant { rule, verb: text(verb), group: text(group), resource: text(resource), name: name.clone() });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `rules` without `verb` in rule `index` (and without the rule when it has no verb left).
+fn without(rules: &[Value], index: usize, verb: &str) -> Vec<Value> {
+    let mut rules = rules.to_vec();
+    let left: Vec<Value> = rules[index]["verbs"].as_array().unwrap().iter().filter(|v| *v != verb).cloned().collect();
+    if left.is_empty() {
+        rules.remove(index);
+    } else {
+        rules[index]["verbs"] = json!(left);
+    }
+    rules
+}
+
+fn client(url: &str, user: &str, password: &str) -> Client {
+    let mut config = ClientConfig::new(url, Some(Credentials::new(user, password)));
+    config.timeout = Duration::from_secs(20);
+    Client::new(config).unwrap()
+}
+
+fn caches() -> Vec<CacheName> {
+    KEYCLOAK_26_CACHES.iter().map(|c| CacheName::new(*c).unwrap()).collect()
+}
+
+fn site(name: &str) -> SiteName {
+    SiteName::new(name).unwrap()
+}
+
+/// What a refused run must leave as it was: per cache, both sites' sizes and backup statuses;
+/// the offline Keycloak; whether a Lease exists.
+type Observed = (BTreeMap<String, (u64, u64, String, String)>, Option<(u32, u32, u32, Option<String>)>, bool);
+
+/// Two namespaces on the real API server, each with an Infinispan pod that kwok forwards to that
+/// site's real server, the operator's `connect-secret`, a Keycloak CR reconciled by a stand-in
+/// operator, and a ServiceAccount `site-sync` bound to `rules`.
+struct KubeEnv {
+    real: RealKube,
+    namespaces: [String; 2],
+    operators: Vec<StandInOperator>,
+    a: Client,
+    b: Client,
+    dir: tempfile::TempDir,
+}
+
+impl KubeEnv {
+    async fn start(rules: &[Value]) -> Self {
+        let real = RealKube::from_env().await.expect(NEEDS);
+        let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{NEEDS} ({name} is not set)"));
+        let (user, password) = (var("SITE_SYNC_CONTRACT_USER"), var("SITE_SYNC_CONTRACT_PASSWORD"));
+        let (a, b) = (
+            client(&var("SITE_SYNC_CONTRACT_A_URL"), &user, &password),
+            client(&var("SITE_SYNC_CONTRACT_B_URL"), &user, &password),
+        );
+        let identities = format!("credentials:\n- username: {user}\n  password: {password}\n  roles: [admin]\n");
+        let mut namespaces = Vec::new();
+        let mut operators = Vec::new();
+        let mut tokens = Vec::new();
+        for (name, instances) in SITES.into_iter().zip([2, 3]) {
+            let namespace = real.namespace(&format!("rbac-{name}")).await;
+            real.create(
+                &namespace,
+                json!({
+                    "apiVersion": "v1", "kind": "Pod",
+                    // kwok forwards a pod by its name to that site's server (testenv/kube/kwok.yaml).
+                    "metadata": {"name": format!("infinispan-{name}"), "labels": {"app": "infinispan-pod", "clusterName": "infinispan"}},
+                    "spec": {"nodeName": NODE, "containers": [{"name": "infinispan", "image": "infinispan", "ports": [{"containerPort": 11222}]}]},
+                }),
+            )
+            .await;
+            real.create(
+                &namespace,
+                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "connect-secret"}, "stringData": {"identities.yaml": identities}}),
+            )
+            .await;
+            let operator = StandInOperator::start(real.operator.clone(), &namespace, Behaviour::default());
+            real.create_keycloak(&namespace, "keycloak", instances).await;
+            real.settled(&namespace, "keycloak", instances, &operator).await;
+            tokens.push(real.service_account(&namespace, "site-sync", rules).await);
+            namespaces.push(namespace);
+            operators.push(operator);
+        }
+        let namespaces: [String; 2] = namespaces.try_into().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("kubeconfig"),
+            real.kubeconfig(&[("site-a", &namespaces[0], Some(&tokens[0])), ("site-b", &namespaces[1], Some(&tokens[1]))]),
+        )
+        .unwrap();
+        // No Infinispan URL and no credentials: both come from Kubernetes.
+        let block = |name: &str| format!("  {name}:\n    kubernetes:\n      kubeconfig: kubeconfig\n      context: {name}\n");
+        std::fs::write(
+            dir.path().join("site-sync.yaml"),
+            format!(
+                "active: site-a\noffline: site-b\njournal: journal.json\nsettings:\n  poll_interval: 100ms\n  scale_down_timeout: 4s\nsites:\n{}{}",
+                block("site-a"),
+                block("site-b")
+            ),
+        )
+        .unwrap();
+        let env = Self { real, namespaces, operators, a, b, dir };
+        env.reset().await;
+        env
+    }
+
+    fn account(&self, site: usize) -> String {
+        format!("system:serviceaccount:{}:site-sync", self.namespaces[site])
+    }
+
+    /// Both directions online, no push state, empty caches.
+    async fn reset(&self) {
+        for (me, other) in [(&self.a, site("site-b")), (&self.b, site("site-a"))] {
+            for c in caches() {
+                let _ = me.cache_site_action(&c, &other, SiteAction::CancelPushState).await;
+                me.cache_site_action(&c, &other, SiteAction::CancelReceiveState).await.unwrap();
+                me.cache_site_action(&c, &other, SiteAction::BringOnline).await.unwrap();
+                me.clear_push_state_status(&c).await.unwrap();
+                me.clear(&c, ClearScope::LocalOnly).await.unwrap();
+            }
+        }
+    }
+
+    /// Each site took the other offline, then both took different writes.
+    async fn split_brain(&self) {
+        let mut writes = Vec::new();
+        for c in caches() {
+            self.a.cache_site_action(&c, &site("site-b"), SiteAction::TakeOffline).await.unwrap();
+            self.b.cache_site_action(&c, &site("site-a"), SiteAction::TakeOffline).await.unwrap();
+            writes.extend((0..200).map(|i| (&self.a, c.clone(), format!("user-{i:04}"), format!("active-{i}"))));
+            writes.extend((0..50).map(|i| (&self.b, c.clone(), format!("ghost-{i:04}"), "stale".to_owned())));
+        }
+        futures::stream::iter(writes)
+            .map(|(to, c, k, v)| async move { to.put(&c, &k, &v).await.unwrap() })
+            .buffer_unordered(16)
+            .collect::<Vec<()>>()
+            .await;
+    }
+
+    async fn observe(&self) -> Observed {
+        let mut caches_seen = BTreeMap::new();
+        for c in caches() {
+            let status = |s: Option<&BackupStatus>| s.map(|s| format!("{s:?}")).unwrap_or_default();
+            let a = self.a.cache_backups(&c).await.unwrap();
+            let b = self.b.cache_backups(&c).await.unwrap();
+            caches_seen.insert(
+                c.to_string(),
+                (
+                    self.a.size(&c).await.unwrap(),
+                    self.b.size(&c).await.unwrap(),
+                    status(a.get(&site("site-b"))),
+                    status(b.get(&site("site-a"))),
+                ),
+            );
+        }
+        let keycloak = self.real.keycloak_state(&self.namespaces[1], "keycloak").await;
+        let leases = self.real.lease_exists(&self.namespaces[1], "site-sync").await;
+        (caches_seen, keycloak, leases)
+    }
+
+    async fn run(&self, args: &[&str]) -> Output {
+        Output::of(site_sync(self.dir.path(), args)).await
+    }
+
+    /// Binds `rules` to both sites' accounts and waits until RBAC answers `allowed` about `grant`
+    /// (the authorizer follows a changed Role through its informer, not at once).
+    async fn rebind(&self, rules: &[Value], grant: &Grant, allowed: bool) {
+        for (index, namespace) in self.namespaces.iter().enumerate() {
+            self.real.bind(namespace, "site-sync", rules).await;
+            let account = self.account(index);
+            let mut waited = 0;
+            while self.real.can(&account, grant.question(), namespace).await != allowed {
+                waited += 1;
+                assert!(waited < 100, "RBAC does not answer allowed={allowed} for {} 10 s after the change", grant.permission());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs cargo xtask e2e --kube"]
+async fn the_documented_role_runs_a_full_sync_through_port_forwards_and_every_verb_is_used() {
+    let role = documented_role();
+    let env = KubeEnv::start(&role).await;
+    env.split_brain().await;
+    // One pod hangs in Terminating, so that the run must use --force-delete-stuck-pods.
+    env.operators[1].behave(|b| b.stuck_pods = 1);
+    let out = env.run(&["run", "--yes", "--force-delete-stuck-pods"]).await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    // Again, over a crashed run's expired Lease: taking it over is an update, not a create.
+    env.split_brain().await;
+    env.real
+        .create(
+            &env.namespaces[1],
+            json!({
+                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "site-sync"},
+                "spec": {"holderIdentity": "site-sync/crashed@elsewhere", "acquireTime": "2026-01-01T00:00:00.000000Z",
+                         "renewTime": "2026-01-01T00:00:00.000000Z", "leaseDurationSeconds": 60},
+            }),
+        )
+        .await;
+    let out = env.run(&["run", "--yes", "--force-delete-stuck-pods"]).await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+
+    let (caches, keycloak, lease) = env.observe().await;
+    for (cache, (a, b, to_b, to_a)) in &caches {
+        assert_eq!((a, b), (&200, &200), "{cache}: the offline site holds exactly the active site's entries");
+        assert_eq!((to_b.as_str(), to_a.as_str()), ("Online", "Online"), "{cache}: both backups online");
+    }
+    assert_eq!(keycloak, Some((3, 3, 3, None)), "Keycloak back at 3 instances, the annotation gone");
+    assert!(!lease, "the run lock was released");
+
+    // No URL was configured: each site's Infinispan was reached through its pod's port-forward.
+    let used_a = env.real.permissions_used(&env.namespaces[0], &env.account(0)).await;
+    let used_b = env.real.permissions_used(&env.namespaces[1], &env.account(1)).await;
+    for used in [&used_a, &used_b] {
+        assert!(used.iter().any(|p| p.ends_with(" pods/portforward")), "{used:?}");
+    }
+    // Minimal: every verb of every rule was used by some call of one of the two accounts.
+    let mut used: std::collections::BTreeSet<String> = used_a.union(&used_b).cloned().collect();
+    // The port-forward's WebSocket upgrade is audited as the GET it is; the API server also
+    // authorizes it as `create` (KEP-4006), which the audit log does not show. The next test
+    // proves that `create` is needed by taking it away.
+    if used.contains("get pods/portforward") {
+        used.insert("create pods/portforward".to_owned());
+    }
+    let unused: Vec<String> =
+        grants(&role).iter().map(Grant::permission).filter(|permission| !used.contains(permission)).collect();
+    assert!(unused.is_empty(), "docs/rbac.md grants {unused:?}, which no call used (used: {used:?})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs cargo xtask e2e --kube"]
+#[allow(clippy::print_stdout)] // the refusals, for the record (`--nocapture`)
+async fn each_verb_taken_from_the_role_stops_the_run_before_anything_changes_and_is_named() {
+    let role = documented_role();
+    let env = KubeEnv::start(&role).await;
+    env.split_brain().await;
+    let before = env.observe().await;
+    let mut report = Vec::new();
+    for grant in grants(&role) {
+        let permission = grant.permission();
+        env.rebind(&without(&role, grant.rule, &grant.verb), &grant, false).await;
+        let out = env.run(&["run", "--yes", "--force-delete-stuck-pods"]).await;
+        let line = out.last_error_line().to_owned();
+        assert_eq!(out.code, 3, "without {permission}: {}", out.stderr);
+        assert!(line.contains(&format!("cannot {permission}")), "without {permission}: {line}");
+        assert_eq!(env.observe().await, before, "without {permission}, something changed");
+        report.push(format!("{permission}: {line}"));
+        env.rebind(&role, &grant, true).await;
+    }
+    for line in report {
+        println!("{line}");
+    }
+}
