@@ -8,6 +8,7 @@
 //! - `bench`: the benchmarks behind docs/benchmarks.md.
 //! - `mutants`: mutation testing behind docs/mutants.md.
 //! - `tidy`: the architecture's rooms, checked mechanically.
+//! - `alerts`: the Prometheus alert rules, checked and unit-tested with promtool.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench;
@@ -27,6 +28,7 @@ const USAGE: &str = "usage: cargo xtask <task>
 tasks:
   ci                               formatting, tidy, clippy, tests, then e2e for every real version
   tidy                             check the architecture's rooms, the TLS stack and the README
+  alerts                           check and unit-test deploy/prometheus's alert rules (promtool)
   ispn up [--version V] [--tls] [--nodes N] [--keycloak]
                                    start a real two-site Infinispan pair on 127.0.0.1
   ispn down                        stop every pair started by `ispn up`
@@ -63,12 +65,33 @@ fn main() -> Result<()> {
         ["bench", rest @ ..] => bench::bench(rest),
         ["mutants", rest @ ..] => mutants::mutants(rest),
         ["tidy", rest @ ..] => tidy::tidy(rest),
+        ["alerts", rest @ ..] => alerts(rest),
         [] | ["help" | "--help" | "-h"] => {
             println!("{USAGE}");
             Ok(())
         }
         other => bail!("unknown task {other:?}\n\n{USAGE}"),
     }
+}
+
+/// `promtool check rules` and `promtool test rules` on deploy/prometheus (Debian's `prometheus`
+/// package ships promtool; `.ci/run` installs it).
+fn alerts(args: &[&str]) -> Result<()> {
+    if !args.is_empty() {
+        bail!("alerts takes no arguments");
+    }
+    let dir = project_root().join("deploy/prometheus");
+    for (what, file) in [("check", "alerts.yml"), ("test", "alerts.test.yml")] {
+        let status = Command::new("promtool")
+            .args([what, "rules", file])
+            .current_dir(&dir)
+            .status()
+            .context("promtool is required for the alert rule tests (Debian: apt-get install prometheus)")?;
+        if !status.success() {
+            bail!("promtool {what} rules {} failed ({status})", dir.join(file).display());
+        }
+    }
+    Ok(())
 }
 
 /// The workspace root (the parent of this crate's manifest directory).
@@ -108,6 +131,7 @@ fn ci(args: &[&str]) -> Result<()> {
     };
     run(cargo().args(["fmt", "--all", "--check"]))?;
     tidy::tidy(&[])?;
+    alerts(&[])?;
     run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     run(cargo().args(["test", "--workspace", "--all-targets"]))?;
     let waited = std::time::Instant::now();

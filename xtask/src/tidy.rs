@@ -18,7 +18,8 @@ const OWNED_DEPENDENCIES: &[(&str, &[&str])] = &[
     // sync-cli picks the Kubernetes API version feature; nothing else may use the types.
     ("k8s-openapi", &["keycloak-scale", "sync-cli"]),
     ("reqwest", &["ispn-xsite"]),
-    ("axum", &["fake-ispn", "keycloak-scale"]),
+    // The fakes' servers, and `site-sync watch`'s /metrics.
+    ("axum", &["fake-ispn", "keycloak-scale", "sync-cli"]),
 ];
 
 /// Dev-dependencies a test binary may use to drive a real server other than Infinispan: sync-cli's

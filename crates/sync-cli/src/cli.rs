@@ -117,6 +117,18 @@ pub enum Command {
         #[arg(long, value_parser = verify_level)]
         level: Option<VerifyLevel>,
     },
+    /// Poll both sites and serve Prometheus metrics and a health check (changes nothing).
+    Watch {
+        /// Where to serve `/metrics` and `/healthz`.
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        listen: std::net::SocketAddr,
+        /// Time between two polls (at least 1s).
+        #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        /// Poll once, print the metrics on stdout and exit.
+        #[arg(long)]
+        once: bool,
+    },
     /// Run the whole procedure against an embedded simulated pair (no setup needed).
     Demo {
         /// Entries per cache on the active site.

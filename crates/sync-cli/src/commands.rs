@@ -78,7 +78,7 @@ fn confirm(yes: bool, question: &str) -> Result<(), CliError> {
 
 /// Stops the driver at the next safe point on the first Ctrl-C or SIGTERM (what `kill`, `timeout`
 /// and a Kubernetes pod's termination send); exits at once on the second.
-fn stop_on_signal() -> watch::Receiver<bool> {
+pub fn stop_on_signal() -> watch::Receiver<bool> {
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {
         // Without the handlers the default action stays: the process ends, and the journal still

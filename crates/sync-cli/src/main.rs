@@ -10,6 +10,7 @@ mod demo;
 mod exit;
 mod inspect;
 mod output;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -45,6 +46,7 @@ async fn dispatch(cli: &Cli) -> Result<Exit, CliError> {
         Command::Status => commands::status(format, &commands::load(cli, None)?).await,
         Command::Diff { values, sample } => commands::diff(format, &commands::load(cli, None)?, *values, *sample).await,
         Command::Verify { level } => commands::verify(format, &commands::load(cli, None)?, *level).await,
+        Command::Watch { listen, interval, once } => watch::watch(&commands::load(cli, None)?, *listen, *interval, *once).await,
         Command::Config { command: ConfigCommand::Check } => commands::check(format, &commands::load(cli, None)?).await,
     }
 }

@@ -10,3 +10,4 @@ mod rbac;
 mod resume;
 mod scenarios;
 mod support;
+mod watch;

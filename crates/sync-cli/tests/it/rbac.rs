@@ -23,7 +23,7 @@ const SITES: [&str; 2] = ["site-a", "site-b"];
 const NEEDS: &str = "needs `cargo xtask e2e --kube`: a real API server and a real Infinispan pair";
 
 /// The Role of docs/rbac.md with the additions for every optional feature, as RBAC rules.
-fn documented_role() -> Vec<Value> {
+pub fn documented_role() -> Vec<Value> {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/rbac.md")).unwrap();
     let blocks: Vec<&str> = text.split("```yaml\n").skip(1).filter_map(|b| b.split("```").next()).collect();
     let role: Value = serde_saphyr::from_str(blocks[0]).expect("docs/rbac.md: the Role is YAML");

@@ -1,0 +1,402 @@
+//! `site-sync watch`: both sites polled with the read-only probes of `status`, diagnosed the same
+//! way, and served as Prometheus metrics (`/metrics`) with a liveness answer (`/healthz`).
+//!
+//! It never writes to a site and never takes the run lock. A site that stops answering is a
+//! state (`site_sync_site_up 0`, the `unreachable` diagnosis, a counted poll error), not an
+//! exit: the next poll tries again.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use ispn_xsite::{CacheName, PushStatus};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use sync_core::journal::{Finished, Journal};
+use sync_core::ports::JournalStore;
+
+use crate::config::Resolved;
+use crate::connect::{Connected, connect};
+use crate::exit::{CliError, Exit};
+use crate::inspect::{Diagnosis, PairView, diagnose, look};
+
+/// Every diagnosis, as the `state` label of `site_sync_diagnosis`.
+pub const DIAGNOSES: [&str; 7] = ["unreachable", "link-down", "split-brain", "one-sided", "syncing", "healthy", "diverged"];
+/// Backup statuses, as the `status` label of `site_sync_backup_status`.
+const BACKUP_STATUSES: [&str; 3] = ["online", "offline", "mixed"];
+/// Push statuses, as the `status` label of `site_sync_push_status`.
+const PUSH_STATUSES: [&str; 5] = ["idle", "sending", "ok", "error", "canceled"];
+/// The last run's outcome, as the `status` label of `site_sync_last_sync_status`.
+const SYNC_STATUSES: [&str; 5] = ["succeeded", "failed", "refused", "interrupted", "unfinished"];
+/// Caches are discovered again every this many polls (and after a poll that could not read one).
+const REDISCOVER_EVERY: u64 = 10;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SiteLabels {
+    site: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InfoLabels {
+    site: String,
+    version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerLabels {
+    site: String,
+    peer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    cache: String,
+    site: String,
+    backup: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    cache: String,
+    site: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    site: String,
+    kind: String,
+}
+
+/// The metrics (each handle shares its values with the registry).
+#[derive(Default)]
+struct Metrics {
+    site_up: Family<SiteLabels, Gauge>,
+    site_info: Family<InfoLabels, Gauge>,
+    sees_peer: Family<PeerLabels, Gauge>,
+    backup_status: Family<DirectionLabels, Gauge>,
+    push_status: Family<DirectionLabels, Gauge>,
+    entries: Family<CacheLabels, Gauge>,
+    diagnosis: Family<StateLabels, Gauge>,
+    last_sync_status: Family<StatusLabels, Gauge>,
+    last_sync_start: Gauge,
+    last_sync_duration: Gauge,
+    last_sync_caches: Gauge,
+    poll_errors: Family<ErrorLabels, Counter>,
+    polls: Counter,
+    last_poll: Gauge,
+    poll_duration_ms: Gauge,
+}
+
+impl Metrics {
+    fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("site_sync");
+        r.register("site_up", "Whether the site's Infinispan answered the last poll (1) or not (0)", self.site_up.clone());
+        r.register("site_info", "The site's Infinispan version (always 1)", self.site_info.clone());
+        r.register(
+            "site_sees_peer",
+            "Whether the site's cross-site view includes the peer site (1) or not (0); absent while unknown",
+            self.sees_peer.clone(),
+        );
+        r.register(
+            "backup_status",
+            "Per cache, 1 for the current status of the site's backup to the other site (online, offline, mixed)",
+            self.backup_status.clone(),
+        );
+        r.register(
+            "push_status",
+            "Per cache, 1 for the current state-transfer push status from the site to the other site",
+            self.push_status.clone(),
+        );
+        r.register("cache_entries", "Entries in the cache on the site", self.entries.clone());
+        r.register(
+            "diagnosis",
+            "1 for the pair's current diagnosis (unreachable, link-down, split-brain, one-sided, syncing, healthy, diverged)",
+            self.diagnosis.clone(),
+        );
+        r.register(
+            "last_sync_status",
+            "1 for how the last run in the journal ended (succeeded, failed, refused, interrupted, unfinished)",
+            self.last_sync_status.clone(),
+        );
+        r.register("last_sync_start_timestamp_seconds", "When the last run started (Unix time)", self.last_sync_start.clone());
+        r.register(
+            "last_sync_duration_seconds",
+            "How long the last run took (until its last journal write when unfinished)",
+            self.last_sync_duration.clone(),
+        );
+        r.register("last_sync_caches", "Caches the last run synchronized", self.last_sync_caches.clone());
+        r.register("poll_errors", "Failed reads during polls, by site and kind", self.poll_errors.clone());
+        r.register("polls", "Polls completed", self.polls.clone());
+        r.register("last_poll_timestamp_seconds", "When the last poll completed (Unix time)", self.last_poll.clone());
+        r.register("last_poll_duration_milliseconds", "How long the last poll took", self.poll_duration_ms.clone());
+    }
+
+    fn error(&self, site: &str, kind: &str) {
+        self.poll_errors.get_or_create(&ErrorLabels { site: site.to_owned(), kind: kind.to_owned() }).inc();
+    }
+
+    /// Sets every gauge from one poll's view; returns whether every read succeeded.
+    fn record(&self, view: &PairView, diagnosis: &Diagnosis) -> bool {
+        let mut complete = true;
+        self.site_info.clear();
+        self.sees_peer.clear();
+        for (site, peer) in [(&view.first, &view.second), (&view.second, &view.first)] {
+            let name = site.name.to_string();
+            let up = site.error.is_none();
+            self.site_up.get_or_create(&SiteLabels { site: name.clone() }).set(i64::from(up));
+            if !up {
+                complete = false;
+                self.error(&name, "unreachable");
+            }
+            if let Some(version) = &site.version {
+                self.site_info.get_or_create(&InfoLabels { site: name.clone(), version: version.clone() }).set(1);
+            }
+            if let Some(sites) = &site.sites_view {
+                let sees = sites.iter().any(|s| s == peer.name.as_str());
+                self.sees_peer
+                    .get_or_create(&PeerLabels { site: name.clone(), peer: peer.name.to_string() })
+                    .set(i64::from(sees));
+            }
+        }
+        self.backup_status.clear();
+        self.push_status.clear();
+        self.entries.clear();
+        let (first, second) = (view.first.name.to_string(), view.second.name.to_string());
+        for row in &view.caches {
+            let cache = row.cache.to_string();
+            for (site, backup, status, push, size) in [
+                (&first, &second, &row.forward, row.push_forward, row.size_first),
+                (&second, &first, &row.backward, row.push_backward, row.size_second),
+            ] {
+                let direction = |status: &str| DirectionLabels {
+                    cache: cache.clone(),
+                    site: site.clone(),
+                    backup: backup.clone(),
+                    status: status.to_owned(),
+                };
+                match status {
+                    Some(current) => {
+                        for known in BACKUP_STATUSES {
+                            self.backup_status.get_or_create(&direction(known)).set(i64::from(known == current.as_str()));
+                        }
+                    }
+                    None => {
+                        complete = false;
+                        self.error(site, "backup_status");
+                    }
+                }
+                match push {
+                    Some(current) => {
+                        let current = push_word(current);
+                        for known in PUSH_STATUSES {
+                            self.push_status.get_or_create(&direction(known)).set(i64::from(known == current.as_str()));
+                        }
+                    }
+                    // No push status for this backup: never pushed (or cleared), which is idle.
+                    None => {
+                        for known in PUSH_STATUSES {
+                            self.push_status.get_or_create(&direction(known)).set(i64::from(known == "idle"));
+                        }
+                    }
+                }
+                match size {
+                    Some(size) => {
+                        self.entries
+                            .get_or_create(&CacheLabels { cache: cache.clone(), site: site.clone() })
+                            .set(i64::try_from(size).unwrap_or(i64::MAX));
+                    }
+                    None => {
+                        complete = false;
+                        self.error(site, "size");
+                    }
+                }
+            }
+        }
+        let current = diagnosis_state(diagnosis);
+        for state in DIAGNOSES {
+            self.diagnosis.get_or_create(&StateLabels { state: state.to_owned() }).set(i64::from(state == current));
+        }
+        complete
+    }
+
+    fn record_journal(&self, journal: Option<&Journal>) {
+        self.last_sync_status.clear();
+        let Some(journal) = journal else { return };
+        let status = match &journal.finished {
+            Some(Finished::Succeeded) => "succeeded",
+            Some(Finished::Failed { .. }) => "failed",
+            Some(Finished::Refused { .. }) => "refused",
+            Some(Finished::Interrupted) => "interrupted",
+            None => "unfinished",
+        };
+        for known in SYNC_STATUSES {
+            self.last_sync_status.get_or_create(&StatusLabels { status: known.to_owned() }).set(i64::from(known == status));
+        }
+        self.last_sync_start.set(i64::try_from(journal.started_at_ms / 1000).unwrap_or(0));
+        let duration_ms = journal.updated_at_ms.saturating_sub(journal.started_at_ms);
+        self.last_sync_duration.set(i64::try_from(duration_ms / 1000).unwrap_or(0));
+        self.last_sync_caches.set(i64::try_from(journal.caches.len()).unwrap_or(0));
+    }
+}
+
+fn push_word(status: PushStatus) -> String {
+    status.as_str().to_ascii_lowercase()
+}
+
+/// The `state` label of a diagnosis.
+pub fn diagnosis_state(diagnosis: &Diagnosis) -> &'static str {
+    match diagnosis {
+        Diagnosis::Unreachable { .. } => "unreachable",
+        Diagnosis::LinkDown => "link-down",
+        Diagnosis::SplitBrain => "split-brain",
+        Diagnosis::OneSided { .. } => "one-sided",
+        Diagnosis::Syncing => "syncing",
+        Diagnosis::Healthy => "healthy",
+        Diagnosis::Diverged { .. } => "diverged",
+    }
+}
+
+struct Shared {
+    registry: Registry,
+    /// When the last poll completed, for `/healthz`.
+    last_poll: Mutex<Option<Instant>>,
+    interval: Duration,
+}
+
+fn encode(registry: &Registry) -> String {
+    let mut text = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut text, registry);
+    text
+}
+
+async fn serve_metrics(State(shared): State<Arc<Shared>>) -> Response {
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], encode(&shared.registry))
+        .into_response()
+}
+
+/// Alive while polls complete: a poll that has not finished for three intervals means the
+/// watcher is stuck (every read it makes is bounded by `request_timeout`).
+async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
+    let last = *shared.last_poll.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    match last {
+        Some(at) if at.elapsed() <= shared.interval * 3 + Duration::from_secs(30) => (StatusCode::OK, "ok\n").into_response(),
+        Some(at) => (StatusCode::SERVICE_UNAVAILABLE, format!("no poll completed for {:.0} s\n", at.elapsed().as_secs_f64()))
+            .into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "the first poll has not completed yet\n").into_response(),
+    }
+}
+
+/// The watcher's state between polls.
+struct Watcher<'a> {
+    resolved: &'a Resolved,
+    connected: Connected,
+    metrics: Metrics,
+    caches: Option<Vec<CacheName>>,
+    polls: u64,
+}
+
+impl Watcher<'_> {
+    /// One poll: a fixed set of reads, never a write.
+    async fn poll(&mut self) -> Diagnosis {
+        let started = Instant::now();
+        let (a, o) = (&self.resolved.active, &self.resolved.offline);
+        let rediscover = self.caches.is_none() || self.polls.is_multiple_of(REDISCOVER_EVERY);
+        let caches = if rediscover { self.resolved.caches.clone() } else { self.caches.clone() };
+        let view = look(
+            (a, &self.connected.plan.active.endpoint, &self.connected.ports.active),
+            (o, &self.connected.plan.offline.endpoint, &self.connected.ports.offline),
+            caches.as_deref(),
+            None::<&crate::connect::AnyKeycloak>,
+        )
+        .await;
+        let diagnosis = diagnose(&view);
+        let complete = self.metrics.record(&view, &diagnosis);
+        // Keep the cache list only from a poll that read both sites.
+        self.caches = complete.then(|| view.caches.iter().map(|c| c.cache.clone()).collect());
+        match self.connected.ports.journal.load().await {
+            Ok(journal) => self.metrics.record_journal(journal.as_ref()),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the journal");
+                self.metrics.error("local", "journal");
+            }
+        }
+        self.polls += 1;
+        self.metrics.polls.inc();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        self.metrics.last_poll.set(i64::try_from(now.as_secs()).unwrap_or(0));
+        self.metrics.poll_duration_ms.set(i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX));
+        diagnosis
+    }
+}
+
+/// `watch`: polls every `interval` and serves `/metrics` and `/healthz` on `listen` until
+/// Ctrl-C or SIGTERM; with `once`, polls once and prints the metrics instead.
+pub async fn watch(resolved: &Resolved, listen: SocketAddr, interval: Duration, once: bool) -> Result<Exit, CliError> {
+    if interval < Duration::from_secs(1) {
+        return Err(CliError::new(Exit::Usage, "--interval must be at least 1s (each poll reads every cache on both sites)"));
+    }
+    let connected = connect(resolved).await?;
+    let metrics = Metrics::default();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let mut watcher = Watcher { resolved, connected, metrics, caches: None, polls: 0 };
+    if once {
+        watcher.poll().await;
+        print!("{}", encode(&registry));
+        return Ok(Exit::Success);
+    }
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| CliError::new(Exit::Usage, format!("--listen {listen}: {e}; choose a free address")))?;
+    let shared = Arc::new(Shared { registry, last_poll: Mutex::new(None), interval });
+    let app = Router::new().route("/metrics", get(serve_metrics)).route("/healthz", get(healthz)).with_state(shared.clone());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    eprintln!(
+        "site-sync watch: polling {} and {} every {}; metrics on http://{listen}/metrics, health on /healthz; Ctrl-C stops",
+        resolved.active,
+        resolved.offline,
+        humantime::format_duration(interval)
+    );
+    let mut stop = crate::commands::stop_on_signal();
+    let mut previous: Option<&'static str> = None;
+    loop {
+        let diagnosis = watcher.poll().await;
+        *shared.last_poll.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+        let state = diagnosis_state(&diagnosis);
+        // The diagnosis on stderr when it changes: what the metrics say, for whoever reads the log.
+        if previous != Some(state) {
+            eprintln!("site-sync watch: {}", diagnosis.text(&resolved.active, &resolved.offline));
+            previous = Some(state);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = stop.wait_for(|stopped| *stopped) => break,
+        }
+        if server.is_finished() {
+            return Err(CliError::new(Exit::Failed, format!("the metrics server on {listen} stopped")));
+        }
+    }
+    server.abort();
+    Ok(Exit::Success)
+}

@@ -1,0 +1,226 @@
+//! `site-sync watch`: the metrics it exposes for each state of the pair, what one poll costs, and
+//! the served endpoints, against the fake pair.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+/// The metrics of one poll (`watch --once`), with the values that change from run to run (times,
+/// durations) replaced, and each family's series sorted (the encoder keeps no order).
+fn stable(metrics: &str) -> String {
+    let varying = ["site_sync_last_poll_timestamp_seconds ", "site_sync_last_poll_duration_milliseconds "];
+    let mut out = Vec::new();
+    let mut series: Vec<String> = Vec::new();
+    for line in metrics.lines() {
+        if line.starts_with('#') {
+            series.sort();
+            out.append(&mut series);
+            out.push(line.to_owned());
+        } else {
+            series.push(match varying.iter().find(|name| line.starts_with(**name)) {
+                Some(name) => format!("{name}<varies>"),
+                None => line.to_owned(),
+            });
+        }
+    }
+    series.sort();
+    out.append(&mut series);
+    out.join("\n")
+}
+
+fn value(metrics: &str, series: &str) -> Option<String> {
+    metrics.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).map(str::to_owned))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_poll_exposes_every_metric_for_a_healthy_pair() {
+    let env = Env::start().await;
+    let out = env.run(&["watch", "--once"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.ends_with("# EOF\n"), "OpenMetrics text ends with # EOF: {}", out.stdout);
+    insta::assert_snapshot!("watch_healthy", stable(&out.stdout));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_brain_and_then_its_heal_show_in_the_diagnosis_and_the_last_sync() {
+    let env = Env::start().await;
+    env.split_brain(20).await;
+    let out = env.run(&["watch", "--once"]).await;
+    assert_eq!(value(&out.stdout, r#"site_sync_diagnosis{state="split-brain"}"#).as_deref(), Some("1"), "{}", out.stdout);
+    assert_eq!(value(&out.stdout, r#"site_sync_diagnosis{state="healthy"}"#).as_deref(), Some("0"));
+    let offline = r#"site_sync_backup_status{cache="work",site="site-a",backup="site-b",status="offline"}"#;
+    assert_eq!(value(&out.stdout, offline).as_deref(), Some("1"), "{}", out.stdout);
+    assert_eq!(value(&out.stdout, r#"site_sync_cache_entries{cache="work",site="site-b"}"#).as_deref(), Some("15"));
+    assert!(!out.stdout.contains("site_sync_last_sync_status{"), "no run yet, no last sync: {}", out.stdout);
+
+    assert_eq!(env.run(&["run", "--yes"]).await.code, 0);
+    let out = env.run(&["watch", "--once"]).await;
+    assert_eq!(value(&out.stdout, r#"site_sync_diagnosis{state="healthy"}"#).as_deref(), Some("1"), "{}", out.stdout);
+    assert_eq!(value(&out.stdout, r#"site_sync_last_sync_status{status="succeeded"}"#).as_deref(), Some("1"));
+    assert_eq!(value(&out.stdout, "site_sync_last_sync_caches").as_deref(), Some("4"));
+    let ok = r#"site_sync_push_status{cache="work",site="site-a",backup="site-b",status="ok"}"#;
+    assert_eq!(value(&out.stdout, ok).as_deref(), Some("0"), "the run cleared the push status: {}", out.stdout);
+    let idle = r#"site_sync_push_status{cache="work",site="site-a",backup="site-b",status="idle"}"#;
+    assert_eq!(value(&out.stdout, idle).as_deref(), Some("1"), "{}", out.stdout);
+
+    // The alert rules only use series that watch exposes.
+    let rules = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/prometheus/alerts.yml")).unwrap();
+    let rules: serde_json::Value = serde_saphyr::from_str(&rules).unwrap();
+    let exprs: String = rules["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|rule| rule["expr"].as_str().unwrap().to_owned())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let used: std::collections::BTreeSet<&str> =
+        regex_lite::Regex::new(r"site_sync_[a-z_]+").unwrap().find_iter(&exprs).map(|m| m.as_str()).collect();
+    assert!(used.len() >= 7, "{used:?}");
+    let exposed: std::collections::BTreeSet<&str> =
+        out.stdout.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split(' ').next()).collect();
+    let missing: Vec<&&str> = used.iter().filter(|name| !exposed.iter().any(|e| name.starts_with(*e))).collect();
+    assert!(missing.is_empty(), "alerts.yml uses {missing:?}, which watch does not expose ({exposed:?})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_site_is_a_state_not_an_exit() {
+    let mut env = Env::start().await;
+    env.ispn.kill("site-b").await;
+    let out = env.run(&["watch", "--once"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(value(&out.stdout, r#"site_sync_site_up{site="site-b"}"#).as_deref(), Some("0"), "{}", out.stdout);
+    assert_eq!(value(&out.stdout, r#"site_sync_site_up{site="site-a"}"#).as_deref(), Some("1"));
+    assert_eq!(value(&out.stdout, r#"site_sync_diagnosis{state="unreachable"}"#).as_deref(), Some("1"));
+    assert_eq!(value(&out.stdout, r#"site_sync_poll_errors_total{site="site-b",kind="unreachable"}"#).as_deref(), Some("1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_reads_a_fixed_number_of_times_and_never_writes() {
+    let env = Env::start().await;
+    env.ispn.world().set_request_recording(true);
+    let before = env.ispn.world().requests().len();
+    assert_eq!(env.run(&["watch", "--once"]).await.code, 0);
+    let requests: Vec<String> = env.ispn.world().requests()[before..].iter().map(|r| r.what.clone()).collect();
+    assert!(requests.iter().all(|r| r.starts_with("GET ")), "{requests:#?}");
+    // Per site, as docs/user-guide.md counts them: the server's version, asked once per process
+    // (1); the container (1); cache discovery, on the first and every 10th poll (the list, then
+    // each cache's backups: 1 + 4); per replicated cache its backups, push status and size (3 × 4).
+    let caches = 4;
+    assert_eq!(requests.len(), 2 * (1 + 1 + (1 + caches) + 3 * caches), "{requests:#?}");
+}
+
+/// A free port on loopback (bound, then released for the child).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn it_serves_metrics_and_health_until_sigterm() {
+    let env = Env::start().await;
+    let listen = format!("127.0.0.1:{}", free_port());
+    let child = env.command(&["watch", "--listen", &listen, "--interval", "1s"]).spawn().unwrap();
+    let http = reqwest::Client::new();
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        if let Ok(answer) = http.get(format!("http://{listen}/metrics")).send().await {
+            let content_type = answer.headers()[reqwest::header::CONTENT_TYPE].to_str().unwrap().to_owned();
+            assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
+            metrics = answer.text().await.unwrap();
+            if metrics.contains("site_sync_polls_total 2") {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(metrics.contains("site_sync_polls_total 2"), "two polls a second apart: {metrics}");
+    let health = http.get(format!("http://{listen}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let out = Output::of_child(child).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("healthy: both directions replicate"), "the diagnosis is logged: {}", out.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_listen_address_is_a_usage_error() {
+    let env = Env::start().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = taken.local_addr().unwrap().to_string();
+    let out = env.run(&["watch", "--listen", &listen]).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.last_error_line().contains(&format!("--listen {listen}")), "{}", out.stderr);
+    let out = env.run(&["watch", "--interval", "100ms"]).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.last_error_line().contains("--interval must be at least 1s"), "{}", out.stderr);
+}
+
+fn manifest(name: &str) -> serde_json::Value {
+    let path = format!("{}/../../deploy/kubernetes/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn args(container: &serde_json::Value) -> Vec<String> {
+    container["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kubernetes_example_matches_the_binary_and_the_documented_role() {
+    // The Role: docs/rbac.md's, with the additions this example uses (all but force-delete).
+    let rbac = manifest("rbac.yaml");
+    let kinds: Vec<&str> = rbac["items"].as_array().unwrap().iter().map(|i| i["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["ServiceAccount", "Role", "RoleBinding"]);
+    let expected: Vec<serde_json::Value> = crate::rbac::documented_role()
+        .into_iter()
+        .filter(|rule| !(rule["resources"] == serde_json::json!(["pods"]) && rule["verbs"] == serde_json::json!(["delete"])))
+        .collect();
+    assert_eq!(rbac["items"][1]["rules"].as_array().unwrap(), &expected, "deploy/kubernetes/rbac.yaml drifted from docs/rbac.md");
+    assert_eq!(rbac["items"][2]["roleRef"]["name"], rbac["items"][1]["metadata"]["name"]);
+    assert_eq!(rbac["items"][2]["subjects"][0]["name"], rbac["items"][0]["metadata"]["name"]);
+
+    // The configuration loads: the binary gets past it to its own check of --interval.
+    let config = manifest("config.yaml");
+    let text = config["data"]["site-sync.yaml"].as_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("site-sync.yaml"), text).unwrap();
+    let out = Output::of(site_sync(dir.path(), &["watch", "--interval", "0s"])).await;
+    assert!(out.last_error_line().contains("--interval must be at least 1s"), "the example's configuration: {}", out.stderr);
+    let journal_dir = std::path::Path::new(text.lines().find_map(|l| l.strip_prefix("journal: ")).unwrap()).parent().unwrap();
+
+    let binary = env!("CARGO_BIN_EXE_site-sync");
+    let watch = manifest("watch.yaml");
+    let pod = &watch["spec"]["template"];
+    let container = &pod["spec"]["containers"][0];
+    let watch_args = args(container);
+    assert_eq!(watch_args[2], "watch");
+    let parsed = std::process::Command::new(binary).args(&watch_args).arg("--help").output().unwrap();
+    assert!(parsed.status.success(), "the Deployment's args do not parse: {}", String::from_utf8_lossy(&parsed.stderr));
+    let listen = &watch_args[watch_args.iter().position(|a| a == "--listen").unwrap() + 1];
+    let port = listen.rsplit(':').next().unwrap();
+    assert_eq!(pod["metadata"]["annotations"]["prometheus.io/port"], port);
+    assert_eq!(container["ports"][0]["containerPort"].to_string(), port);
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+
+    let job = manifest("sync-job.yaml");
+    let job_container = &job["spec"]["template"]["spec"]["containers"][0];
+    let job_args = args(job_container);
+    assert!(job_args.ends_with(&["run".to_owned(), "--yes".to_owned()]), "{job_args:?}");
+    let parsed = std::process::Command::new(binary).args(&job_args).arg("--help").output().unwrap();
+    assert!(parsed.status.success(), "the Job's args do not parse: {}", String::from_utf8_lossy(&parsed.stderr));
+    assert_eq!(job["spec"]["backoffLimit"], 0, "a failed run wants a human, not a retry");
+
+    // Both mount the configuration, the kubeconfig and the journal where the configuration says.
+    let claim = manifest("journal.yaml")["metadata"]["name"].clone();
+    for (spec, container) in [(&pod["spec"], container), (&job["spec"]["template"]["spec"], job_container)] {
+        let volume = |name: &str| spec["volumes"].as_array().unwrap().iter().find(|v| v["name"] == name).cloned().unwrap();
+        let mount = |name: &str| {
+            container["volumeMounts"].as_array().unwrap().iter().find(|m| m["name"] == name).unwrap()["mountPath"].clone()
+        };
+        assert_eq!(volume("config")["configMap"]["name"], config["metadata"]["name"]);
+        let config_file = format!("{}/site-sync.yaml", mount("config").as_str().unwrap());
+        assert_eq!(args(container)[..2], ["--config".to_owned(), config_file]);
+        assert_eq!(mount("journal"), journal_dir.to_str().unwrap());
+        assert_eq!(volume("journal")["persistentVolumeClaim"]["claimName"], claim);
+        assert!(text.contains(&format!("kubeconfig: {}/config", mount("kubeconfig").as_str().unwrap())));
+    }
+}
