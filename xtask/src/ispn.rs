@@ -751,7 +751,7 @@ pub fn e2e(args: &[&str]) -> Result<()> {
             }
             if let (false, 1, Some(kube)) = (spec.tls, spec.nodes, &kube) {
                 scenarios(&pair, kube)?;
-                rbac(&pair, kube)?;
+                real_only(&pair, kube)?;
             }
             if spec.tls {
                 // Operators run the CLI with --trustall: the insecure mode must work too.
@@ -828,15 +828,18 @@ fn scenarios(pair: &RunningPair, kube: &crate::kube::RunningKube) -> Result<()> 
     run(&mut command).with_context(|| format!("the end-to-end scenarios failed against the real {} pair", pair.spec.variant()))
 }
 
-/// The documented Role proven on the real API server with the real pair (ignored tests: they
-/// cannot run without both, and fail here rather than pass unseen).
-fn rbac(pair: &RunningPair, kube: &crate::kube::RunningKube) -> Result<()> {
+/// The suites that exist only against real servers (ignored tests: they cannot run without them,
+/// and fail here rather than pass unseen): the documented Role proven on the real API server,
+/// and a real Prometheus alerting on a real split brain through `site-sync watch`.
+fn real_only(pair: &RunningPair, kube: &crate::kube::RunningKube) -> Result<()> {
     let mut command = cargo();
-    command.args(["test", "--workspace", "--test", "it", "--", "rbac::", "--ignored", "--test-threads", "1", "--nocapture"]);
+    command.args(["test", "--workspace", "--test", "it", "--", "rbac::", "prometheus::", "--ignored", "--test-threads", "1"]);
+    command.arg("--nocapture");
     for (k, v) in pair.env().into_iter().chain(kube.env()) {
         command.env(k, v);
     }
-    run(&mut command).with_context(|| format!("the RBAC suite failed against the real {} pair", pair.spec.variant()))
+    run(&mut command)
+        .with_context(|| format!("the RBAC or Prometheus suite failed against the real {} pair", pair.spec.variant()))
 }
 
 /// keycloak-scale's suite (scaling, pods, CRD versions, Secrets, Lease, port-forward, 403s)

@@ -6,6 +6,7 @@ mod bad_input;
 mod commands;
 mod keycloak;
 mod link;
+mod prometheus;
 mod rbac;
 mod resume;
 mod scenarios;

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use crate::support::{Output, site_sync};
 
 const SITES: [&str; 2] = ["site-a", "site-b"];
-const NEEDS: &str = "needs `cargo xtask e2e --kube`: a real API server and a real Infinispan pair";
+pub const NEEDS: &str = "needs `cargo xtask e2e --kube`: a real API server and a real Infinispan pair";
 
 /// The Role of docs/rbac.md with the additions for every optional feature, as RBAC rules.
 pub fn documented_role() -> Vec<Value> {
@@ -99,6 +99,54 @@ fn site(name: &str) -> SiteName {
     SiteName::new(name).unwrap()
 }
 
+/// The real Infinispan pair `cargo xtask e2e` started (its URLs and admin in the environment).
+pub struct RealPair {
+    pub a: Client,
+    pub b: Client,
+    pub urls: (String, String),
+    pub user: String,
+    pub password: String,
+}
+
+impl RealPair {
+    pub fn from_env() -> Self {
+        let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{NEEDS} ({name} is not set)"));
+        let (user, password) = (var("SITE_SYNC_CONTRACT_USER"), var("SITE_SYNC_CONTRACT_PASSWORD"));
+        let urls = (var("SITE_SYNC_CONTRACT_A_URL"), var("SITE_SYNC_CONTRACT_B_URL"));
+        Self { a: client(&urls.0, &user, &password), b: client(&urls.1, &user, &password), urls, user, password }
+    }
+
+    /// Both directions online, no push state, empty caches.
+    pub async fn reset(&self) {
+        for (me, other) in [(&self.a, site("site-b")), (&self.b, site("site-a"))] {
+            for c in caches() {
+                let _ = me.cache_site_action(&c, &other, SiteAction::CancelPushState).await;
+                me.cache_site_action(&c, &other, SiteAction::CancelReceiveState).await.unwrap();
+                me.cache_site_action(&c, &other, SiteAction::BringOnline).await.unwrap();
+                me.clear_push_state_status(&c).await.unwrap();
+                me.clear(&c, ClearScope::LocalOnly).await.unwrap();
+            }
+        }
+    }
+
+    /// Each site took the other offline, then both took different writes (200 entries per cache
+    /// on site-a, 50 others on site-b).
+    pub async fn split_brain(&self) {
+        let mut writes = Vec::new();
+        for c in caches() {
+            self.a.cache_site_action(&c, &site("site-b"), SiteAction::TakeOffline).await.unwrap();
+            self.b.cache_site_action(&c, &site("site-a"), SiteAction::TakeOffline).await.unwrap();
+            writes.extend((0..200).map(|i| (&self.a, c.clone(), format!("user-{i:04}"), format!("active-{i}"))));
+            writes.extend((0..50).map(|i| (&self.b, c.clone(), format!("ghost-{i:04}"), "stale".to_owned())));
+        }
+        futures::stream::iter(writes)
+            .map(|(to, c, k, v)| async move { to.put(&c, &k, &v).await.unwrap() })
+            .buffer_unordered(16)
+            .collect::<Vec<()>>()
+            .await;
+    }
+}
+
 /// What a refused run must leave as it was: per cache, both sites' sizes and backup statuses;
 /// the offline Keycloak; whether a Lease exists.
 type Observed = (BTreeMap<String, (u64, u64, String, String)>, Option<(u32, u32, u32, Option<String>)>, bool);
@@ -110,21 +158,15 @@ struct KubeEnv {
     real: RealKube,
     namespaces: [String; 2],
     operators: Vec<StandInOperator>,
-    a: Client,
-    b: Client,
+    pair: RealPair,
     dir: tempfile::TempDir,
 }
 
 impl KubeEnv {
     async fn start(rules: &[Value]) -> Self {
         let real = RealKube::from_env().await.expect(NEEDS);
-        let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{NEEDS} ({name} is not set)"));
-        let (user, password) = (var("SITE_SYNC_CONTRACT_USER"), var("SITE_SYNC_CONTRACT_PASSWORD"));
-        let (a, b) = (
-            client(&var("SITE_SYNC_CONTRACT_A_URL"), &user, &password),
-            client(&var("SITE_SYNC_CONTRACT_B_URL"), &user, &password),
-        );
-        let identities = format!("credentials:\n- username: {user}\n  password: {password}\n  roles: [admin]\n");
+        let pair = RealPair::from_env();
+        let identities = format!("credentials:\n- username: {}\n  password: {}\n  roles: [admin]\n", pair.user, pair.password);
         let mut namespaces = Vec::new();
         let mut operators = Vec::new();
         let mut tokens = Vec::new();
@@ -170,55 +212,25 @@ impl KubeEnv {
             ),
         )
         .unwrap();
-        let env = Self { real, namespaces, operators, a, b, dir };
-        env.reset().await;
-        env
+        pair.reset().await;
+        Self { real, namespaces, operators, pair, dir }
     }
 
     fn account(&self, site: usize) -> String {
         format!("system:serviceaccount:{}:site-sync", self.namespaces[site])
     }
 
-    /// Both directions online, no push state, empty caches.
-    async fn reset(&self) {
-        for (me, other) in [(&self.a, site("site-b")), (&self.b, site("site-a"))] {
-            for c in caches() {
-                let _ = me.cache_site_action(&c, &other, SiteAction::CancelPushState).await;
-                me.cache_site_action(&c, &other, SiteAction::CancelReceiveState).await.unwrap();
-                me.cache_site_action(&c, &other, SiteAction::BringOnline).await.unwrap();
-                me.clear_push_state_status(&c).await.unwrap();
-                me.clear(&c, ClearScope::LocalOnly).await.unwrap();
-            }
-        }
-    }
-
-    /// Each site took the other offline, then both took different writes.
-    async fn split_brain(&self) {
-        let mut writes = Vec::new();
-        for c in caches() {
-            self.a.cache_site_action(&c, &site("site-b"), SiteAction::TakeOffline).await.unwrap();
-            self.b.cache_site_action(&c, &site("site-a"), SiteAction::TakeOffline).await.unwrap();
-            writes.extend((0..200).map(|i| (&self.a, c.clone(), format!("user-{i:04}"), format!("active-{i}"))));
-            writes.extend((0..50).map(|i| (&self.b, c.clone(), format!("ghost-{i:04}"), "stale".to_owned())));
-        }
-        futures::stream::iter(writes)
-            .map(|(to, c, k, v)| async move { to.put(&c, &k, &v).await.unwrap() })
-            .buffer_unordered(16)
-            .collect::<Vec<()>>()
-            .await;
-    }
-
     async fn observe(&self) -> Observed {
         let mut caches_seen = BTreeMap::new();
         for c in caches() {
             let status = |s: Option<&BackupStatus>| s.map(|s| format!("{s:?}")).unwrap_or_default();
-            let a = self.a.cache_backups(&c).await.unwrap();
-            let b = self.b.cache_backups(&c).await.unwrap();
+            let a = self.pair.a.cache_backups(&c).await.unwrap();
+            let b = self.pair.b.cache_backups(&c).await.unwrap();
             caches_seen.insert(
                 c.to_string(),
                 (
-                    self.a.size(&c).await.unwrap(),
-                    self.b.size(&c).await.unwrap(),
+                    self.pair.a.size(&c).await.unwrap(),
+                    self.pair.b.size(&c).await.unwrap(),
                     status(a.get(&site("site-b"))),
                     status(b.get(&site("site-a"))),
                 ),
@@ -254,13 +266,13 @@ impl KubeEnv {
 async fn the_documented_role_runs_a_full_sync_through_port_forwards_and_every_verb_is_used() {
     let role = documented_role();
     let env = KubeEnv::start(&role).await;
-    env.split_brain().await;
+    env.pair.split_brain().await;
     // One pod hangs in Terminating, so that the run must use --force-delete-stuck-pods.
     env.operators[1].behave(|b| b.stuck_pods = 1);
     let out = env.run(&["run", "--yes", "--force-delete-stuck-pods"]).await;
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     // Again, over a crashed run's expired Lease: taking it over is an update, not a create.
-    env.split_brain().await;
+    env.pair.split_brain().await;
     env.real
         .create(
             &env.namespaces[1],
@@ -307,7 +319,7 @@ async fn the_documented_role_runs_a_full_sync_through_port_forwards_and_every_ve
 async fn each_verb_taken_from_the_role_stops_the_run_before_anything_changes_and_is_named() {
     let role = documented_role();
     let env = KubeEnv::start(&role).await;
-    env.split_brain().await;
+    env.pair.split_brain().await;
     let before = env.observe().await;
     let mut report = Vec::new();
     for grant in grants(&role) {
