@@ -128,6 +128,16 @@ pub enum Command {
         /// Poll once, print the metrics on stdout and exit.
         #[arg(long)]
         once: bool,
+        /// Run the procedure (`run --yes`, with this configuration) when the pair has read split
+        /// brain with the link up for --heal-hold; never over a failed or unfinished run.
+        #[arg(long)]
+        heal: bool,
+        /// How long a split brain must last before --heal acts.
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        heal_hold: Duration,
+        /// The least time between two heals' starts.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        heal_interval: Duration,
     },
     /// Run the whole procedure against an embedded simulated pair (no setup needed).
     Demo {

@@ -46,7 +46,11 @@ async fn dispatch(cli: &Cli) -> Result<Exit, CliError> {
         Command::Status => commands::status(format, &commands::load(cli, None)?).await,
         Command::Diff { values, sample } => commands::diff(format, &commands::load(cli, None)?, *values, *sample).await,
         Command::Verify { level } => commands::verify(format, &commands::load(cli, None)?, *level).await,
-        Command::Watch { listen, interval, once } => watch::watch(&commands::load(cli, None)?, *listen, *interval, *once).await,
+        Command::Watch { listen, interval, once, heal, heal_hold, heal_interval } => {
+            let heal = heal.then(|| watch::Heal::new(cli, *heal_hold, *heal_interval));
+            let options = watch::Options { listen: *listen, interval: *interval, once: *once, heal };
+            watch::watch(&commands::load(cli, None)?, options).await
+        }
         Command::Config { command: ConfigCommand::Check } => commands::check(format, &commands::load(cli, None)?).await,
     }
 }

@@ -6,6 +6,7 @@
 //! exit: the next poll tries again.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,9 +22,11 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use sync_core::heal::{HealMemory, HealPolicy, HealVerdict, LastRun, PairState, heal_verdict};
 use sync_core::journal::{Finished, Journal};
 use sync_core::ports::JournalStore;
 
+use crate::cli::Cli;
 use crate::config::Resolved;
 use crate::connect::{Connected, connect};
 use crate::exit::{CliError, Exit};
@@ -102,6 +105,9 @@ struct Metrics {
     last_sync_duration: Gauge,
     last_sync_caches: Gauge,
     poll_errors: Family<ErrorLabels, Counter>,
+    heals: Family<StatusLabels, Counter>,
+    heal_running: Gauge,
+    heal_blocked: Gauge,
     polls: Counter,
     last_poll: Gauge,
     poll_duration_ms: Gauge,
@@ -147,6 +153,13 @@ impl Metrics {
         r.register("last_sync_caches", "Caches the last run synchronized", self.last_sync_caches.clone());
         r.register("poll_errors", "Failed reads during polls, by site and kind", self.poll_errors.clone());
         r.register("polls", "Polls completed", self.polls.clone());
+        r.register("heals", "Heals by `watch --heal`: started, succeeded, failed", self.heals.clone());
+        r.register("heal_running", "Whether a heal started by this watcher is running", self.heal_running.clone());
+        r.register(
+            "heal_blocked",
+            "Whether a split brain waits for a human because the last run failed or is unfinished (with --heal)",
+            self.heal_blocked.clone(),
+        );
         r.register("last_poll_timestamp_seconds", "When the last poll completed (Unix time)", self.last_poll.clone());
         r.register("last_poll_duration_milliseconds", "How long the last poll took", self.poll_duration_ms.clone());
     }
@@ -307,6 +320,110 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
+/// `watch --heal`: the policy, its memory, and the run it started.
+#[derive(Debug)]
+pub struct Heal {
+    /// `site-sync` arguments that run the procedure with the watcher's configuration.
+    args: Vec<OsString>,
+    policy: HealPolicy,
+    memory: HealMemory,
+    child: Option<tokio::process::Child>,
+    last_said: Option<String>,
+}
+
+impl Heal {
+    /// A heal runs this process's binary with the same configuration and overrides.
+    pub fn new(cli: &Cli, hold: Duration, interval: Duration) -> Self {
+        let mut args: Vec<OsString> = vec!["--config".into(), cli.config.clone().into()];
+        for (flag, value) in [("--active", &cli.active), ("--offline", &cli.offline)] {
+            if let Some(value) = value {
+                args.extend([flag.into(), value.into()]);
+            }
+        }
+        if let Some(caches) = &cli.caches {
+            args.extend(["--caches".into(), caches.join(",").into()]);
+        }
+        if let Some(journal) = &cli.journal {
+            args.extend(["--journal".into(), journal.clone().into()]);
+        }
+        if let Some(timeout) = cli.request_timeout {
+            args.extend(["--request-timeout".into(), humantime::format_duration(timeout).to_string().into()]);
+        }
+        args.extend(["run".into(), "--yes".into()]);
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Self {
+            args,
+            policy: HealPolicy { hold_ms: ms(hold), min_interval_ms: ms(interval) },
+            memory: HealMemory::default(),
+            child: None,
+            last_said: None,
+        }
+    }
+
+    /// Reaps a finished heal; whether one is still running.
+    fn running(&mut self, metrics: &Metrics) -> bool {
+        let Some(child) = &mut self.child else { return false };
+        match child.try_wait() {
+            Ok(None) => true,
+            Ok(Some(status)) => {
+                let outcome = if status.success() { "succeeded" } else { "failed" };
+                metrics.heals.get_or_create(&StatusLabels { status: outcome.to_owned() }).inc();
+                eprintln!("site-sync watch: heal {outcome} ({status})");
+                self.child = None;
+                false
+            }
+            Err(e) => {
+                eprintln!("site-sync watch: cannot tell whether the heal still runs: {e}");
+                true
+            }
+        }
+    }
+
+    /// After a poll: decides, and starts a run when the policy says so.
+    fn step(&mut self, metrics: &Metrics, now_ms: u64, pair: PairState, last: LastRun) {
+        let running = self.running(metrics);
+        let verdict = heal_verdict(self.policy, &mut self.memory, now_ms, pair, last, running);
+        metrics.heal_blocked.set(i64::from(matches!(verdict, HealVerdict::Blocked(_))));
+        let said = match &verdict {
+            HealVerdict::Heal => "starting a run".to_owned(),
+            HealVerdict::Wait(why) => format!("waiting: {why}"),
+            HealVerdict::Blocked(why) => format!("blocked: {why}"),
+        };
+        if self.last_said.as_deref() != Some(said.as_str()) {
+            eprintln!("site-sync watch: heal {said}");
+            self.last_said = Some(said);
+        }
+        if verdict == HealVerdict::Heal {
+            let program = std::env::current_exe().unwrap_or_else(|_| "site-sync".into());
+            match tokio::process::Command::new(program).args(&self.args).stdin(std::process::Stdio::null()).spawn() {
+                Ok(child) => {
+                    metrics.heals.get_or_create(&StatusLabels { status: "started".to_owned() }).inc();
+                    eprintln!("site-sync watch: heal started (pid {})", child.id().unwrap_or_default());
+                    self.child = Some(child);
+                }
+                Err(e) => {
+                    metrics.heals.get_or_create(&StatusLabels { status: "failed".to_owned() }).inc();
+                    eprintln!("site-sync watch: cannot start the heal: {e}");
+                }
+            }
+        }
+        metrics.heal_running.set(i64::from(self.child.is_some()));
+    }
+}
+
+/// What `watch` was asked to do.
+#[derive(Debug)]
+pub struct Options {
+    /// Where to serve.
+    pub listen: SocketAddr,
+    /// Between polls.
+    pub interval: Duration,
+    /// One poll, printed.
+    pub once: bool,
+    /// `--heal`.
+    pub heal: Option<Heal>,
+}
+
 /// The watcher's state between polls.
 struct Watcher<'a> {
     resolved: &'a Resolved,
@@ -314,11 +431,13 @@ struct Watcher<'a> {
     metrics: Metrics,
     caches: Option<Vec<CacheName>>,
     polls: u64,
+    last_run: LastRun,
 }
 
 impl Watcher<'_> {
-    /// One poll: a fixed set of reads, never a write.
-    async fn poll(&mut self) -> Diagnosis {
+    /// One poll: a fixed set of reads, never a write. Returns the diagnosis and what a heal
+    /// needs to know of it.
+    async fn poll(&mut self) -> (Diagnosis, PairState) {
         let started = Instant::now();
         let (a, o) = (&self.resolved.active, &self.resolved.offline);
         let rediscover = self.caches.is_none() || self.polls.is_multiple_of(REDISCOVER_EVERY);
@@ -331,14 +450,34 @@ impl Watcher<'_> {
         )
         .await;
         let diagnosis = diagnose(&view);
+        // The link counts as up only when both sites said they see each other.
+        let sees = |site: &crate::inspect::SiteView, other: &ispn_xsite::SiteName| {
+            site.sites_view.as_ref().is_some_and(|v| v.iter().any(|s| s == other.as_str()))
+        };
+        let link_up = sees(&view.first, &view.second.name) && sees(&view.second, &view.first.name);
+        let pair = match (&diagnosis, link_up) {
+            (Diagnosis::SplitBrain, true) => PairState::SplitBrainLinkUp,
+            (Diagnosis::SplitBrain, false) => PairState::SplitBrainLinkDown,
+            _ => PairState::Other,
+        };
         let complete = self.metrics.record(&view, &diagnosis);
         // Keep the cache list only from a poll that read both sites.
         self.caches = complete.then(|| view.caches.iter().map(|c| c.cache.clone()).collect());
         match self.connected.ports.journal.load().await {
-            Ok(journal) => self.metrics.record_journal(journal.as_ref()),
+            Ok(journal) => {
+                self.metrics.record_journal(journal.as_ref());
+                self.last_run = match journal.as_ref().map(|j| &j.finished) {
+                    None => LastRun::None,
+                    Some(Some(Finished::Succeeded)) => LastRun::Succeeded,
+                    Some(None) => LastRun::Unfinished,
+                    Some(Some(_)) => LastRun::NotSucceeded,
+                };
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the journal");
                 self.metrics.error("local", "journal");
+                // A journal that cannot be read is no ground for a heal.
+                self.last_run = LastRun::Unfinished;
             }
         }
         self.polls += 1;
@@ -346,21 +485,25 @@ impl Watcher<'_> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         self.metrics.last_poll.set(i64::try_from(now.as_secs()).unwrap_or(0));
         self.metrics.poll_duration_ms.set(i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX));
-        diagnosis
+        (diagnosis, pair)
     }
 }
 
 /// `watch`: polls every `interval` and serves `/metrics` and `/healthz` on `listen` until
 /// Ctrl-C or SIGTERM; with `once`, polls once and prints the metrics instead.
-pub async fn watch(resolved: &Resolved, listen: SocketAddr, interval: Duration, once: bool) -> Result<Exit, CliError> {
+pub async fn watch(resolved: &Resolved, options: Options) -> Result<Exit, CliError> {
+    let Options { listen, interval, once, mut heal } = options;
     if interval < Duration::from_secs(1) {
         return Err(CliError::new(Exit::Usage, "--interval must be at least 1s (each poll reads every cache on both sites)"));
+    }
+    if once && heal.is_some() {
+        return Err(CliError::new(Exit::Usage, "--heal needs the long-running watch: drop --once"));
     }
     let connected = connect(resolved).await?;
     let metrics = Metrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
-    let mut watcher = Watcher { resolved, connected, metrics, caches: None, polls: 0 };
+    let mut watcher = Watcher { resolved, connected, metrics, caches: None, polls: 0, last_run: LastRun::None };
     if once {
         watcher.poll().await;
         print!("{}", encode(&registry));
@@ -380,9 +523,22 @@ pub async fn watch(resolved: &Resolved, listen: SocketAddr, interval: Duration, 
     );
     let mut stop = crate::commands::stop_on_signal();
     let mut previous: Option<&'static str> = None;
+    let began = Instant::now();
+    if let Some(heal) = &heal {
+        eprintln!(
+            "site-sync watch: --heal is on: a split brain that lasts {} with the link up is synchronized from {} (at most once per {})",
+            humantime::format_duration(Duration::from_millis(heal.policy.hold_ms)),
+            resolved.active,
+            humantime::format_duration(Duration::from_millis(heal.policy.min_interval_ms)),
+        );
+    }
     loop {
-        let diagnosis = watcher.poll().await;
+        let (diagnosis, pair) = watcher.poll().await;
         *shared.last_poll.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+        if let Some(heal) = &mut heal {
+            let now_ms = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
+            heal.step(&watcher.metrics, now_ms, pair, watcher.last_run);
+        }
         let state = diagnosis_state(&diagnosis);
         // The diagnosis on stderr when it changes: what the metrics say, for whoever reads the log.
         if previous != Some(state) {
@@ -398,5 +554,13 @@ pub async fn watch(resolved: &Resolved, listen: SocketAddr, interval: Duration, 
         }
     }
     server.abort();
+    if let Some(child) = heal.as_mut().and_then(|h| h.child.as_mut())
+        && child.try_wait().ok().flatten().is_none()
+    {
+        eprintln!(
+            "site-sync watch: stopping; the heal (pid {}) goes on by itself (its journal and lock are its own)",
+            child.id().unwrap_or_default()
+        );
+    }
     Ok(Exit::Success)
 }

@@ -14,6 +14,7 @@
 //! - [`event`]: what the driver reports while it works.
 //! - [`ports`]: the traits the driver works through, and in-memory implementations.
 //! - [`compare`]: key-by-key comparison of a cache on two sites in bounded memory.
+//! - [`heal`]: when `watch --heal` may start a run on its own (a pure policy).
 //! - [`decide`]: `decide(plan, journal, observation) -> Decision`, the procedure as a pure
 //!   function: no IO, no clock, no randomness.
 //! - [`driver`]: the thin async loop that runs `decide` over the ports and reports events.
@@ -42,6 +43,8 @@ pub mod event;
 pub mod ports;
 
 pub mod compare;
+
+pub mod heal;
 
 pub mod decide;
 

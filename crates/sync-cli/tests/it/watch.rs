@@ -224,3 +224,88 @@ async fn the_kubernetes_example_matches_the_binary_and_the_documented_role() {
         assert!(text.contains(&format!("kubeconfig: {}/config", mount("kubeconfig").as_str().unwrap())));
     }
 }
+
+/// Scrapes `listen` until `done` holds for the metrics (30 s at most).
+async fn scrape_until(listen: &str, what: &str, done: impl Fn(&str) -> bool) -> String {
+    let http = reqwest::Client::new();
+    let mut metrics = String::new();
+    for _ in 0..300 {
+        if let Ok(answer) = http.get(format!("http://{listen}/metrics")).send().await {
+            metrics = answer.text().await.unwrap_or_default();
+            if done(&metrics) {
+                return metrics;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what} did not show within 30 s: {metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heal_synchronizes_a_held_split_brain_once() {
+    let env = Env::start().await;
+    env.split_brain(40).await;
+    let active = env.entries("site-a");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let args = ["watch", "--listen", &listen, "--interval", "1s", "--heal", "--heal-hold", "2s", "--heal-interval", "1h"];
+    let child = env.command(&args).spawn().unwrap();
+    let metrics = scrape_until(&listen, "a succeeded heal and a healthy pair", |m| {
+        value(m, r#"site_sync_heals_total{status="succeeded"}"#).as_deref() == Some("1")
+            && value(m, r#"site_sync_diagnosis{state="healthy"}"#).as_deref() == Some("1")
+    })
+    .await;
+    assert_eq!(value(&metrics, r#"site_sync_heals_total{status="started"}"#).as_deref(), Some("1"));
+    assert_eq!(value(&metrics, "site_sync_heal_running").as_deref(), Some("0"));
+    assert_eq!(env.entries("site-b"), active, "site-b holds the active site's data");
+    assert_eq!(env.kube_b.keycloak_state(NS, "keycloak"), Some((3, 3, 3, None)));
+
+    // Split again within the interval: waits, does not heal twice.
+    env.split_brain(40).await;
+    let metrics = scrape_until(&listen, "the new split brain", |m| {
+        value(m, r#"site_sync_diagnosis{state="split-brain"}"#).as_deref() == Some("1")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let later = scrape_until(&listen, "another poll", |m| m != metrics).await;
+    assert_eq!(value(&later, r#"site_sync_heals_total{status="started"}"#).as_deref(), Some("1"), "{later}");
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let out = Output::of_child(child).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let said: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("site-sync watch: heal")).collect();
+    assert!(said.iter().any(|l| l.contains("waiting: split brain, holding before a heal")), "{said:#?}");
+    assert!(said.iter().any(|l| l.contains("heal succeeded")), "{said:#?}");
+    assert!(said.iter().any(|l| l.contains("waiting: split brain, but the last heal is too recent")), "{said:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heal_never_acts_over_an_unfinished_run() {
+    // Keycloak's pods take long to stop: a run killed meanwhile leaves its journal open with the
+    // pair still split.
+    let slow = keycloak_scale::fake::Timing { pod_terminate: Duration::from_secs(30), ..quick() };
+    let env = Env::with(fake_ispn::ClusterSpec::two_sites("site-a", "site-b"), |k| k.timing(slow)).await;
+    env.split_brain(10).await;
+    let mut run = env.command(&["run", "--yes"]).spawn().unwrap();
+    for _ in 0..200 {
+        if std::fs::read_to_string(env.path("journal.json")).is_ok_and(|j| j.contains("\"step\": \"scale-down\"")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    run.kill().await.unwrap();
+    let _ = run.wait().await;
+
+    let listen = format!("127.0.0.1:{}", free_port());
+    let args = ["watch", "--listen", &listen, "--interval", "1s", "--heal", "--heal-hold", "1s"];
+    let child = env.command(&args).spawn().unwrap();
+    let metrics = scrape_until(&listen, "the blocked heal", |m| value(m, "site_sync_heal_blocked").as_deref() == Some("1")).await;
+    assert_eq!(value(&metrics, r#"site_sync_diagnosis{state="split-brain"}"#).as_deref(), Some("1"));
+    assert_eq!(value(&metrics, r#"site_sync_last_sync_status{status="unfinished"}"#).as_deref(), Some("1"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let out = Output::of_child(child).await;
+    assert!(out.stderr.contains("heal blocked: the journal holds an unfinished run"), "{}", out.stderr);
+    assert!(!out.stderr.contains("heal started"), "{}", out.stderr);
+    assert!(env.ispn.world().clears().is_empty(), "nothing was cleared");
+}

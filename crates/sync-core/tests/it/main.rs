@@ -4,6 +4,7 @@
 mod compare;
 mod decide;
 mod driver;
+mod heal;
 mod journal;
 mod sim;
 mod support;
