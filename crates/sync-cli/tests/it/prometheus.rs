@@ -1,7 +1,7 @@
 //! A real Prometheus (Debian's) scrapes `site-sync watch --heal` watching the real Infinispan pair
 //! with the alert rules of deploy/prometheus: a split brain made on the pair sets
-//! `KeycloakSitesSplitBrain` pending, the watcher's heal (`site-sync run`) synchronizes the pair
-//! after its hold time, and the alert clears. Run by `cargo xtask e2e` (`--ignored`: it needs the
+//! `KeycloakSitesSplitBrain` pending, then firing after the rule's 2 minutes; the watcher's heal
+//! (`site-sync run`) synchronizes the pair after its hold time, and the alert clears. Run by `cargo xtask e2e` (`--ignored`: it needs the
 //! pair and the `prometheus` binary).
 
 use std::time::{Duration, Instant};
@@ -63,16 +63,17 @@ impl Prometheus {
             .and_then(|a| a["state"].as_str().map(str::to_owned))
     }
 
-    /// Waits (bounded) until `alert`'s state satisfies `wanted`; returns how long it took.
+    /// Waits (3 minutes at most) until `alert`'s state satisfies `wanted`; returns how long it
+    /// took.
     async fn wait_for(&self, http: &reqwest::Client, alert: &str, wanted: impl Fn(Option<&str>) -> bool, what: &str) -> Duration {
         let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(90) {
+        while started.elapsed() < Duration::from_secs(180) {
             if wanted(self.alert(http, alert).await.as_deref()) {
                 return started.elapsed();
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        panic!("{alert} did not become {what} within 90 s (now {:?})", self.alert(http, alert).await);
+        panic!("{alert} did not become {what} within 180 s (now {:?})", self.alert(http, alert).await);
     }
 }
 
@@ -102,7 +103,8 @@ async fn a_real_split_brain_sets_the_alert_and_the_watchers_heal_clears_it() {
     )
     .unwrap();
     let listen = format!("127.0.0.1:{}", free_port());
-    let args = ["watch", "--listen", &listen, "--interval", "1s", "--heal", "--heal-hold", "5s"];
+    // Held past the rule's `for: 2m`, so that the alert fires before the heal.
+    let args = ["watch", "--listen", &listen, "--interval", "1s", "--heal", "--heal-hold", "135s"];
     let watch = site_sync(dir.path(), &args).spawn().unwrap();
     let prometheus = Prometheus::start(dir.path(), &listen);
     let http = reqwest::Client::new();
@@ -131,21 +133,24 @@ async fn a_real_split_brain_sets_the_alert_and_the_watchers_heal_clears_it() {
     prometheus.wait_for(&http, alert, |s| s.is_some(), "pending").await;
     let to_pending = split_at.elapsed();
     let state = prometheus.alert(&http, alert).await;
-    assert!(matches!(state.as_deref(), Some("pending" | "firing")), "{state:?}");
+    assert_eq!(state.as_deref(), Some("pending"), "pending first, for the rule's 2 minutes");
+    prometheus.wait_for(&http, alert, |s| s == Some("firing"), "firing").await;
+    let to_firing = split_at.elapsed();
 
-    // The watcher heals after 5 s of split brain with the link up; the alert clears after it.
-    let to_clear = prometheus.wait_for(&http, alert, |s| s.is_none(), "inactive").await + to_pending;
+    // The watcher heals after 135 s of split brain with the link up; the alert clears after it.
+    prometheus.wait_for(&http, alert, |s| s.is_none(), "inactive").await;
+    let to_clear = split_at.elapsed();
     // The alert clears as soon as the run has brought the backups online; the heal ends later.
     let heals = format!("{}/api/v1/query?query=site_sync_heals_total%7Bstatus%3D%22succeeded%22%7D", prometheus.url);
     let mut answer = Value::Null;
-    while split_at.elapsed() < Duration::from_secs(120) {
+    while split_at.elapsed() < Duration::from_secs(240) {
         answer = http.get(&heals).send().await.unwrap().json().await.unwrap();
         if answer["data"]["result"][0]["value"][1] == "1" {
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    assert_eq!(answer["data"]["result"][0]["value"][1], "1", "the heal did not succeed within 120 s: {answer}");
+    assert_eq!(answer["data"]["result"][0]["value"][1], "1", "the heal did not succeed within 240 s: {answer}");
     let healed = split_at.elapsed();
     for c in ["actionTokens", "authenticationSessions", "loginFailures", "work"] {
         let cache = ispn_xsite::CacheName::new(c).unwrap();
@@ -162,10 +167,10 @@ async fn a_real_split_brain_sets_the_alert_and_the_watchers_heal_clears_it() {
     assert!(out.stderr.contains("split brain: site-a and site-b"), "watch logged the change: {}", out.stderr);
     assert!(out.stderr.contains("site-sync watch: heal succeeded"), "{}", out.stderr);
     println!(
-        "alert timeline: first healthy scrape {:.1} s after start; after the split brain started: {alert} {} at {:.1} s, inactive at {:.1} s (watch --heal, hold 5 s, ran the procedure), heal succeeded as Prometheus saw at {:.1} s",
+        "alert timeline: first healthy scrape {:.1} s after start; after the split brain started: {alert} pending at {:.1} s, firing at {:.1} s, inactive at {:.1} s (watch --heal, hold 135 s, ran the procedure), heal succeeded as Prometheus saw at {:.1} s",
         scraped.as_secs_f64(),
-        state.unwrap_or_default(),
         to_pending.as_secs_f64(),
+        to_firing.as_secs_f64(),
         to_clear.as_secs_f64(),
         healed.as_secs_f64()
     );
