@@ -435,9 +435,9 @@ struct Watcher<'a> {
 }
 
 impl Watcher<'_> {
-    /// One poll: a fixed set of reads, never a write. Returns the diagnosis and what a heal
-    /// needs to know of it.
-    async fn poll(&mut self) -> (Diagnosis, PairState) {
+    /// One poll: a fixed set of reads, never a write. Returns the diagnosis, what a heal needs to
+    /// know of it, and the diagnosis in words (with the error of a site that could not be read).
+    async fn poll(&mut self) -> (Diagnosis, PairState, String) {
         let started = Instant::now();
         let (a, o) = (&self.resolved.active, &self.resolved.offline);
         let rediscover = self.caches.is_none() || self.polls.is_multiple_of(REDISCOVER_EVERY);
@@ -461,6 +461,12 @@ impl Watcher<'_> {
             _ => PairState::Other,
         };
         let complete = self.metrics.record(&view, &diagnosis);
+        let mut said = diagnosis.text(a, o);
+        if let Diagnosis::Unreachable { site } = &diagnosis
+            && let Some(error) = [&view.first, &view.second].into_iter().find(|s| &s.name == site).and_then(|s| s.error.as_ref())
+        {
+            said = format!("cannot read {site}: {error}");
+        }
         // Keep the cache list only from a poll that read both sites.
         self.caches = complete.then(|| view.caches.iter().map(|c| c.cache.clone()).collect());
         match self.connected.ports.journal.load().await {
@@ -485,7 +491,7 @@ impl Watcher<'_> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         self.metrics.last_poll.set(i64::try_from(now.as_secs()).unwrap_or(0));
         self.metrics.poll_duration_ms.set(i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX));
-        (diagnosis, pair)
+        (diagnosis, pair, said)
     }
 }
 
@@ -533,7 +539,7 @@ pub async fn watch(resolved: &Resolved, options: Options) -> Result<Exit, CliErr
         );
     }
     loop {
-        let (diagnosis, pair) = watcher.poll().await;
+        let (diagnosis, pair, said) = watcher.poll().await;
         *shared.last_poll.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
         if let Some(heal) = &mut heal {
             let now_ms = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -542,7 +548,7 @@ pub async fn watch(resolved: &Resolved, options: Options) -> Result<Exit, CliErr
         let state = diagnosis_state(&diagnosis);
         // The diagnosis on stderr when it changes: what the metrics say, for whoever reads the log.
         if previous != Some(state) {
-            eprintln!("site-sync watch: {}", diagnosis.text(&resolved.active, &resolved.offline));
+            eprintln!("site-sync watch: {said}");
             previous = Some(state);
         }
         tokio::select! {

@@ -143,6 +143,32 @@ async fn it_serves_metrics_and_health_until_sigterm() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_that_dies_and_comes_back_is_followed_without_a_restart() {
+    let mut env = Env::start().await;
+    let listen = format!("127.0.0.1:{}", free_port());
+    let child = env.command(&["watch", "--listen", &listen, "--interval", "1s"]).spawn().unwrap();
+    let up = r#"site_sync_site_up{site="site-b"}"#;
+    scrape_until(&listen, "site-b up", |m| value(m, up).as_deref() == Some("1")).await;
+    env.ispn.kill("site-b").await;
+    let down = scrape_until(&listen, "site-b down", |m| value(m, up).as_deref() == Some("0")).await;
+    assert_eq!(value(&down, r#"site_sync_diagnosis{state="unreachable"}"#).as_deref(), Some("1"));
+    env.ispn.restart("site-b").await.unwrap();
+    let back = scrape_until(&listen, "site-b back and the pair healthy", |m| {
+        value(m, up).as_deref() == Some("1") && value(m, r#"site_sync_diagnosis{state="healthy"}"#).as_deref() == Some("1")
+    })
+    .await;
+    // Every cache again, not only those of the polls while site-b was away.
+    assert_eq!(back.lines().filter(|l| l.starts_with("site_sync_cache_entries{")).count(), 8, "{back}");
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let out = Output::of_child(child).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let said: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("site-sync watch: ")).collect();
+    assert!(said.iter().any(|l| l.contains("cannot read site-b")), "{said:#?}");
+    assert!(said.last().is_some_and(|l| l.contains("healthy")), "{said:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_taken_listen_address_is_a_usage_error() {
     let env = Env::start().await;
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
