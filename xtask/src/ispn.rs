@@ -751,7 +751,9 @@ pub fn e2e(args: &[&str]) -> Result<()> {
             }
             if let (false, 1, Some(kube)) = (spec.tls, spec.nodes, &kube) {
                 scenarios(&pair, kube)?;
-                real_only(&pair, kube)?;
+                // The Prometheus test holds a split brain for its alert's 2 minutes: once, on the
+                // newest line, is enough to prove the alert path.
+                real_only(&pair, kube, version == VERSIONS[VERSIONS.len() - 1])?;
             }
             if spec.tls {
                 // Operators run the CLI with --trustall: the insecure mode must work too.
@@ -831,10 +833,12 @@ fn scenarios(pair: &RunningPair, kube: &crate::kube::RunningKube) -> Result<()> 
 /// The suites that exist only against real servers (ignored tests: they cannot run without them,
 /// and fail here rather than pass unseen): the documented Role proven on the real API server,
 /// and a real Prometheus alerting on a real split brain through `site-sync watch`.
-fn real_only(pair: &RunningPair, kube: &crate::kube::RunningKube) -> Result<()> {
+fn real_only(pair: &RunningPair, kube: &crate::kube::RunningKube, prometheus: bool) -> Result<()> {
     let mut command = cargo();
-    command.args(["test", "--workspace", "--test", "it", "--", "rbac::", "prometheus::", "--ignored", "--test-threads", "1"]);
-    command.arg("--nocapture");
+    command.args(["test", "--workspace", "--test", "it", "--", "rbac::", "--ignored", "--test-threads", "1", "--nocapture"]);
+    if prometheus {
+        command.arg("prometheus::");
+    }
     for (k, v) in pair.env().into_iter().chain(kube.env()) {
         command.env(k, v);
     }

@@ -17,7 +17,7 @@ use keycloak_scale::standin::RealKube;
 use keycloak_scale::standin::operator::{Behaviour, NODE, StandInOperator};
 use serde_json::{Value, json};
 
-use crate::support::{Output, site_sync};
+use crate::support::{Output, PublishedCrd, site_sync};
 
 const SITES: [&str; 2] = ["site-a", "site-b"];
 pub const NEEDS: &str = "needs `cargo xtask e2e --kube`: a real API server and a real Infinispan pair";
@@ -160,11 +160,14 @@ struct KubeEnv {
     operators: Vec<StandInOperator>,
     pair: RealPair,
     dir: tempfile::TempDir,
+    _crd: PublishedCrd,
 }
 
 impl KubeEnv {
     async fn start(rules: &[Value]) -> Self {
         let real = RealKube::from_env().await.expect(NEEDS);
+        // keycloak-scale's suite reshapes the CRD and may leave it so when its process ends.
+        let crd = real.published_crd().await;
         let pair = RealPair::from_env();
         let identities = format!("credentials:\n- username: {}\n  password: {}\n  roles: [admin]\n", pair.user, pair.password);
         let mut namespaces = Vec::new();
@@ -213,7 +216,7 @@ impl KubeEnv {
         )
         .unwrap();
         pair.reset().await;
-        Self { real, namespaces, operators, pair, dir }
+        Self { real, namespaces, operators, pair, dir, _crd: crd }
     }
 
     fn account(&self, site: usize) -> String {

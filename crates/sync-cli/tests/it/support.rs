@@ -88,6 +88,9 @@ pub async fn clusters(kube_b: impl FnOnce(FakeKube) -> FakeKube) -> Clusters {
     Clusters { kube_a, kube_b, served, dir }
 }
 
+/// Holds the Keycloak CRD as published while a test uses it.
+pub type PublishedCrd = tokio::sync::RwLockReadGuard<'static, bool>;
+
 /// Both sites' Kubernetes for the scenarios: two fake API servers, or, when
 /// `SITE_SYNC_KUBE_CONFIG` names the harness's (`cargo xtask kube up`), a namespace per site on
 /// the real API server, each reconciled by a stand-in Keycloak Operator in this test process.
@@ -95,7 +98,7 @@ pub async fn clusters(kube_b: impl FnOnce(FakeKube) -> FakeKube) -> Clusters {
 /// context per site.
 pub enum KubeSites {
     Fake { kube_b: FakeKube, _served: (RunningKube, RunningKube) },
-    Real { real: Box<RealKube>, namespaces: [String; 2], _operators: [StandInOperator; 2] },
+    Real { real: Box<RealKube>, namespaces: [String; 2], _operators: [StandInOperator; 2], _crd: PublishedCrd },
 }
 
 impl KubeSites {
@@ -111,6 +114,8 @@ impl KubeSites {
             .unwrap();
             return Self::Fake { kube_b, _served: served };
         };
+        // keycloak-scale's suite reshapes the CRD and may leave it so when its process ends.
+        let crd = real.published_crd().await;
         let namespaces = [real.namespace("e2e-site-a").await, real.namespace("e2e-site-b").await];
         let operators = namespaces.clone().map(|ns| StandInOperator::start(real.operator.clone(), &ns, Behaviour::default()));
         for ((namespace, instances), operator) in namespaces.iter().zip([2, 3]).zip(&operators) {
@@ -122,7 +127,7 @@ impl KubeSites {
             real.kubeconfig(&[("site-a", &namespaces[0], None), ("site-b", &namespaces[1], None)]),
         )
         .unwrap();
-        Self::Real { real: Box::new(real), namespaces, _operators: operators }
+        Self::Real { real: Box::new(real), namespaces, _operators: operators, _crd: crd }
     }
 
     /// The namespace of `site`'s Keycloak.
