@@ -10,7 +10,7 @@ use ispn_xsite::SiteApi;
 use serde_json::Value;
 
 use crate::rbac::{NEEDS, RealPair};
-use crate::support::{KubeSites, Output, site_sync};
+use crate::support::{KubeSites, Output, reset_pair, site_sync};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -82,7 +82,7 @@ impl Prometheus {
 #[allow(clippy::print_stdout)] // the measured timeline, for the record (`--nocapture`)
 async fn a_real_split_brain_sets_the_alert_and_the_watchers_heal_clears_it() {
     let pair = RealPair::from_env();
-    pair.reset().await;
+    reset_pair(&pair.a, &pair.b).await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("password"), format!("{}\n", pair.password)).unwrap();
     let kube = KubeSites::start(dir.path()).await;

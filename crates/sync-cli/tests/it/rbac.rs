@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use fake_ispn::KEYCLOAK_26_CACHES;
 use futures::StreamExt;
-use ispn_xsite::{BackupStatus, CacheName, ClearScope, Client, ClientConfig, Credentials, SiteAction, SiteApi, SiteName};
+use ispn_xsite::{BackupStatus, CacheName, Client, ClientConfig, Credentials, SiteAction, SiteApi, SiteName};
 use keycloak_scale::standin::RealKube;
 use keycloak_scale::standin::operator::{Behaviour, NODE, StandInOperator};
 use serde_json::{Value, json};
 
-use crate::support::{Output, PublishedCrd, site_sync};
+use crate::support::{Output, PublishedCrd, reset_pair, site_sync};
 
 const SITES: [&str; 2] = ["site-a", "site-b"];
 pub const NEEDS: &str = "needs `cargo xtask e2e --kube`: a real API server and a real Infinispan pair";
@@ -116,19 +116,6 @@ impl RealPair {
         Self { a: client(&urls.0, &user, &password), b: client(&urls.1, &user, &password), urls, user, password }
     }
 
-    /// Both directions online, no push state, empty caches.
-    pub async fn reset(&self) {
-        for (me, other) in [(&self.a, site("site-b")), (&self.b, site("site-a"))] {
-            for c in caches() {
-                let _ = me.cache_site_action(&c, &other, SiteAction::CancelPushState).await;
-                me.cache_site_action(&c, &other, SiteAction::CancelReceiveState).await.unwrap();
-                me.cache_site_action(&c, &other, SiteAction::BringOnline).await.unwrap();
-                me.clear_push_state_status(&c).await.unwrap();
-                me.clear(&c, ClearScope::LocalOnly).await.unwrap();
-            }
-        }
-    }
-
     /// Each site took the other offline, then both took different writes (200 entries per cache
     /// on site-a, 50 others on site-b).
     pub async fn split_brain(&self) {
@@ -215,7 +202,7 @@ impl KubeEnv {
             ),
         )
         .unwrap();
-        pair.reset().await;
+        reset_pair(&pair.a, &pair.b).await;
         Self { real, namespaces, operators, pair, dir, _crd: crd }
     }
 

@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use fake_ispn::{ClusterSpec, FakeCluster, KEYCLOAK_26_CACHES, TransferSpec};
 use futures::{StreamExt, TryStreamExt};
-use ispn_xsite::{CacheName, ClearScope, Client, ClientConfig, Credentials, SiteAction, SiteApi, SiteName};
+use ispn_xsite::{CacheName, Client, ClientConfig, Credentials, SiteAction, SiteApi, SiteName};
 use sync_core::journal::Journal;
 use sync_core::vocabulary::Step;
 
-use crate::support::{KubeSites, Output, site_sync};
+use crate::support::{KubeSites, Output, reset_pair, site_sync};
 
 /// Real pairs are shared: one scenario at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -90,7 +90,7 @@ impl Pair {
         );
         std::fs::write(dir.path().join("site-sync.yaml"), config).unwrap();
         let pair = Self { a: client(&urls.0), b: client(&urls.1), urls, backend, kube, dir };
-        pair.reset().await;
+        reset_pair(&pair.a, &pair.b).await;
         pair
     }
 
@@ -101,19 +101,6 @@ impl Pair {
     /// Entries per cache on the active site.
     fn size(&self) -> usize {
         if self.real() { 5_000 } else { 1_000 }
-    }
-
-    /// Back to a clean pair: both directions online, no push, empty caches.
-    async fn reset(&self) {
-        for (me, other) in [(&self.a, site("site-b")), (&self.b, site("site-a"))] {
-            for c in caches() {
-                let _ = me.cache_site_action(&c, &other, SiteAction::CancelPushState).await;
-                me.cache_site_action(&c, &other, SiteAction::CancelReceiveState).await.unwrap();
-                me.cache_site_action(&c, &other, SiteAction::BringOnline).await.unwrap();
-                me.clear_push_state_status(&c).await.unwrap();
-                me.clear(&c, ClearScope::LocalOnly).await.unwrap();
-            }
-        }
     }
 
     async fn fill(&self, site: &Client, items: Vec<(CacheName, String, String)>) {

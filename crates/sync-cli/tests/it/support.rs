@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use fake_ispn::{ClusterSpec, FakeCluster, KEYCLOAK_26_CACHES, SiteSnapshot};
-use ispn_xsite::{CacheName, SiteAction, SiteApi, SiteName};
+use ispn_xsite::{CacheName, ClearScope, Client, SiteAction, SiteApi, SiteName};
 use keycloak_scale::fake::{FakeKube, RunningKube, Timing, kubeconfig};
 use keycloak_scale::standin::RealKube;
 use keycloak_scale::standin::operator::{Behaviour, StandInOperator};
@@ -61,6 +61,19 @@ pub fn cache(name: &str) -> CacheName {
 
 pub fn site(name: &str) -> SiteName {
     SiteName::new(name).unwrap()
+}
+
+/// A pair back to clean: both directions online, no push state, the Keycloak caches empty.
+pub async fn reset_pair(a: &Client, b: &Client) {
+    for (me, other) in [(a, site("site-b")), (b, site("site-a"))] {
+        for c in KEYCLOAK_26_CACHES.map(cache) {
+            let _ = me.cache_site_action(&c, &other, SiteAction::CancelPushState).await;
+            me.cache_site_action(&c, &other, SiteAction::CancelReceiveState).await.unwrap();
+            me.cache_site_action(&c, &other, SiteAction::BringOnline).await.unwrap();
+            me.clear_push_state_status(&c).await.unwrap();
+            me.clear(&c, ClearScope::LocalOnly).await.unwrap();
+        }
+    }
 }
 
 /// Both fake Kubernetes clusters (Keycloak with 2 instances on site-a, 3 on site-b), served, and a
