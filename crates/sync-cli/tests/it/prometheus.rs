@@ -160,9 +160,7 @@ async fn a_real_split_brain_sets_the_alert_and_the_watchers_heal_clears_it() {
     let answer: Value = http.get(&healthy).send().await.unwrap().json().await.unwrap();
     assert_eq!(answer["data"]["result"][0]["value"][1], "1", "{answer}");
 
-    let pid = watch.id().unwrap().to_string();
-    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let out = Output::of_child(watch).await;
+    let out = Output::of_terminated(watch).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stderr.contains("split brain: site-a and site-b"), "watch logged the change: {}", out.stderr);
     assert!(out.stderr.contains("site-sync watch: heal succeeded"), "{}", out.stderr);

@@ -49,6 +49,14 @@ impl Output {
         }
     }
 
+    /// Sends SIGTERM to a spawned command (what `kill` and a pod's termination send) and waits
+    /// for it to end.
+    pub async fn of_terminated(child: tokio::process::Child) -> Self {
+        let pid = child.id().expect("the child is running").to_string();
+        std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        Self::of_child(child).await
+    }
+
     /// The last non-empty line of stderr (where one-line errors go).
     pub fn last_error_line(&self) -> &str {
         self.stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default()

@@ -135,9 +135,7 @@ async fn it_serves_metrics_and_health_until_sigterm() {
     assert!(metrics.contains("site_sync_polls_total 2"), "two polls a second apart: {metrics}");
     let health = http.get(format!("http://{listen}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
-    let pid = child.id().unwrap().to_string();
-    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let out = Output::of_child(child).await;
+    let out = Output::of_terminated(child).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stderr.contains("healthy: both directions replicate"), "the diagnosis is logged: {}", out.stderr);
 }
@@ -159,9 +157,7 @@ async fn a_site_that_dies_and_comes_back_is_followed_without_a_restart() {
     .await;
     // Every cache again, not only those of the polls while site-b was away.
     assert_eq!(back.lines().filter(|l| l.starts_with("site_sync_cache_entries{")).count(), 8, "{back}");
-    let pid = child.id().unwrap().to_string();
-    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let out = Output::of_child(child).await;
+    let out = Output::of_terminated(child).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     let said: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("site-sync watch: ")).collect();
     assert!(said.iter().any(|l| l.contains("cannot read site-b")), "{said:#?}");
@@ -294,9 +290,7 @@ async fn heal_synchronizes_a_held_split_brain_once() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let later = scrape_until(&listen, "another poll", |m| m != metrics).await;
     assert_eq!(value(&later, r#"site_sync_heals_total{status="started"}"#).as_deref(), Some("1"), "{later}");
-    let pid = child.id().unwrap().to_string();
-    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let out = Output::of_child(child).await;
+    let out = Output::of_terminated(child).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     let said: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("site-sync watch: heal")).collect();
     assert!(said.iter().any(|l| l.contains("waiting: split brain, holding before a heal")), "{said:#?}");
@@ -328,9 +322,7 @@ async fn heal_never_acts_over_an_unfinished_run() {
     assert_eq!(value(&metrics, r#"site_sync_diagnosis{state="split-brain"}"#).as_deref(), Some("1"));
     assert_eq!(value(&metrics, r#"site_sync_last_sync_status{status="unfinished"}"#).as_deref(), Some("1"));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let pid = child.id().unwrap().to_string();
-    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let out = Output::of_child(child).await;
+    let out = Output::of_terminated(child).await;
     assert!(out.stderr.contains("heal blocked: the journal holds an unfinished run"), "{}", out.stderr);
     assert!(!out.stderr.contains("heal started"), "{}", out.stderr);
     assert!(env.ispn.world().clears().is_empty(), "nothing was cleared");
