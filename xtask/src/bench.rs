@@ -10,15 +10,20 @@
 //! - P3: `site-sync diff` of 100k, 1M and 10M keys per site against fake-ispn over HTTP: wall time
 //!   and peak RSS.
 //! - P4: deterministic simulation schedules per minute.
+//! - P5: what users feel of a run: the stale site's Keycloak unavailable, from its stop until it
+//!   is ready again, split into the stop, the Infinispan work and the start, beside the floor
+//!   that any procedure pays (stop + server-side transfer + start, each timed alone). Real
+//!   Keycloak on real Infinispan, stopped and started by site-sync's `commands` backend.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use crate::ispn::{ADMIN, Lifetime, PairSpec, RunningPair, VERSIONS, start};
+use crate::keycloak::{HTTP_PORTS, Keycloaks, SITES, keycloak_script, status_of};
 use crate::{cargo, project_root, run};
 
 const CACHES: [&str; 4] = ["actionTokens", "authenticationSessions", "loginFailures", "work"];
@@ -360,6 +365,237 @@ fn real(entries_p1: usize, entries_p2: usize) -> Result<(Measured, Measured)> {
     Ok((p1, p2))
 }
 
+/// Starts `sessions` logins on site-a's Keycloak (the authorization endpoint of the master
+/// realm's admin console, each without a cookie and with PKCE, which that client requires): one
+/// authentication session each, in site-a's `authenticationSessions` cache, the state a stale
+/// site lacks.
+fn start_logins(sessions: usize) -> Result<()> {
+    use std::io::{Read, Write};
+    let port = HTTP_PORTS[0];
+    let redirect = format!("http%3A%2F%2F127.0.0.1%3A{port}%2Fadmin%2Fmaster%2Fconsole%2F");
+    let path = format!(
+        "/realms/master/protocol/openid-connect/auth?client_id=security-admin-console&response_type=code&scope=openid&redirect_uri={redirect}\
+         &code_challenge_method=S256&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+    );
+    for _ in 0..sessions {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).context("Keycloak on site-a")?;
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n")?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response)?;
+        if !response.starts_with(b"HTTP/1.1 200") {
+            let head = String::from_utf8_lossy(&response[..response.len().min(200)]).into_owned();
+            bail!("Keycloak on site-a did not start a login: {head}");
+        }
+    }
+    Ok(())
+}
+
+/// The seconds of each `(step, elapsed)` the run's JSON events report, and when (after the
+/// run's start) each event line arrived.
+struct RunEvents {
+    lines: Vec<(f64, Value)>,
+}
+
+impl RunEvents {
+    fn step_seconds(&self, steps: &[&str]) -> f64 {
+        let ms: u64 = self
+            .lines
+            .iter()
+            .filter(|(_, e)| e["type"] == "step_finished" && e["step"].as_str().is_some_and(|s| steps.contains(&s)))
+            .filter_map(|(_, e)| e["elapsed_ms"].as_u64())
+            .sum();
+        ms as f64 / 1000.0
+    }
+
+    fn at(&self, kind: &str, step: &str) -> Result<f64> {
+        self.lines
+            .iter()
+            .find(|(_, e)| e["type"] == kind && e["step"] == step)
+            .map(|(at, _)| *at)
+            .with_context(|| format!("site-sync's events have no {kind} for {step}: has the event schema changed?"))
+    }
+}
+
+/// One P5 run of site-sync: its events as they arrived, and the longest stretch during which
+/// the stale site's `/lb-check` (sampled every 100 ms) did not answer 200.
+fn site_sync_with_keycloak(config: &Path) -> Result<(RunEvents, f64)> {
+    use std::io::BufRead;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let started = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let poller = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                samples.push((Instant::now(), status_of(HTTP_PORTS[1], "/lb-check") == Some(200)));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            samples
+        })
+    };
+    let mut child = Command::new(release("site-sync"))
+        .arg("--config")
+        .arg(config)
+        .args(["-o", "json", "run", "--yes"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot start site-sync")?;
+    let mut lines = Vec::new();
+    for line in std::io::BufReader::new(child.stdout.take().context("stdout")?).lines() {
+        let line = line?;
+        if let Ok(event) = serde_json::from_str::<Value>(&line) {
+            lines.push((started.elapsed().as_secs_f64(), event));
+        }
+    }
+    let out = child.wait_with_output()?;
+    stop.store(true, Ordering::Relaxed);
+    let samples = poller.join().map_err(|_| anyhow::anyhow!("the /lb-check poller panicked"))?;
+    if !out.status.success() {
+        bail!("site-sync run failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+    }
+    // The outage: from the last 200 before the first refusal to the first 200 after it.
+    let first_down = samples.iter().position(|(_, up)| !up).context("the stale site's Keycloak never went down")?;
+    let back = samples[first_down..].iter().find(|(_, up)| *up).context("the stale site's Keycloak never came back")?;
+    let last_up = if first_down == 0 { started } else { samples[first_down - 1].0 };
+    Ok((RunEvents { lines }, back.0.duration_since(last_up).as_secs_f64()))
+}
+
+/// P5 on a real pair with Keycloak's caches and a real Keycloak per site.
+fn keycloak_downtime(sessions: usize) -> Result<Measured> {
+    let version = VERSIONS[0];
+    let pair = start(PairSpec { keycloak: true, ..PairSpec::plain(version, 1) }, Lifetime::ThisProcess)?;
+    let keycloaks = Keycloaks::start(&pair)?;
+    let dir = scratch_dir()?;
+    let password = dir.join("password");
+    std::fs::write(&password, format!("{}\n", ADMIN.1))?;
+    let (a_url, b_url) = (pair.url("site-a"), pair.url("site-b"));
+    let script = |action: &str| {
+        let command = keycloak_script(action, &keycloaks.run, SITES[1]);
+        let args: Vec<String> = command.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        format!("{} {}", command.get_program().to_string_lossy(), args.join(" "))
+    };
+    // Default settings, as a user would run it; site-b's Keycloak behind the harness's script,
+    // its health endpoints known (a start is done once /health/ready answers).
+    let config = dir.join("site-sync.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "active: site-a\noffline: site-b\njournal: journal.json\nsites:\n\
+             \x20 site-a:\n    infinispan: {{ url: \"{a_url}\", user: {user}, password_file: password }}\n    keycloak:\n      mode: already-stopped\n\
+             \x20 site-b:\n    infinispan: {{ url: \"{b_url}\", user: {user}, password_file: password }}\n    keycloak:\n      mode: commands\n\
+             \x20     stop: {stop}\n      start: {start}\n      is_stopped: {stopped}\n\
+             \x20     url: http://127.0.0.1:{http}\n      management_url: http://127.0.0.1:{management}\n",
+            user = ADMIN.0,
+            stop = script("stop"),
+            start = script("start"),
+            stopped = script("is-stopped"),
+            http = HTTP_PORTS[1],
+            management = crate::keycloak::MANAGEMENT_PORTS[1],
+        ),
+    )?;
+    let tool = |command: &str| -> Result<String> {
+        output(Command::new(example("bench_tool")).args([command, &a_url, &b_url, ADMIN.0]).arg(&password).args(CACHES))
+    };
+    // Same sizes on both sites, checked on the one cache the logins fill (the others may be
+    // empty on both, which `same` refuses).
+    let same_sessions = || -> Result<()> {
+        output(
+            Command::new(example("bench_tool"))
+                .args(["same", &a_url, &b_url, ADMIN.0])
+                .arg(&password)
+                .arg("authenticationSessions"),
+        )
+        .map(drop)
+    };
+    let prepare = || -> Result<()> {
+        tool("reset")?;
+        tool("split")?;
+        start_logins(sessions)
+    };
+    // The first push runs on a cold JIT on both servers; it counts for neither side.
+    prepare()?;
+    tool("push-floor")?;
+    let (mut stops, mut transfers, mut starts) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut downtimes, mut outages, mut tool_stops, mut works, mut tool_starts) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        for floor_side in [round % 2 == 0, round % 2 == 1] {
+            prepare()?;
+            if floor_side {
+                let stop = timed(&mut keycloak_script("stop", &keycloaks.run, SITES[1]))?;
+                if !keycloak_script("is-stopped", &keycloaks.run, SITES[1]).status()?.success() {
+                    bail!("the harness's stop returned with site-b's Keycloak still running");
+                }
+                let transfer: f64 = tool("push-floor")?.trim().parse().context("push-floor output")?;
+                let started = Instant::now();
+                output(&mut keycloak_script("start", &keycloaks.run, SITES[1]))?;
+                keycloaks.wait_ready(1)?;
+                let start = started.elapsed().as_secs_f64();
+                eprintln!("P5: floor: stop {stop:.1} s + transfer {transfer:.2} s + start {start:.1} s");
+                stops.push(stop);
+                transfers.push(transfer);
+                starts.push(start);
+            } else {
+                let _ = std::fs::remove_file(dir.join("journal.json"));
+                let (events, outage) = site_sync_with_keycloak(&config)?;
+                let downtime = events.at("step_finished", "scale-up")? - events.at("step_started", "scale-down")?;
+                let (stop, start) = (events.step_seconds(&["scale-down"]), events.step_seconds(&["scale-up"]));
+                let work = events.step_seconds(&[
+                    "take-offline",
+                    "clear-caches",
+                    "bring-online",
+                    "push-state",
+                    "await-push",
+                    "clear-push-status",
+                    "verify",
+                ]);
+                eprintln!(
+                    "P5: site-sync: down {downtime:.1} s = stop {stop:.1} s + Infinispan work {work:.2} s + start {start:.1} s; \
+                     /lb-check refused for {outage:.1} s"
+                );
+                downtimes.push(downtime);
+                outages.push(outage);
+                tool_stops.push(stop);
+                works.push(work);
+                tool_starts.push(start);
+            }
+            same_sessions().context("P5 run left the sites different")?;
+        }
+    }
+    let (stop, transfer, start) = (median(stops.clone()), median(transfers.clone()), median(starts.clone()));
+    let floor = stop + transfer + start;
+    let (downtime, outage) = (median(downtimes.clone()), median(outages.clone()));
+    let (tool_stop, work, tool_start) = (median(tool_stops.clone()), median(works.clone()), median(tool_starts.clone()));
+    let memory: Vec<Value> =
+        Keycloaks::jvm_memory().into_iter().map(|(what, mib)| json!({"jvm": what, "rss_mib": mib})).collect();
+    drop(keycloaks);
+    pair.stop()?;
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(Measured {
+        json: json!({
+            "server": version, "keycloak": crate::keycloak::VERSION, "auth_sessions": sessions,
+            "downtime_seconds": downtime, "lb_check_refused_seconds": outage,
+            "stop_seconds": tool_stop, "infinispan_work_seconds": work, "start_seconds": tool_start,
+            "floor_seconds": floor, "floor_stop_seconds": stop, "floor_transfer_seconds": transfer, "floor_start_seconds": start,
+            "downtime_runs": downtimes, "lb_check_refused_runs": outages, "stop_runs": tool_stops, "work_runs": works,
+            "start_runs": tool_starts, "floor_stop_runs": stops, "floor_transfer_runs": transfers, "floor_start_runs": starts,
+            "jvm_memory": memory,
+        }),
+        rows: vec![format!(
+            "| P5 stale site's Keycloak down (stop until ready), Keycloak {} on real Infinispan {version}, {sessions} logins in progress | \
+             the floor: stop + server-side transfer + start | site-sync {downtime:.1} s = stop {tool_stop:.1} + Infinispan work {work:.2} + \
+             start {tool_start:.1} (`/lb-check` refused {outage:.1} s); floor {floor:.1} s = stop {stop:.1} + transfer {transfer:.2} + \
+             start {start:.1} | {:.2} | `site-sync -o json run --yes` (`commands` backend) vs `keycloak.sh stop`, `bench_tool push-floor`, \
+             `keycloak.sh start` until ready |",
+            crate::keycloak::VERSION,
+            downtime / floor
+        )],
+    })
+}
+
 /// One benchmark's raw numbers (for benchmarks.json) and its rows of the table.
 struct Measured {
     json: Value,
@@ -383,33 +619,68 @@ fn write_table(path: &Path, table: &str) -> Result<()> {
     Ok(())
 }
 
-/// `cargo xtask bench [--quick]`.
+/// The benchmarks `--only` can pick; P1 and P2 share one real pair and run together.
+const PARTS: [&str; 4] = ["real", "diff", "sim", "keycloak"];
+
+/// `cargo xtask bench [--quick] [--only real|diff|sim|keycloak]...`: every benchmark by default,
+/// written to docs/benchmarks.md and docs/benchmarks.json; with `--only`, the chosen ones, printed
+/// and not written (a partial table would hide the others).
 pub fn bench(args: &[&str]) -> Result<()> {
-    let quick = match args {
-        [] => false,
-        ["--quick"] => true,
-        other => bail!("unknown bench arguments {other:?} (bench takes only --quick)"),
-    };
+    let (mut quick, mut only) = (false, Vec::new());
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match (*arg, rest.clone().next()) {
+            ("--quick", _) => quick = true,
+            ("--only", Some(part)) if PARTS.contains(part) => {
+                only.push(*part);
+                rest.next();
+            }
+            (other, _) => bail!("unknown bench argument {other:?} (bench takes --quick and --only {})", PARTS.join("|")),
+        }
+    }
+    let wanted = |part: &str| only.is_empty() || only.contains(&part);
     run(cargo().args(["build", "--release", "-p", "sync-cli"]))?;
     run(cargo().args(["build", "--release", "-p", "ispn-xsite", "--example", "bench_tool"]))?;
     run(cargo().args(["build", "--release", "-p", "fake-ispn", "--example", "serve"]))?;
     let machine = machine();
-    let p4 = simulation()?;
-    let sizes: &[usize] = if quick { &[100_000, 1_000_000] } else { &[100_000, 1_000_000, 10_000_000] };
-    let p3 = diff_scaling(sizes)?;
-    let (p1, p2) = if quick { real(2_000, 20_000)? } else { real(10_000, 100_000)? };
-
-    let report = json!({"machine": machine, "quick": quick, "p1": p1.json, "p2": p2.json, "p3": p3.json, "p4": p4.json});
-    let docs = project_root().join("docs");
-    std::fs::write(docs.join("benchmarks.json"), serde_json::to_string_pretty(&report)? + "\n")?;
-    let rows: Vec<String> = [p1, p2, p3, p4].into_iter().flat_map(|m| m.rows).collect();
+    let mut report = serde_json::Map::new();
+    report.insert("machine".to_owned(), json!(machine));
+    report.insert("quick".to_owned(), json!(quick));
+    let mut measured = Vec::new();
+    if wanted("sim") {
+        measured.push(("p4", simulation()?));
+    }
+    if wanted("diff") {
+        let sizes: &[usize] = if quick { &[100_000, 1_000_000] } else { &[100_000, 1_000_000, 10_000_000] };
+        measured.push(("p3", diff_scaling(sizes)?));
+    }
+    if wanted("real") {
+        let (p1, p2) = if quick { real(2_000, 20_000)? } else { real(10_000, 100_000)? };
+        measured.push(("p1", p1));
+        measured.push(("p2", p2));
+    }
+    if wanted("keycloak") {
+        measured.push(("p5", keycloak_downtime(if quick { 100 } else { 1_000 })?));
+    }
+    measured.sort_by_key(|(name, _)| *name);
+    let mut rows = Vec::new();
+    for (name, m) in measured {
+        report.insert(name.to_owned(), m.json);
+        rows.extend(m.rows);
+    }
     let table = format!(
-        "Measured by `cargo xtask bench{}` on {machine}; medians of {ROUNDS} runs, P1 and P2 alternating the two sides. \
+        "Measured by `cargo xtask bench{}` on {machine}; medians of {ROUNDS} runs, P1, P2 and P5 alternating the two sides. \
          Raw numbers: [benchmarks.json](benchmarks.json).\n\n\
          | Benchmark | Target | Measured | Ratio | Command |\n|---|---|---|---|---|\n{}\n",
         if quick { " --quick" } else { "" },
         rows.join("\n")
     );
+    if !only.is_empty() {
+        eprintln!("{table}bench: --only given, docs left unchanged");
+        return Ok(());
+    }
+    let docs = project_root().join("docs");
+    std::fs::write(docs.join("benchmarks.json"), serde_json::to_string_pretty(&Value::Object(report))? + "\n")?;
     write_table(&docs.join("benchmarks.md"), &table)?;
     eprintln!("bench: wrote docs/benchmarks.md and docs/benchmarks.json");
     Ok(())

@@ -653,7 +653,8 @@ fn iptables(args: &[&str]) -> Result<std::process::ExitStatus> {
 /// Cuts the cross-site link of a running pair as a network partition would: every packet to or
 /// from a bridge port on loopback is dropped, while each site's REST endpoint and its own cluster
 /// keep working. Each site's `sites_view` loses the other once JGroups' failure detection gives up
-/// on the silent peer (about 10-15 s with the default stack).
+/// on the silent peer: measured on 16.0.7 with the harness's stack, about 50 s after the cut (a
+/// push in flight meanwhile reads SENDING and transfers nothing).
 fn cut_link() -> Result<()> {
     if iptables(&["-L", CUT_CHAIN, "-n"])?.success() {
         bail!("the link is already cut (chain {CUT_CHAIN} exists); `cargo xtask ispn link heal` first");

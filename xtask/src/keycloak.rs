@@ -25,9 +25,9 @@ use crate::{project_root, run};
 /// both server lines of the harness (15.0 and 16.0), and runs on Java 17.
 pub const VERSION: &str = "26.5.6";
 
-const SITES: [&str; 2] = ["site-a", "site-b"];
-const HTTP_PORTS: [u16; 2] = [8080, 8081];
-const MANAGEMENT_PORTS: [u16; 2] = [9000, 9001];
+pub const SITES: [&str; 2] = ["site-a", "site-b"];
+pub const HTTP_PORTS: [u16; 2] = [8080, 8081];
+pub const MANAGEMENT_PORTS: [u16; 2] = [9000, 9001];
 const HTTPS_PORTS: [u16; 2] = [8443, 8444];
 const POSTGRES_PORT: u16 = 15432;
 /// The tests of the Keycloak suite (`crates/sync-cli/tests/it/keycloak.rs`); each leaves
@@ -178,14 +178,14 @@ pub struct Keycloaks {
     pub ready_after: Vec<(String, f64)>,
 }
 
-fn keycloak_script(action: &str, run_dir: &Path, site: &str) -> Command {
+pub fn keycloak_script(action: &str, run_dir: &Path, site: &str) -> Command {
     let mut command = Command::new("sh");
     command.arg(script()).arg(action).arg(run_dir).arg(site);
     command
 }
 
 /// `GET http://127.0.0.1:<port><path>`'s status, if anything answers.
-fn status_of(port: u16, path: &str) -> Option<u16> {
+pub fn status_of(port: u16, path: &str) -> Option<u16> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -249,7 +249,9 @@ impl Keycloaks {
         Ok(keycloaks)
     }
 
-    fn wait_ready(&self, index: usize) -> Result<()> {
+    /// Waits until the Keycloak of site `index` answers `/health/ready` and `/lb-check` with 200,
+    /// checking every 100 ms (the benchmark times starts with it).
+    pub fn wait_ready(&self, index: usize) -> Result<()> {
         let limit = start_timeout();
         let deadline = Instant::now() + limit;
         let log = self.run.join(format!("{}.log", SITES[index]));
@@ -269,7 +271,7 @@ impl Keycloaks {
                     log.display()
                 );
             }
-            std::thread::sleep(Duration::from_millis(500));
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 

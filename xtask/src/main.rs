@@ -46,10 +46,13 @@ tasks:
                                    Keycloak CRD and a namespace per site; prints the kubeconfig
   kube down                        stop it
   kube status                      show its processes, memory and readiness
-  bench [--quick]                  measure P1-P4 and write docs/benchmarks.md and .json
-                                   (--quick: smaller sizes, for trying the harness)
-  mutants [--file F]...            mutation testing of the procedure and the client (cargo-mutants,
-                                   pinned; hours on 2 cores, not part of ci); writes docs/mutants.md
+  bench [--quick] [--only PART]... measure P1-P5 and write docs/benchmarks.md and .json
+                                   (--quick: smaller sizes, for trying the harness; --only: real
+                                   (P1, P2), diff (P3), sim (P4) or keycloak (P5), printed only)
+  mutants [--only GROUP] [--iterate]
+                                   mutation testing of the procedure, records and client groups
+                                   (cargo-mutants, pinned; hours on 2 cores, not part of ci); writes
+                                   docs/mutants.md; --iterate: only what the last run did not catch
 
 versions: 15 (15.0.21.Final, Keycloak 26.0-26.4), 16 (16.0.7, Keycloak 26.6+), or an exact version";
 

@@ -61,22 +61,35 @@ fn tool() -> Result<PathBuf> {
     Ok(binary)
 }
 
-/// `cargo xtask mutants [--only procedure|records|client]`: every group by default.
+/// `cargo xtask mutants [--only procedure|records|client] [--iterate]`: every group by default;
+/// `--iterate` tests again only the mutants the last run did not catch (after new tests), and
+/// keeps that run's caught and unviable ones in the lists.
 pub fn mutants(args: &[&str]) -> Result<()> {
-    let only = match args {
-        [] => None,
-        ["--only", group] if GROUPS.iter().any(|(name, ..)| name == group) => Some(*group),
-        other => bail!("unknown arguments {other:?} (mutants takes --only procedure|records|client)"),
-    };
+    let (mut only, mut iterate) = (None, false);
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match (*arg, rest.clone().next()) {
+            ("--iterate", _) => iterate = true,
+            ("--only", Some(group)) if GROUPS.iter().any(|(name, ..)| name == group) => {
+                only = Some(*group);
+                rest.next();
+            }
+            (other, _) => bail!("unknown argument {other:?} (mutants takes --only procedure|records|client and --iterate)"),
+        }
+    }
     let binary = tool()?;
     let started = Instant::now();
     for (name, files, tests) in GROUPS.iter().filter(|(name, ..)| only.is_none_or(|o| o == *name)) {
         let output = project_root().join("target").join("mutants").join(name);
         std::fs::create_dir_all(&output)?;
         let mut command = Command::new(&binary);
-        command.arg("mutants").arg("--output").arg(&output).args(["--timeout", "120", "--build-timeout", "900", "--no-shuffle"]);
+        // A mutant's tests take 2-12 s here; one that hangs a test is stopped (and counted) at 60 s.
+        command.arg("mutants").arg("--output").arg(&output).args(["--timeout", "60", "--build-timeout", "900", "--no-shuffle"]);
         for file in *files {
             command.args(["--file", file]);
+        }
+        if iterate {
+            command.arg("--iterate");
         }
         command.args(["--test-package", tests]).env("SITE_SYNC_SIM_CASES", SIM_CASES).current_dir(project_root());
         command.args(["--", "--"]).args(SKIPPED.iter().flat_map(|test| ["--skip", test]));
@@ -86,13 +99,30 @@ pub fn mutants(args: &[&str]) -> Result<()> {
         if !output.join("mutants.out").join("caught.txt").exists() {
             bail!("cargo-mutants ended with {status} and wrote no results under {}", output.display());
         }
+        if iterate {
+            carry_over(&output.join("mutants.out.old"), &output.join("mutants.out"))?;
+        }
     }
     let elapsed = started.elapsed().as_secs_f64();
     let lists: Vec<PathBuf> =
         GROUPS.iter().map(|(name, ..)| project_root().join("target").join("mutants").join(name).join("mutants.out")).collect();
-    let table = results(&lists, elapsed)?;
+    let table = results(&lists, elapsed, iterate)?;
     write_results(&project_root().join("docs").join("mutants.md"), &table)?;
     eprintln!("mutants: done in {:.0} min; wrote docs/mutants.md", elapsed / 60.0);
+    Ok(())
+}
+
+/// An iteration tests only what the previous run (kept by cargo-mutants as `mutants.out.old`)
+/// did not catch; its caught and unviable mutants still count, so they join the new lists.
+fn carry_over(previous: &Path, current: &Path) -> Result<()> {
+    for list in ["caught.txt", "unviable.txt"] {
+        let old = std::fs::read_to_string(previous.join(list)).unwrap_or_default();
+        let new = std::fs::read_to_string(current.join(list)).unwrap_or_default();
+        let mut lines: Vec<&str> = old.lines().chain(new.lines()).filter(|l| !l.trim().is_empty()).collect();
+        lines.sort_unstable();
+        lines.dedup();
+        std::fs::write(current.join(list), lines.iter().map(|l| format!("{l}\n")).collect::<String>())?;
+    }
     Ok(())
 }
 
@@ -103,7 +133,7 @@ fn file_of(line: &str) -> Option<&str> {
 
 /// The generated part: per file, how many mutants of each outcome, the score, and every missed
 /// or timed-out mutant by name.
-fn results(lists: &[PathBuf], seconds: f64) -> Result<String> {
+fn results(lists: &[PathBuf], seconds: f64, iterate: bool) -> Result<String> {
     let mut counts: BTreeMap<String, [usize; 4]> = BTreeMap::new();
     let mut named: Vec<(&str, String)> = Vec::new();
     for (index, outcome) in OUTCOMES.iter().enumerate() {
@@ -118,8 +148,9 @@ fn results(lists: &[PathBuf], seconds: f64) -> Result<String> {
         }
     }
     let mut out = format!(
-        "Measured by `cargo xtask mutants` (cargo-mutants {VERSION}, the simulation at {SIM_CASES} schedules per mutant); the last run took {:.0} min on 2 cores.\n\n\
+        "Measured by `cargo xtask mutants` (cargo-mutants {VERSION}, the simulation at {SIM_CASES} schedules per mutant); the last run{} took {:.0} min on 2 cores.\n\n\
          | File | Caught | Missed | Timeout | Unviable | Caught of viable |\n|---|---|---|---|---|---|\n",
+        if iterate { " (`--iterate`: only what the run before it did not catch)" } else { "" },
         seconds / 60.0
     );
     let mut total = [0usize; 4];
@@ -171,11 +202,29 @@ mod tests {
         .unwrap();
         std::fs::write(dir.join("missed.txt"), "crates/a/src/x.rs:3:1: replace + with -\n").unwrap();
         std::fs::write(dir.join("unviable.txt"), "crates/b/src/y.rs:4:1: replace g -> Foo with Default::default()\n").unwrap();
-        let table = results(std::slice::from_ref(&dir), 120.0).unwrap();
+        let table = results(std::slice::from_ref(&dir), 120.0, false).unwrap();
         assert!(table.contains("| `crates/a/src/x.rs` | 2 | 1 | 0 | 0 | 66.7% |"), "{table}");
         assert!(table.contains("| `crates/b/src/y.rs` | 0 | 0 | 0 | 1 | - |"), "{table}");
         assert!(table.contains("| all | 2 | 1 | 0 | 1 | 66.7% |"), "{table}");
         assert!(table.contains("- missed: `crates/a/src/x.rs:3:1: replace + with -`"), "{table}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_iteration_keeps_what_the_run_before_it_caught() {
+        let dir = std::env::temp_dir().join(format!("xtask-mutants-iterate-{}", std::process::id()));
+        let (old, new) = (dir.join("old"), dir.join("new"));
+        for d in [&old, &new] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(old.join("caught.txt"), "a.rs:1:1: one\na.rs:2:1: two\n").unwrap();
+        std::fs::write(old.join("unviable.txt"), "a.rs:3:1: three\n").unwrap();
+        std::fs::write(new.join("caught.txt"), "a.rs:4:1: four\na.rs:1:1: one\n").unwrap();
+        std::fs::write(new.join("missed.txt"), "a.rs:5:1: five\n").unwrap();
+        carry_over(&old, &new).unwrap();
+        assert_eq!(std::fs::read_to_string(new.join("caught.txt")).unwrap(), "a.rs:1:1: one\na.rs:2:1: two\na.rs:4:1: four\n");
+        assert_eq!(std::fs::read_to_string(new.join("unviable.txt")).unwrap(), "a.rs:3:1: three\n");
+        assert_eq!(std::fs::read_to_string(new.join("missed.txt")).unwrap(), "a.rs:5:1: five\n");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -435,3 +435,65 @@ async fn equal_sizes_with_different_content_are_caught_before_and_verified_after
 fn thousands(n: u64) -> String {
     sync_core::vocabulary::thousands(n)
 }
+
+/// The window the driver's re-read before a clear exists for, on whichever backend is at hand:
+/// someone brings the offline site's backup online again after the read `decide` acted on and
+/// before the clear (here: when the driver announces the clear). The re-read refuses that clear,
+/// the run takes the backup offline again and finishes, and the active site keeps every entry.
+/// A real server cannot be made to ignore `SKIP_XSITE_BACKUP`, so on a real pair this shows the
+/// re-read refusing in that window, not that it alone would save the active site (sync-core's
+/// driver test shows that, on the fake with the flag ignored).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_brought_online_just_before_a_clear_is_refused_by_the_re_read() {
+    use sync_core::ports::{MemoryJournalStore, MemoryLock, TokioClock};
+    use sync_core::{CacheSelection, Driver, Event, Plan, Ports, RunOutcome, Settings, SiteRef};
+
+    let _serial = SERIAL.lock().await;
+    let _timed = Timed("backup online just before a clear", Instant::now());
+    let pair = Pair::start("").await;
+    pair.split_brain().await;
+    let active_before = pair.data(&pair.a).await;
+    let plan = Plan {
+        active: SiteRef { name: site("site-a"), endpoint: pair.urls.0.clone() },
+        offline: SiteRef { name: site("site-b"), endpoint: pair.urls.1.clone() },
+        caches: CacheSelection::Keycloak,
+        settings: Settings { poll_interval: Duration::from_millis(100), ..Settings::default() },
+    };
+    let epoch_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let ports = Ports {
+        active: client(&pair.urls.0),
+        offline: client(&pair.urls.1),
+        keycloak: keycloak_scale::external::StoppedKeycloak,
+        journal: MemoryJournalStore::new(),
+        lock: MemoryLock::new(),
+        clock: TokioClock::starting_at(epoch_ms),
+    };
+    let work = cache("work");
+    let armed = AtomicBool::new(false);
+    let events = std::sync::Mutex::new(Vec::new());
+    let offline_url = pair.urls.1.clone();
+    let sink = |event: &Event| {
+        let clearing_work = matches!(event, Event::Action { action, cache: Some(c), .. } if action == "clear" && *c == work);
+        if clearing_work && !armed.swap(true, Ordering::SeqCst) {
+            // The driver waits for this call (an event sink is synchronous): the backup is
+            // online before the driver's next request, its re-read.
+            let (url, cache) = (offline_url.clone(), work.clone());
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                runtime.block_on(client(&url).cache_site_action(&cache, &site("site-a"), SiteAction::BringOnline)).unwrap();
+            })
+            .join()
+            .unwrap();
+        }
+        events.lock().unwrap().push(event.clone());
+    };
+    let outcome = Driver::new(&plan, &ports, &sink).run("window".to_owned()).await;
+    let events = events.into_inner().unwrap();
+    assert!(matches!(outcome, RunOutcome::Succeeded(_)), "{outcome:?}\n{events:#?}");
+    assert!(armed.load(Ordering::SeqCst), "the driver never announced a clear of work");
+    let refused =
+        events.iter().any(|e| matches!(e, Event::InterlockRefused { step: Step::ClearCaches, cache: Some(c), .. } if *c == work));
+    assert!(refused, "the re-read did not refuse the clear: {events:#?}");
+    assert_eq!(pair.data(&pair.a).await, active_before, "the active site lost data");
+    assert_eq!(pair.data(&pair.b).await, active_before, "the offline site was not synchronized");
+}

@@ -168,6 +168,19 @@ fn preflight_refuses_swapped_sites() {
 }
 
 #[test]
+fn preflight_calls_sites_swapped_only_when_both_read_as_the_other() {
+    // Only the active endpoint answers as the offline site: a wrong endpoint, not a swap.
+    let mut obs = healthy();
+    obs.sites.insert(Side::Active, facts("site-b", &[], true));
+    let refusal = refused(decide(&plan(), &journal_at(Step::Preflight), &obs));
+    assert!(matches!(&refusal, Refusal::WrongSite { side: Side::Active, found: Some(f), .. } if f == "site-b"), "{refusal:?}");
+    let mut obs = healthy();
+    obs.sites.insert(Side::Offline, facts("site-a", &[], true));
+    let refusal = refused(decide(&plan(), &journal_at(Step::Preflight), &obs));
+    assert!(matches!(&refusal, Refusal::WrongSite { side: Side::Offline, found: Some(f), .. } if f == "site-a"), "{refusal:?}");
+}
+
+#[test]
 fn preflight_refuses_a_site_that_reports_another_name() {
     let mut obs = healthy();
     obs.sites.insert(Side::Offline, facts("site-c", &[], true));
@@ -811,6 +824,53 @@ fn report_checks_once_more_and_repushes_a_cache_that_lost_entries() {
     let lost = verify_obs(Sizes { active_before: 4, offline: 0, active_after: 4 });
     let Decision::Note(notes) = decide(&plan(), &journal, &lost) else { panic!() };
     assert!(notes.iter().any(|n| matches!(n, Note::Repush(_))));
+}
+
+#[test]
+fn a_step_reaching_its_deadline_goes_on_and_fails_only_past_it() {
+    let deadline = NOW + plan().settings.step_deadline.as_millis() as u64;
+    let journal = journal_at(Step::ClearCaches);
+    assert!(!matches!(decide(&plan(), &journal, &Observation::at(deadline)), Decision::Finish(_)));
+    assert!(matches!(failed(decide(&plan(), &journal, &Observation::at(deadline + 1))), Failure::Deadline { .. }));
+}
+
+#[test]
+fn a_deadline_names_the_caches_its_step_still_waits_for() {
+    let past = Observation::at(NOW + plan().settings.step_deadline.as_millis() as u64 + 1);
+    let why = |journal: &Journal| match failed(decide(&plan(), journal, &past)) {
+        Failure::Deadline { why, .. } => why,
+        other => panic!("expected a deadline, got {other:?}"),
+    };
+    let advice = "; raise step_deadline (10m) if the data is just large";
+
+    let mut clearing = journal_at(Step::ClearCaches);
+    progress(&mut clearing, "actionTokens").cleared = true;
+    progress(&mut clearing, "work").cleared = true;
+    assert_eq!(why(&clearing), format!("caches not done: authenticationSessions, loginFailures{advice}"));
+
+    for step in [Step::PushState, Step::AwaitPush] {
+        let mut pushing = journal_at(step);
+        progress(&mut pushing, "actionTokens").push = PushPhase::Ok;
+        progress(&mut pushing, "loginFailures").push = PushPhase::Done;
+        progress(&mut pushing, "work").push = PushPhase::Sending;
+        assert_eq!(why(&pushing), format!("caches not done: authenticationSessions, work{advice}"), "{step}");
+    }
+
+    let mut clearing_status = journal_at(Step::ClearPushStatus);
+    progress(&mut clearing_status, "actionTokens").push = PushPhase::Done;
+    progress(&mut clearing_status, "authenticationSessions").push = PushPhase::Ok;
+    assert_eq!(why(&clearing_status), format!("caches not done: authenticationSessions, loginFailures, work{advice}"));
+
+    let mut verifying = journal_at(Step::Verify);
+    progress(&mut verifying, "loginFailures").verdict = Some(Verdict::Equal { entries: 1, compared: VerifyLevel::Entries });
+    assert_eq!(why(&verifying), format!("caches not done: actionTokens, authenticationSessions, work{advice}"));
+
+    let mut taking_offline = journal_at(Step::TakeOffline);
+    progress(&mut taking_offline, "actionTokens").cleared = true;
+    assert_eq!(
+        why(&taking_offline),
+        format!("caches not done: actionTokens, authenticationSessions, loginFailures, work{advice}")
+    );
 }
 
 #[test]
