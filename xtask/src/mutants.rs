@@ -89,7 +89,10 @@ pub fn mutants(args: &[&str]) -> Result<()> {
             command.args(["--file", file]);
         }
         if iterate {
-            command.arg("--iterate");
+            skip_timeouts(&output.join("mutants.out"))?;
+            // The few mutants left are tested in this tree, against its warm build: a copy would
+            // rebuild every dependency first. The previous run's baseline passed.
+            command.args(["--iterate", "--in-place", "--baseline", "skip"]);
         }
         command.args(["--test-package", tests]).env("SITE_SYNC_SIM_CASES", SIM_CASES).current_dir(project_root());
         command.args(["--", "--"]).args(SKIPPED.iter().flat_map(|test| ["--skip", test]));
@@ -112,10 +115,22 @@ pub fn mutants(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// cargo-mutants' `--iterate` tests again what its lists do not call caught or unviable; a
+/// mutant that hung the tests was noticed already, and would only hang them again for a minute.
+fn skip_timeouts(results: &Path) -> Result<()> {
+    let timeouts = std::fs::read_to_string(results.join("timeout.txt")).unwrap_or_default();
+    let path = results.join("previously_caught.txt");
+    let mut skipped = std::fs::read_to_string(&path).unwrap_or_default();
+    skipped.push_str(&timeouts);
+    std::fs::write(path, skipped)?;
+    Ok(())
+}
+
 /// An iteration tests only what the previous run (kept by cargo-mutants as `mutants.out.old`)
-/// did not catch; its caught and unviable mutants still count, so they join the new lists.
+/// did not catch; its caught, timed-out and unviable mutants still count, so they join the new
+/// lists.
 fn carry_over(previous: &Path, current: &Path) -> Result<()> {
-    for list in ["caught.txt", "unviable.txt"] {
+    for list in ["caught.txt", "timeout.txt", "unviable.txt"] {
         let old = std::fs::read_to_string(previous.join(list)).unwrap_or_default();
         let new = std::fs::read_to_string(current.join(list)).unwrap_or_default();
         let mut lines: Vec<&str> = old.lines().chain(new.lines()).filter(|l| !l.trim().is_empty()).collect();
@@ -219,12 +234,16 @@ mod tests {
         }
         std::fs::write(old.join("caught.txt"), "a.rs:1:1: one\na.rs:2:1: two\n").unwrap();
         std::fs::write(old.join("unviable.txt"), "a.rs:3:1: three\n").unwrap();
+        std::fs::write(old.join("timeout.txt"), "a.rs:6:1: six\n").unwrap();
         std::fs::write(new.join("caught.txt"), "a.rs:4:1: four\na.rs:1:1: one\n").unwrap();
         std::fs::write(new.join("missed.txt"), "a.rs:5:1: five\n").unwrap();
+        skip_timeouts(&old).unwrap();
+        assert_eq!(std::fs::read_to_string(old.join("previously_caught.txt")).unwrap(), "a.rs:6:1: six\n");
         carry_over(&old, &new).unwrap();
         assert_eq!(std::fs::read_to_string(new.join("caught.txt")).unwrap(), "a.rs:1:1: one\na.rs:2:1: two\na.rs:4:1: four\n");
         assert_eq!(std::fs::read_to_string(new.join("unviable.txt")).unwrap(), "a.rs:3:1: three\n");
         assert_eq!(std::fs::read_to_string(new.join("missed.txt")).unwrap(), "a.rs:5:1: five\n");
+        assert_eq!(std::fs::read_to_string(new.join("timeout.txt")).unwrap(), "a.rs:6:1: six\n");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -342,6 +342,27 @@ fn clear_only_clears_caches_whose_backup_reads_offline_everywhere() {
 }
 
 #[test]
+fn a_take_offline_is_repeated_exactly_one_poll_interval_after_the_last() {
+    let poll = plan().settings.poll_interval.as_millis() as u64;
+    for step in [Step::TakeOffline, Step::ClearCaches] {
+        let mut journal = journal_at(step);
+        let mut obs = Observation::at(NOW);
+        all_nodes(&mut obs, NodeStatus::Offline);
+        obs.offline_nodes.insert(cache("work"), nodes(&[NodeStatus::Online, NodeStatus::Offline]));
+        if step == Step::ClearCaches {
+            for c in ["actionTokens", "authenticationSessions", "loginFailures"] {
+                progress(&mut journal, c).cleared = true;
+            }
+        }
+        progress(&mut journal, "work").take_offline_calls = 1;
+        progress(&mut journal, "work").last_take_offline_ms = Some(NOW - poll + 1);
+        assert!(matches!(decide(&plan(), &journal, &obs), Decision::Wait(_)), "{step}: one millisecond early");
+        progress(&mut journal, "work").last_take_offline_ms = Some(NOW - poll);
+        assert_eq!(acts(decide(&plan(), &journal, &obs)), vec![Action::TakeOffline(cache("work"))], "{step}: on time");
+    }
+}
+
+#[test]
 fn clear_refuses_when_taking_offline_again_does_not_help() {
     let mut journal = journal_at(Step::ClearCaches);
     let mut obs = Observation::at(NOW);
@@ -530,6 +551,19 @@ fn await_push_repushes_on_error_and_fails_once_attempts_run_out() {
 }
 
 #[test]
+fn await_push_adopts_a_push_the_journal_has_not_recorded() {
+    // A run that crashed between starting a push and saving the journal resumes with the push
+    // running on the server: it is adopted, not cleared.
+    let mut journal = journal_at(Step::AwaitPush);
+    for c in CACHES {
+        progress(&mut journal, c).push = PushPhase::Ok;
+    }
+    progress(&mut journal, "work").push = PushPhase::NotStarted;
+    let Decision::Note(notes) = decide(&plan(), &journal, &await_obs(PushStatus::Sending)) else { panic!() };
+    assert_eq!(notes, vec![Note::AdoptPush(cache("work"), NOW)]);
+}
+
+#[test]
 fn await_push_does_not_spend_attempts_while_the_link_is_down() {
     let mut journal = sending_journal();
     journal.link_down_since_ms = Some(NOW);
@@ -714,6 +748,13 @@ fn size_verdicts_tell_equal_drift_and_mismatch_apart() {
     let short = Sizes { active_before: 10, offline: 4, active_after: 10 };
     assert!(matches!(sizes_verdict(&short, 0), Verdict::Mismatch { active: 10, offline: 4, .. }));
     assert!(matches!(sizes_verdict(&short, 6), Verdict::Drift { .. }), "within the tolerance");
+    let settled_late = Sizes { active_before: 8, offline: 10, active_after: 10 };
+    assert!(matches!(sizes_verdict(&settled_late, 0), Verdict::Drift { .. }), "the active site moved between its reads");
+    let above = Sizes { active_before: 10, offline: 12, active_after: 10 };
+    assert!(matches!(sizes_verdict(&above, 3), Verdict::Drift { .. }), "above the range, within the tolerance");
+    assert!(matches!(sizes_verdict(&above, 1), Verdict::Mismatch { .. }), "above the range and the tolerance");
+    let below_range = Sizes { active_before: 20, offline: 5, active_after: 10 };
+    assert!(matches!(sizes_verdict(&below_range, 0), Verdict::Mismatch { .. }), "below both reads of the active site");
 }
 
 #[test]
@@ -814,6 +855,11 @@ fn scale_up_is_refused_without_an_ok_push_for_every_cache() {
     assert_eq!(acts(decide(&plan(), &journal, &obs)), vec![Action::ScaleUp(3)]);
     obs.keycloak = Some(Some(keycloak(3, 3, 3)));
     assert_eq!(decide(&plan(), &journal, &obs), Decision::Advance);
+    // Scaled, not yet ready; or ready, at another count: not done.
+    obs.keycloak = Some(Some(keycloak(3, 1, 3)));
+    assert_eq!(acts(decide(&plan(), &journal, &obs)), vec![Action::ScaleUp(3)]);
+    obs.keycloak = Some(Some(keycloak(2, 3, 3)));
+    assert_eq!(acts(decide(&plan(), &journal, &obs)), vec![Action::ScaleUp(3)]);
 }
 
 #[test]
