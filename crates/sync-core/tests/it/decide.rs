@@ -870,6 +870,12 @@ fn report_checks_once_more_and_repushes_a_cache_that_lost_entries() {
     let lost = verify_obs(Sizes { active_before: 4, offline: 0, active_after: 4 });
     let Decision::Note(notes) = decide(&plan(), &journal, &lost) else { panic!() };
     assert!(notes.iter().any(|n| matches!(n, Note::Repush(_))));
+    assert!(
+        notes
+            .iter()
+            .any(|n| matches!(n, Note::Warning(w) if w.contains("lost entries on the offline site after verification (0 of 4)"))),
+        "{notes:?}"
+    );
 }
 
 #[test]

@@ -344,3 +344,53 @@ async fn the_re_read_before_a_push_refuses_an_endpoint_that_started_answering_as
     assert!(sent.is_empty(), "a push was sent to an endpoint that answers as site-b: {sent:?}");
     assert_eq!(ports.keycloak.instances().0, 0, "Keycloak stays down: nothing was pushed");
 }
+
+/// Times of the events `what` matches.
+fn times(events: &Events, what: impl Fn(&Event) -> bool) -> Vec<Duration> {
+    events.timed().into_iter().filter(|(_, e)| what(e)).map(|(at, _)| at).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_site_that_keeps_failing_is_asked_again_less_and_less_often() {
+    let (fake, ports) = fresh(2);
+    split_brain(&fake).await;
+    // From the first clear on, the offline site answers 503 to its next forty requests.
+    let arm = || {
+        fake.world().inject_request_faults(1, std::iter::repeat_n(fake_ispn::RequestFault::Unavailable, 40));
+    };
+    let events = Events::default();
+    let sink = ArmAt::new(&events, "clear", arm);
+    let outcome = Driver::new(&plan(), &ports, &sink).run("backoff".to_owned()).await;
+    assert!(matches!(outcome, RunOutcome::Succeeded(_)), "{outcome:?}\n{}", events.timeline());
+    let retries = times(&events, |e| matches!(e, Event::Retry { cache: None, .. }));
+    let gaps: Vec<Duration> = retries.windows(2).map(|w| w[1] - w[0]).collect();
+    let poll = plan().settings.poll_interval;
+    assert!(gaps.len() >= 4, "{}", events.timeline());
+    assert!(gaps.iter().all(|g| *g >= poll), "a retry came sooner than a poll interval: {gaps:?}");
+    assert!(gaps.windows(2).all(|w| w[1] >= w[0]), "the pauses did not grow: {gaps:?}");
+    assert!(*gaps.last().unwrap() >= poll * 8, "the pauses did not grow: {gaps:?}");
+    assert!(gaps.iter().all(|g| *g <= Duration::from_secs(10)), "a pause grew past its cap: {gaps:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wait_that_goes_on_is_announced_again_every_five_seconds_and_no_more_often() {
+    // 40 entries per cache at 2 per second: a push of about 20 s.
+    let spec = ClusterSpec::two_sites("site-a", "site-b").transfer(fake_ispn::TransferSpec {
+        chunk_size: 2,
+        entries_per_second: Some(2),
+        ..fake_ispn::TransferSpec::default()
+    });
+    let (fake, ports) = model(spec, 2);
+    split_brain(&fake).await;
+    let events = Events::default();
+    let outcome = Driver::new(&plan(), &ports, &events).run("slow".to_owned()).await;
+    assert!(matches!(outcome, RunOutcome::Succeeded(_)), "{outcome:?}\n{}", events.timeline());
+    let pushes = times(&events, |e| matches!(e, Event::Waiting { what, .. } if what.starts_with("the pushes of")));
+    let gaps: Vec<Duration> = pushes.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps.len() >= 2, "{}", events.timeline());
+    let poll = plan().settings.poll_interval;
+    for gap in &gaps {
+        assert!(*gap >= Duration::from_secs(5) && *gap < Duration::from_secs(5) + poll, "{gaps:?}\n{}", events.timeline());
+    }
+    assert_eq!(fake.snapshot("site-a").entries, fake.snapshot("site-b").entries);
+}
