@@ -394,3 +394,22 @@ async fn a_wait_that_goes_on_is_announced_again_every_five_seconds_and_no_more_o
     }
     assert_eq!(fake.snapshot("site-a").entries, fake.snapshot("site-b").entries);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_push_whose_start_failed_with_a_server_error_is_recovered_at_once() {
+    // The real server leaves such a push in SENDING forever (16.0.7): waiting for it to stall
+    // would cost push_stall_timeout for nothing.
+    let (fake, ports) = fresh(2);
+    split_brain(&fake).await;
+    let work = cache("work");
+    fake.world().set_cache_faults(0, &work, fake_ispn::CacheFaults { push_start_fails: true, ..Default::default() });
+    let events = Events::default();
+    let outcome = Driver::new(&plan(), &ports, &events).run("failed-start".to_owned()).await;
+    assert!(matches!(outcome, RunOutcome::Succeeded(_)), "{outcome:?}\n{}", events.timeline());
+    let on_work = |verb: &'static str| move |e: &Event| matches!(e, Event::Action { action, cache: Some(c), .. } if action == verb && c.as_str() == "work");
+    let started = times(&events, on_work("start-push-state"));
+    let cancelled = times(&events, on_work("cancel-push-state"));
+    assert_eq!(started.len(), 2, "{}", events.timeline());
+    // Recovered after the pause that follows any failed action, not push_stall_timeout (10 s) later.
+    assert!(cancelled[0] - started[0] <= Duration::from_secs(1), "{}", events.timeline());
+}
