@@ -98,7 +98,14 @@ async fn a_crash_after_any_journal_write_is_resumed_to_the_same_end() {
             // A new run must not start over a half-done one.
             let again = Driver::new(&plan(), &ports, &Events::default()).run("second".to_owned()).await;
             assert!(matches!(again, RunOutcome::Refused(Refusal::UnfinishedRun { .. })), "after crash {saves}: {again:?}");
-            Driver::new(&plan(), &ports, &Events::default()).resume().await
+            let events = Events::default();
+            let resumed = Driver::new(&plan(), &ports, &events).resume().await;
+            let first_step = events.all().into_iter().find_map(|e| match e {
+                Event::StepStarted { step, .. } => Some(step),
+                _ => None,
+            });
+            assert_eq!(first_step, Some(Step::Preflight), "a resume re-checks both sites first (crash after save {saves})");
+            resumed
         } else {
             Driver::new(&plan(), &ports, &Events::default()).run("second".to_owned()).await
         };
