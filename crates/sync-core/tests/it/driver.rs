@@ -89,6 +89,9 @@ async fn a_crash_after_any_journal_write_is_resumed_to_the_same_end() {
         let first = Driver::new(&plan(), &ports, &Events::default()).run("crashy".to_owned()).await;
         if matches!(first, RunOutcome::Succeeded(_)) {
             assert!(saves > 10, "the run wrote too few journal entries to crash in");
+            // Every write was crashed in, the last one (the run's end) included: a run whose
+            // final write failed must not have passed as a success.
+            assert_eq!(ports.journal.saves(), saves - 1, "a crash at the last journal write went unseen");
             break;
         }
         assert!(matches!(first, RunOutcome::Failed(Failure::Journal(_))), "{first:?}");
@@ -419,4 +422,22 @@ async fn a_push_whose_start_failed_with_a_server_error_is_recovered_at_once() {
     assert_eq!(started.len(), 2, "{}", events.timeline());
     // Recovered after the pause that follows any failed action, not push_stall_timeout (10 s) later.
     assert!(cancelled[0] - started[0] <= Duration::from_secs(1), "{}", events.timeline());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_announces_every_step_once_in_order() {
+    let (fake, ports) = fresh(2);
+    split_brain(&fake).await;
+    let events = Events::default();
+    let outcome = Driver::new(&plan(), &ports, &events).run("steps".to_owned()).await;
+    assert!(matches!(outcome, RunOutcome::Succeeded(_)), "{outcome:?}");
+    let started: Vec<Step> = events
+        .all()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::StepStarted { step, .. } => Some(step),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started, Step::ALL.to_vec(), "{}", events.timeline());
 }

@@ -140,6 +140,11 @@ impl CrashingStore {
     pub fn journal(&self) -> Option<Journal> {
         self.inner.get()
     }
+
+    /// Saves since the last `crash_after`.
+    pub fn saves(&self) -> u32 {
+        *self.saves.lock().unwrap()
+    }
 }
 
 impl JournalStore for CrashingStore {
