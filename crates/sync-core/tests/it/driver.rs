@@ -440,4 +440,13 @@ async fn a_run_announces_every_step_once_in_order() {
         })
         .collect();
     assert_eq!(started, Step::ALL.to_vec(), "{}", events.timeline());
+    // Push progress is told while the pushes are awaited, not when later steps read sizes.
+    let mut step = Step::Preflight;
+    for event in events.all() {
+        match event {
+            Event::StepStarted { step: s, .. } => step = s,
+            Event::PushProgress { .. } => assert_eq!(step, Step::AwaitPush, "{}", events.timeline()),
+            _ => {}
+        }
+    }
 }
