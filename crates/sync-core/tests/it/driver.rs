@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use fake_ispn::{ClusterSpec, KEYCLOAK_26_CACHES};
 use ispn_xsite::{ClearScope, SiteAction, SiteApi};
-use sync_core::{Driver, RunOutcome, Step};
+use sync_core::{Driver, RunOutcome, Side, Step};
 
 use crate::support::*;
 
@@ -380,6 +380,50 @@ async fn a_site_that_keeps_failing_is_asked_again_less_and_less_often() {
     assert!(gaps.windows(2).all(|w| w[1] >= w[0]), "the pauses did not grow: {gaps:?}");
     assert!(*gaps.last().unwrap() >= poll * 8, "the pauses did not grow: {gaps:?}");
     assert!(gaps.iter().all(|g| *g <= Duration::from_secs(10)), "a pause grew past its cap: {gaps:?}");
+    let attempts: Vec<u32> = events
+        .all()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Retry { cache: None, attempt, .. } => Some(attempt),
+            _ => None,
+        })
+        .collect();
+    assert!(attempts.windows(2).all(|w| w[1] == w[0] + 1) && attempts[0] >= 2, "retries are numbered from 2 on: {attempts:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn preflight_tolerates_a_read_failing_twice_and_refuses_a_site_that_keeps_failing() {
+    let unavailable = |n| std::iter::repeat_n(fake_ispn::RequestFault::Unavailable, n);
+    let (fake, ports) = fresh(2);
+    split_brain(&fake).await;
+    fake.world().inject_request_faults(1, unavailable(2));
+    let outcome = Driver::new(&plan(), &ports, &Events::default()).run("twice".to_owned()).await;
+    assert!(matches!(outcome, RunOutcome::Succeeded(_)), "{outcome:?}");
+
+    let (fake, ports) = fresh(2);
+    split_brain(&fake).await;
+    let before = (fake.snapshot("site-a"), fake.snapshot("site-b"));
+    fake.world().inject_request_faults(1, unavailable(1_000));
+    let outcome = Driver::new(&plan(), &ports, &Events::default()).run("always".to_owned()).await;
+    assert!(matches!(outcome, RunOutcome::Refused(Refusal::SiteUnusable { side: Side::Offline, .. })), "{outcome:?}");
+    assert_eq!((fake.snapshot("site-a"), fake.snapshot("site-b")), before, "nothing changed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_site_that_fails_for_good_mid_run_ends_the_run_at_the_step_deadline() {
+    // From Keycloak's scale-up on, the offline site answers nothing but 503: the report step,
+    // which has no deadline of its own in `decide`, must still end at `step_deadline`.
+    let (fake, ports) = fresh(2);
+    split_brain(&fake).await;
+    let arm = || fake.world().inject_request_faults(1, std::iter::repeat_n(fake_ispn::RequestFault::Unavailable, 100_000));
+    let events = Events::default();
+    let sink = ArmAt::new(&events, "scale-up", arm);
+    let outcome = Driver::new(&plan(), &ports, &sink).run("for-good".to_owned()).await;
+    assert!(matches!(outcome, RunOutcome::Failed(Failure::Site { side: Side::Offline, .. })), "{outcome:?}");
+    let armed = first(&events, |e| matches!(e, Event::StepStarted { step: Step::Report, .. })).unwrap();
+    let ended = first(&events, |e| matches!(e, Event::RunFinished { .. })).unwrap();
+    let deadline = plan().settings.step_deadline;
+    assert!(ended - armed >= deadline && ended - armed <= deadline + Duration::from_secs(11), "ended {:?} after", ended - armed);
 }
 
 #[tokio::test(start_paused = true)]
