@@ -570,8 +570,14 @@ where
             if journal.step == Step::Preflight && *failures >= PREFLIGHT_TRIES {
                 return Err(RunOutcome::Refused(Refusal::SiteUnusable { side, message: error.to_string() }));
             }
-            let elapsed = Duration::from_millis(self.ports.clock.now_ms().saturating_sub(journal.step_started_at_ms));
-            if elapsed > self.plan.settings.step_deadline {
+            let now = self.ports.clock.now_ms();
+            let elapsed = Duration::from_millis(now.saturating_sub(journal.step_started_at_ms));
+            // Past the lost link's deadline too: `decide`, which ends the run there, needs a
+            // reading of the sites, and without this the pauses, cut at that deadline, would
+            // shrink to nothing and ask a failing site again and again.
+            let link_wait = self.plan.settings.link_wait.as_millis() as u64;
+            let link_given_up = journal.link_down_since_ms.is_some_and(|since| now >= since + link_wait);
+            if elapsed > self.plan.settings.step_deadline || link_given_up {
                 return Err(RunOutcome::Failed(Failure::Site { side, message: error.to_string() }));
             }
             self.emit(Event::Retry { step: journal.step, cache: None, attempt: *failures + 1, reason: error.to_string() });
