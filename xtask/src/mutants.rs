@@ -7,7 +7,7 @@
 //! caught, missed, timed-out and unviable mutants; what to make of each missed mutant is written
 //! by hand around it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -103,7 +103,16 @@ pub fn mutants(args: &[&str]) -> Result<()> {
             bail!("cargo-mutants ended with {status} and wrote no results under {}", output.display());
         }
         if iterate {
-            carry_over(&output.join("mutants.out.old"), &output.join("mutants.out"))?;
+            // The mutants of today's source: a mutant whose line moved since the last run was
+            // tested again under its new name, and its old name must not count twice.
+            let mut list = Command::new(&binary);
+            list.args(["mutants", "--list"]).current_dir(project_root());
+            for file in *files {
+                list.args(["--file", file]);
+            }
+            let listed = list.output().context("cannot list the mutants")?;
+            let current: BTreeSet<String> = String::from_utf8_lossy(&listed.stdout).lines().map(str::to_owned).collect();
+            carry_over(&output.join("mutants.out.old"), &output.join("mutants.out"), &current)?;
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
@@ -129,11 +138,12 @@ fn skip_timeouts(results: &Path) -> Result<()> {
 /// An iteration tests only what the previous run (kept by cargo-mutants as `mutants.out.old`)
 /// did not catch; its caught, timed-out and unviable mutants still count, so they join the new
 /// lists.
-fn carry_over(previous: &Path, current: &Path) -> Result<()> {
+fn carry_over(previous: &Path, current: &Path, mutants_now: &BTreeSet<String>) -> Result<()> {
     for list in ["caught.txt", "timeout.txt", "unviable.txt"] {
         let old = std::fs::read_to_string(previous.join(list)).unwrap_or_default();
         let new = std::fs::read_to_string(current.join(list)).unwrap_or_default();
-        let mut lines: Vec<&str> = old.lines().chain(new.lines()).filter(|l| !l.trim().is_empty()).collect();
+        let still_there = old.lines().filter(|l| mutants_now.contains(*l));
+        let mut lines: Vec<&str> = still_there.chain(new.lines()).filter(|l| !l.trim().is_empty()).collect();
         lines.sort_unstable();
         lines.dedup();
         std::fs::write(current.join(list), lines.iter().map(|l| format!("{l}\n")).collect::<String>())?;
@@ -239,8 +249,11 @@ mod tests {
         std::fs::write(new.join("missed.txt"), "a.rs:5:1: five\n").unwrap();
         skip_timeouts(&old).unwrap();
         assert_eq!(std::fs::read_to_string(old.join("previously_caught.txt")).unwrap(), "a.rs:6:1: six\n");
-        carry_over(&old, &new).unwrap();
-        assert_eq!(std::fs::read_to_string(new.join("caught.txt")).unwrap(), "a.rs:1:1: one\na.rs:2:1: two\na.rs:4:1: four\n");
+        // a.rs:2 moved to a.rs:4 since: tested again there, its old name is dropped.
+        let now: BTreeSet<String> =
+            ["a.rs:1:1: one", "a.rs:3:1: three", "a.rs:4:1: four", "a.rs:5:1: five", "a.rs:6:1: six"].map(str::to_owned).into();
+        carry_over(&old, &new, &now).unwrap();
+        assert_eq!(std::fs::read_to_string(new.join("caught.txt")).unwrap(), "a.rs:1:1: one\na.rs:4:1: four\n");
         assert_eq!(std::fs::read_to_string(new.join("unviable.txt")).unwrap(), "a.rs:3:1: three\n");
         assert_eq!(std::fs::read_to_string(new.join("missed.txt")).unwrap(), "a.rs:5:1: five\n");
         assert_eq!(std::fs::read_to_string(new.join("timeout.txt")).unwrap(), "a.rs:6:1: six\n");
