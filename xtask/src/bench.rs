@@ -194,16 +194,30 @@ fn scratch_dir() -> Result<PathBuf> {
 }
 
 /// `bench_tool <command> <url-a> <url-b> admin <password-file> <caches>` (reset, split, push-floor,
-/// same).
+/// same) on the four caches.
 fn on_pair(pair: &RunningPair, command: &str, password: &Path) -> Result<String> {
+    on_caches(pair, command, password, &CACHES)
+}
+
+fn on_caches(pair: &RunningPair, command: &str, password: &Path, caches: &[&str]) -> Result<String> {
     output(
         Command::new(example("bench_tool"))
             .arg(command)
             .args([pair.url("site-a"), pair.url("site-b")])
             .arg(ADMIN.0)
             .arg(password)
-            .args(CACHES),
+            .args(caches),
     )
+}
+
+/// The seconds site-sync's JSON events report for `steps`, summed.
+fn seconds_in_steps<'a>(events: impl IntoIterator<Item = &'a Value>, steps: &[&str]) -> f64 {
+    let ms: u64 = events
+        .into_iter()
+        .filter(|e| e["type"] == "step_finished" && e["step"].as_str().is_some_and(|s| steps.contains(&s)))
+        .filter_map(|e| e["elapsed_ms"].as_u64())
+        .sum();
+    ms as f64 / 1000.0
 }
 
 /// `bench_tool fill <url> admin <password-file> <entries> <prefix> <caches>`.
@@ -294,15 +308,7 @@ fn real(entries_p1: usize, entries_p2: usize) -> Result<(Measured, Measured)> {
         let whole = started.elapsed().as_secs_f64();
         on_pair(&pair, "same", &password).context("P2 run left the sites different")?;
         let events: Vec<Value> = events.lines().filter_map(|line| serde_json::from_str::<Value>(line).ok()).collect();
-        let step_seconds = |steps: &[&str]| -> f64 {
-            let ms: u64 = events
-                .iter()
-                .filter(|e| e["type"] == "step_finished" && e["step"].as_str().is_some_and(|s| steps.contains(&s)))
-                .filter_map(|e| e["elapsed_ms"].as_u64())
-                .sum();
-            ms as f64 / 1000.0
-        };
-        let (phase, verify) = (step_seconds(&["push-state", "await-push"]), step_seconds(&["verify"]));
+        let (phase, verify) = (seconds_in_steps(&events, &["push-state", "await-push"]), seconds_in_steps(&events, &["verify"]));
         if phase == 0.0 || verify == 0.0 {
             bail!("site-sync's JSON events had no finished push or verify step: has the event schema changed?");
         }
@@ -390,21 +396,14 @@ fn start_logins(sessions: usize) -> Result<()> {
     Ok(())
 }
 
-/// The seconds of each `(step, elapsed)` the run's JSON events report, and when (after the
-/// run's start) each event line arrived.
+/// A run's JSON events, each with when (seconds after the run's start) its line arrived.
 struct RunEvents {
     lines: Vec<(f64, Value)>,
 }
 
 impl RunEvents {
     fn step_seconds(&self, steps: &[&str]) -> f64 {
-        let ms: u64 = self
-            .lines
-            .iter()
-            .filter(|(_, e)| e["type"] == "step_finished" && e["step"].as_str().is_some_and(|s| steps.contains(&s)))
-            .filter_map(|(_, e)| e["elapsed_ms"].as_u64())
-            .sum();
-        ms as f64 / 1000.0
+        seconds_in_steps(self.lines.iter().map(|(_, e)| e), steps)
     }
 
     fn at(&self, kind: &str, step: &str) -> Result<f64> {
@@ -496,20 +495,10 @@ fn keycloak_downtime(sessions: usize) -> Result<Measured> {
             management = crate::keycloak::MANAGEMENT_PORTS[1],
         ),
     )?;
-    let tool = |command: &str| -> Result<String> {
-        output(Command::new(example("bench_tool")).args([command, &a_url, &b_url, ADMIN.0]).arg(&password).args(CACHES))
-    };
+    let tool = |command: &str| on_pair(&pair, command, &password);
     // Same sizes on both sites, checked on the one cache the logins fill (the others may be
     // empty on both, which `same` refuses).
-    let same_sessions = || -> Result<()> {
-        output(
-            Command::new(example("bench_tool"))
-                .args(["same", &a_url, &b_url, ADMIN.0])
-                .arg(&password)
-                .arg("authenticationSessions"),
-        )
-        .map(drop)
-    };
+    let same_sessions = || on_caches(&pair, "same", &password, &["authenticationSessions"]).map(drop);
     let prepare = || -> Result<()> {
         tool("reset")?;
         tool("split")?;

@@ -45,6 +45,12 @@ fn progress<'j>(journal: &'j mut Journal, c: &str) -> &'j mut CacheProgress {
     journal.per_cache.get_mut(&cache(c)).unwrap()
 }
 
+fn every_push(journal: &mut Journal, phase: PushPhase) {
+    for c in CACHES {
+        progress(journal, c).push = phase;
+    }
+}
+
 /// An observation where both sites are who they should be and back up to each other.
 fn healthy() -> Observation {
     let mut obs = Observation::at(NOW);
@@ -535,9 +541,7 @@ fn await_push_records_ok_and_advances_when_every_push_is_ok() {
     let Decision::Note(notes) = decide(&plan(), &journal, &await_obs(PushStatus::Ok)) else { panic!() };
     assert_eq!(notes.len(), 4);
     let mut done = journal.clone();
-    for c in CACHES {
-        progress(&mut done, c).push = PushPhase::Ok;
-    }
+    every_push(&mut done, PushPhase::Ok);
     assert_eq!(decide(&plan(), &done, &await_obs(PushStatus::Ok)), Decision::Advance);
 }
 
@@ -555,9 +559,7 @@ fn await_push_adopts_a_push_the_journal_has_not_recorded() {
     // A run that crashed between starting a push and saving the journal resumes with the push
     // running on the server: it is adopted, not cleared.
     let mut journal = journal_at(Step::AwaitPush);
-    for c in CACHES {
-        progress(&mut journal, c).push = PushPhase::Ok;
-    }
+    every_push(&mut journal, PushPhase::Ok);
     progress(&mut journal, "work").push = PushPhase::NotStarted;
     let Decision::Note(notes) = decide(&plan(), &journal, &await_obs(PushStatus::Sending)) else { panic!() };
     assert_eq!(notes, vec![Note::AdoptPush(cache("work"), NOW)]);
@@ -684,17 +686,13 @@ fn await_push_keeps_the_active_backup_online() {
 #[test]
 fn clear_push_status_clears_ok_statuses_and_notes_already_idle_ones() {
     let mut journal = journal_at(Step::ClearPushStatus);
-    for c in CACHES {
-        progress(&mut journal, c).push = PushPhase::Ok;
-    }
+    every_push(&mut journal, PushPhase::Ok);
     let mut obs = Observation::at(NOW);
     all_push(&mut obs, PushStatus::Ok);
     assert_eq!(acts(decide(&plan(), &journal, &obs)).len(), 4);
     push(&mut obs, "work", PushStatus::Idle);
     assert_eq!(decide(&plan(), &journal, &obs), Decision::Note(vec![Note::PushDone(cache("work"))]));
-    for c in CACHES {
-        progress(&mut journal, c).push = PushPhase::Done;
-    }
+    every_push(&mut journal, PushPhase::Done);
     assert_eq!(decide(&plan(), &journal, &obs), Decision::Advance);
 }
 
@@ -844,9 +842,7 @@ fn verify_waits_for_a_lost_link() {
 #[test]
 fn scale_up_is_refused_without_an_ok_push_for_every_cache() {
     let mut journal = journal_at(Step::ScaleUp);
-    for c in CACHES {
-        progress(&mut journal, c).push = PushPhase::Done;
-    }
+    every_push(&mut journal, PushPhase::Done);
     progress(&mut journal, "work").push = PushPhase::Sending;
     let mut obs = Observation::at(NOW);
     obs.keycloak = Some(Some(keycloak(0, 0, 0)));

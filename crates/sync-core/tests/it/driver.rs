@@ -185,9 +185,14 @@ async fn events_tell_the_story_in_order() {
 
 /// A pair whose pushes take about five (virtual) seconds, split brained.
 async fn slow_pair() -> (Arc<fake_ispn::FakeCluster>, ModelPorts) {
+    paced_pair(4, 8).await
+}
+
+/// A split-brained pair whose pushes send `chunk_size` entries at `per_second` entries a second.
+async fn paced_pair(chunk_size: usize, per_second: u64) -> (Arc<fake_ispn::FakeCluster>, ModelPorts) {
     let spec = ClusterSpec::two_sites("site-a", "site-b").transfer(fake_ispn::TransferSpec {
-        chunk_size: 4,
-        entries_per_second: Some(8),
+        chunk_size,
+        entries_per_second: Some(per_second),
         ..fake_ispn::TransferSpec::default()
     });
     let (fake, ports) = model(spec, 2);
@@ -360,6 +365,11 @@ fn times(events: &Events, what: impl Fn(&Event) -> bool) -> Vec<Duration> {
     events.timed().into_iter().filter(|(_, e)| what(e)).map(|(at, _)| at).collect()
 }
 
+/// The time between each two consecutive events `what` matches.
+fn gaps(events: &Events, what: impl Fn(&Event) -> bool) -> Vec<Duration> {
+    times(events, what).windows(2).map(|w| w[1] - w[0]).collect()
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_site_that_keeps_failing_is_asked_again_less_and_less_often() {
     let (fake, ports) = fresh(2);
@@ -372,8 +382,7 @@ async fn a_site_that_keeps_failing_is_asked_again_less_and_less_often() {
     let sink = ArmAt::new(&events, "clear", arm);
     let outcome = Driver::new(&plan(), &ports, &sink).run("backoff".to_owned()).await;
     assert!(matches!(outcome, RunOutcome::Succeeded(_)), "{outcome:?}\n{}", events.timeline());
-    let retries = times(&events, |e| matches!(e, Event::Retry { cache: None, .. }));
-    let gaps: Vec<Duration> = retries.windows(2).map(|w| w[1] - w[0]).collect();
+    let gaps = gaps(&events, |e| matches!(e, Event::Retry { cache: None, .. }));
     let poll = plan().settings.poll_interval;
     assert!(gaps.len() >= 4, "{}", events.timeline());
     assert!(gaps.iter().all(|g| *g >= poll), "a retry came sooner than a poll interval: {gaps:?}");
@@ -430,18 +439,11 @@ async fn a_site_that_fails_for_good_mid_run_ends_the_run_at_the_step_deadline() 
 #[tokio::test(start_paused = true)]
 async fn a_wait_that_goes_on_is_announced_again_every_five_seconds_and_no_more_often() {
     // 40 entries per cache at 2 per second: a push of about 20 s.
-    let spec = ClusterSpec::two_sites("site-a", "site-b").transfer(fake_ispn::TransferSpec {
-        chunk_size: 2,
-        entries_per_second: Some(2),
-        ..fake_ispn::TransferSpec::default()
-    });
-    let (fake, ports) = model(spec, 2);
-    split_brain(&fake).await;
+    let (fake, ports) = paced_pair(2, 2).await;
     let events = Events::default();
     let outcome = Driver::new(&plan(), &ports, &events).run("slow".to_owned()).await;
     assert!(matches!(outcome, RunOutcome::Succeeded(_)), "{outcome:?}\n{}", events.timeline());
-    let pushes = times(&events, |e| matches!(e, Event::Waiting { what, .. } if what.starts_with("the pushes of")));
-    let gaps: Vec<Duration> = pushes.windows(2).map(|w| w[1] - w[0]).collect();
+    let gaps = gaps(&events, |e| matches!(e, Event::Waiting { what, .. } if what.starts_with("the pushes of")));
     assert!(gaps.len() >= 2, "{}", events.timeline());
     let poll = plan().settings.poll_interval;
     for gap in &gaps {
@@ -513,8 +515,7 @@ async fn reads_that_fail_while_the_link_is_down_are_retried_with_growing_pauses_
     };
     let outcome = Driver::new(&plan(), &ports, &events).run("outage-and-errors".to_owned()).await;
     chaos.await.unwrap();
-    let retries = times(&events, |e| matches!(e, Event::Retry { cache: None, .. }));
-    let gaps: Vec<Duration> = retries.windows(2).map(|w| w[1] - w[0]).collect();
+    let gaps = gaps(&events, |e| matches!(e, Event::Retry { cache: None, .. }));
     assert!(gaps.len() >= 4, "{outcome:?}\n{}", events.timeline());
     assert!(gaps.iter().all(|g| *g >= plan().settings.poll_interval), "retried in a busy loop: {gaps:?}");
     // Neither the lost link nor the failing site is waited for past link_wait.
