@@ -199,13 +199,14 @@ impl SiteApi for ModelSite {
 
     async fn keys(&self, cache: &CacheName) -> Result<ItemStream<String>> {
         let keys = self.call(self.requests.keys(cache, 1000), cache_subject(cache), |w, s| w.keys(s, cache.as_str()))?;
-        Ok(Box::pin(futures::stream::iter(keys.into_iter().map(|k| Ok(k.to_string())))))
+        let keys: Vec<Result<String>> = keys.keys().map(|k| Ok(k.to_string())).collect();
+        Ok(Box::pin(futures::stream::iter(keys)))
     }
 
     async fn entries(&self, cache: &CacheName) -> Result<ItemStream<Entry>> {
         let entries = self.call(self.requests.entries(cache, 1000), cache_subject(cache), |w, s| w.entries(s, cache.as_str()))?;
-        Ok(Box::pin(futures::stream::iter(
-            entries.into_iter().map(|(k, v)| Ok(Entry { key: k.to_string(), value: v.to_string() })),
-        )))
+        let entries: Vec<Result<Entry>> =
+            entries.iter().map(|(k, v)| Ok(Entry { key: k.to_string(), value: v.to_string() })).collect();
+        Ok(Box::pin(futures::stream::iter(entries)))
     }
 }

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use crate::auth::{NonceBook, Verdict, challenge, verify};
 use crate::direct::lock;
-use crate::model::{Failure, RequestFault, World};
+use crate::model::{Entries, Failure, RequestFault, World};
 
 /// Flags the fake accepts in the `flags` header (a subset of `org.infinispan.context.Flag`).
 const KNOWN_FLAGS: [&str; 10] = [
@@ -61,8 +61,8 @@ enum Reply {
     Text(StatusCode, String),
     Empty(StatusCode),
     Value(String, bool),
-    Keys(Vec<Arc<str>>),
-    Entries(Vec<(Arc<str>, Arc<str>)>),
+    Keys(Arc<Entries>),
+    Entries(Arc<Entries>),
 }
 
 impl Reply {
@@ -496,18 +496,29 @@ fn respond(reply: Reply) -> Response {
         Reply::Keys(keys) => (
             StatusCode::OK,
             Some("application/json"),
-            stream_array(keys, |out, key| {
+            stream_array(keys, |out, (key, _)| {
                 // Like the real server: only `"` is escaped in key listings.
-                out.push('"');
-                out.push_str(&key.replace('"', "\\\""));
-                out.push('"');
+                out.push(b'"');
+                for (i, part) in key.split('"').enumerate() {
+                    if i > 0 {
+                        out.extend_from_slice(b"\\\"");
+                    }
+                    out.extend_from_slice(part.as_bytes());
+                }
+                out.push(b'"');
             }),
         ),
         Reply::Entries(entries) => (
             StatusCode::OK,
             Some("application/json"),
+            // Written straight into the chunk: a JSON tree per entry made the fake, not the client
+            // under test, the bottleneck of a ten-million-entry comparison.
             stream_array(entries, |out, (k, v)| {
-                out.push_str(&serde_json::json!({"key": wrapped(k), "value": wrapped(v)}).to_string());
+                out.extend_from_slice(br#"{"key":{"_type":"string","_value":"#);
+                json_string(out, k);
+                out.extend_from_slice(br#"},"value":{"_type":"string","_value":"#);
+                json_string(out, v);
+                out.extend_from_slice(b"}}");
             }),
         ),
     };
@@ -524,28 +535,35 @@ fn wrapped(value: &str) -> serde_json::Value {
     serde_json::json!({"_type": "string", "_value": value})
 }
 
-/// Streams a JSON array in chunks, so that a million keys never become one string.
-fn stream_array<T: Send + Sync + 'static>(items: Vec<T>, render: fn(&mut String, &T)) -> Body {
+/// `text` as a JSON string literal.
+fn json_string(out: &mut Vec<u8>, text: &str) {
+    // Writing a `str` into a `Vec` cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
+}
+
+/// Streams a cache's map as a JSON array in chunks of a thousand elements, so that a million
+/// entries never become one string. A blocking task renders them: the map cannot be borrowed
+/// across the body's polls, and a copy of millions of shared pointers cost more than rendering.
+fn stream_array(entries: Arc<Entries>, render: fn(&mut Vec<u8>, (&Arc<str>, &Arc<str>))) -> Body {
     const PER_CHUNK: usize = 1000;
-    let total = items.len();
-    let chunks = futures::stream::iter((0..total.div_ceil(PER_CHUNK).max(1)).map(move |i| i * PER_CHUNK));
-    let items = Arc::new(items);
-    let stream = futures::StreamExt::map(chunks, move |start| {
-        let end = (start + PER_CHUNK).min(total);
-        let mut out = String::with_capacity((end - start) * 24 + 2);
-        if start == 0 {
-            out.push('[');
-        }
-        for i in start..end {
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut out = vec![b'['];
+        for (i, entry) in entries.iter().enumerate() {
             if i > 0 {
-                out.push(',');
+                out.push(b',');
             }
-            render(&mut out, &items[i]);
+            render(&mut out, entry);
+            if i % PER_CHUNK == PER_CHUNK - 1 && sender.blocking_send(Bytes::from(std::mem::take(&mut out))).is_err() {
+                // The client went away.
+                return;
+            }
         }
-        if end == total {
-            out.push(']');
-        }
-        Ok::<_, std::convert::Infallible>(Bytes::from(out))
+        out.push(b']');
+        let _ = sender.blocking_send(Bytes::from(out));
     });
-    Body::from_stream(stream)
+    let chunks = futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), receiver))
+    });
+    Body::from_stream(chunks)
 }

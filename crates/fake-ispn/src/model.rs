@@ -165,7 +165,7 @@ pub struct SiteSnapshot {
 /// Fixed-key hashing: iteration order (and so transfer order) is the same on every run, which
 /// keeps seeded simulations reproducible.
 type Fixed = BuildHasherDefault<DefaultHasher>;
-type Entries = HashMap<Arc<str>, Arc<str>, Fixed>;
+pub(crate) type Entries = HashMap<Arc<str>, Arc<str>, Fixed>;
 
 #[derive(Debug)]
 struct Transfer {
@@ -222,7 +222,10 @@ struct Receive {
 
 #[derive(Debug, Default)]
 struct Cache {
-    entries: Entries,
+    /// Shared with the streams reading it: a listing of millions of entries takes a reference,
+    /// not a copy, and a write during it copies the map once (the listing keeps what it started
+    /// with, as a snapshot).
+    entries: Arc<Entries>,
     backups: BTreeMap<SiteName, Backup>,
     receiving: Option<Receive>,
     faults: CacheFaults,
@@ -491,7 +494,7 @@ impl World {
     /// data quickly, e.g. a million entries for a benchmark).
     pub fn load(&mut self, site: usize, cache: &CacheName, entries: impl IntoIterator<Item = (String, String)>) {
         if let Some(c) = self.sites[site].caches.get_mut(cache) {
-            c.entries.extend(entries.into_iter().map(|(k, v)| (Arc::from(k), Arc::from(v))));
+            Arc::make_mut(&mut c.entries).extend(entries.into_iter().map(|(k, v)| (Arc::from(k), Arc::from(v))));
         }
     }
 
@@ -609,7 +612,7 @@ impl World {
             if dest.receiving.as_ref().is_some_and(|r| r.written_live.contains(&k)) {
                 continue;
             }
-            dest.entries.insert(k, v);
+            Arc::make_mut(&mut dest.entries).insert(k, v);
         }
     }
 
@@ -988,13 +991,13 @@ impl World {
         Ok(self.cache(site, cache)?.entries.get(key).map(|v| v.to_string()))
     }
 
-    /// Every key (a snapshot of shared pointers: cheap even for millions of entries).
-    pub fn keys(&self, site: usize, cache: &str) -> Outcome<Vec<Arc<str>>> {
-        Ok(self.cache(site, cache)?.entries.keys().cloned().collect())
+    /// Every key: the map itself, shared (a listing reads it; a write meanwhile copies it).
+    pub(crate) fn keys(&self, site: usize, cache: &str) -> Outcome<Arc<Entries>> {
+        Ok(Arc::clone(&self.cache(site, cache)?.entries))
     }
 
-    /// Every entry (shared pointers).
-    pub fn entries(&self, site: usize, cache: &str) -> Outcome<Vec<(Arc<str>, Arc<str>)>> {
+    /// Every entry: the map itself, shared, as for [`World::keys`].
+    pub(crate) fn entries(&self, site: usize, cache: &str) -> Outcome<Arc<Entries>> {
         let c = self.cache(site, cache)?;
         if c.faults.values_unreadable {
             // What 16.0.7 logs when it cannot render Keycloak's authentication sessions; it then
@@ -1004,7 +1007,7 @@ impl World {
                 "Error encountered while streaming cache chunk: Maps only have nested objects for values",
             ));
         }
-        Ok(c.entries.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        Ok(Arc::clone(&c.entries))
     }
 
     /// Writes one entry, replicating it like the real server.
@@ -1106,12 +1109,14 @@ impl World {
                 if remote && let Some(r) = cache.receiving.as_mut() {
                     r.written_live.insert((*k).clone());
                 }
-                cache.entries.insert((*k).clone(), (*v).clone());
+                Arc::make_mut(&mut cache.entries).insert((*k).clone(), (*v).clone());
             }
             Op::Delete(k) => {
-                cache.entries.remove(*k);
+                if cache.entries.contains_key(*k) {
+                    Arc::make_mut(&mut cache.entries).remove(*k);
+                }
             }
-            Op::Clear => cache.entries.clear(),
+            Op::Clear => cache.entries = Arc::default(),
         }
     }
 }

@@ -174,19 +174,29 @@ impl Sketch {
 
     fn cells_of(&self, check: u64) -> [usize; 3] {
         [0u64, 1, 2].map(|j| {
-            j as usize * self.table + (mix(check ^ (j + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)) % self.table as u64) as usize
+            let spread = mix(check ^ (j + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            // The high half of a 128-bit product maps the hash onto the table without a division.
+            j as usize * self.table + ((u128::from(spread) * self.table as u128) >> 64) as usize
         })
     }
 
-    fn apply(&mut self, key: u64, value: u64, sign: i64) {
-        let check = pair_hash(key, value);
-        for i in self.cells_of(check) {
-            self.cells[i].apply(key, value, check, sign);
+    /// Inserts pairs in groups whose cells are all computed before any is touched: the table is
+    /// larger than the CPU's caches, and an entry's three cells are misses the CPU can wait for
+    /// together only when nothing else comes between them.
+    fn insert_all(&mut self, pairs: &[(u64, u64)]) {
+        const GROUP: usize = 32;
+        for group in pairs.chunks(GROUP) {
+            let mut placed = [(0u64, [0usize; 3]); GROUP];
+            for (slot, (key, value)) in placed.iter_mut().zip(group) {
+                let check = pair_hash(*key, *value);
+                *slot = (check, self.cells_of(check));
+            }
+            for ((check, cells), (key, value)) in placed.iter().zip(group) {
+                for i in cells {
+                    self.cells[*i].apply(*key, *value, *check, 1);
+                }
+            }
         }
-    }
-
-    fn insert(&mut self, key: u64, value: u64) {
-        self.apply(key, value, 1);
     }
 
     /// Removes every pair of `other`: what is left are the pairs only one of them holds.
@@ -294,22 +304,34 @@ pub async fn compare<S: SiteApi>(
     mode: CompareMode,
     limits: CompareLimits,
 ) -> Result<Comparison, (Side, Error)> {
+    const BATCH: usize = 1024;
     let (mut sketch, mut offline_sketch) = (Sketch::new(limits.sketch), Sketch::new(limits.sketch));
+    let (mut active_batch, mut offline_batch) = (Vec::with_capacity(BATCH), Vec::with_capacity(BATCH));
     let mut result = Comparison { passes: 1, ..Comparison::default() };
     // Both sites stream at once: each server serializes its entries while the other does.
     let (active_keys, offline_keys) = (&mut result.active, &mut result.offline);
     let (read_active, read_offline) = futures::join!(
         each_pair(active, Side::Active, cache, mode, |key, value, _| {
             *active_keys += 1;
-            sketch.insert(key, value);
+            active_batch.push((key, value));
+            if active_batch.len() == BATCH {
+                sketch.insert_all(&active_batch);
+                active_batch.clear();
+            }
         }),
         each_pair(offline, Side::Offline, cache, mode, |key, value, _| {
             *offline_keys += 1;
-            offline_sketch.insert(key, value);
+            offline_batch.push((key, value));
+            if offline_batch.len() == BATCH {
+                offline_sketch.insert_all(&offline_batch);
+                offline_batch.clear();
+            }
         }),
     );
     read_active?;
     read_offline?;
+    sketch.insert_all(&active_batch);
+    offline_sketch.insert_all(&offline_batch);
     sketch.subtract(&offline_sketch);
     drop(offline_sketch);
     let Some(pairs) = sketch.decode() else {
