@@ -496,7 +496,7 @@ fn respond(reply: Reply) -> Response {
         Reply::Keys(keys) => (
             StatusCode::OK,
             Some("application/json"),
-            stream_array(keys, |out, (key, _)| {
+            stream_array(keys, |out, key, _| {
                 // Like the real server: only `"` is escaped in key listings.
                 out.push(b'"');
                 for (i, part) in key.split('"').enumerate() {
@@ -513,7 +513,7 @@ fn respond(reply: Reply) -> Response {
             Some("application/json"),
             // Written straight into the chunk: a JSON tree per entry made the fake, not the client
             // under test, the bottleneck of a ten-million-entry comparison.
-            stream_array(entries, |out, (k, v)| {
+            stream_array(entries, |out, k, v| {
                 out.extend_from_slice(br#"{"key":{"_type":"string","_value":"#);
                 json_string(out, k);
                 out.extend_from_slice(br#"},"value":{"_type":"string","_value":"#);
@@ -544,16 +544,16 @@ fn json_string(out: &mut Vec<u8>, text: &str) {
 /// Streams a cache's map as a JSON array in chunks of a thousand elements, so that a million
 /// entries never become one string. A blocking task renders them: the map cannot be borrowed
 /// across the body's polls, and a copy of millions of shared pointers cost more than rendering.
-fn stream_array(entries: Arc<Entries>, render: fn(&mut Vec<u8>, (&Arc<str>, &Arc<str>))) -> Body {
+fn stream_array(entries: Arc<Entries>, render: fn(&mut Vec<u8>, &str, &str)) -> Body {
     const PER_CHUNK: usize = 1000;
     let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(4);
     tokio::task::spawn_blocking(move || {
         let mut out = vec![b'['];
-        for (i, entry) in entries.iter().enumerate() {
+        for (i, (key, value)) in entries.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
-            render(&mut out, entry);
+            render(&mut out, key, value);
             if i % PER_CHUNK == PER_CHUNK - 1 && sender.blocking_send(Bytes::from(std::mem::take(&mut out))).is_err() {
                 // The client went away.
                 return;
