@@ -338,6 +338,11 @@ fn real(entries_p1: usize, entries_p2: usize) -> Result<(Measured, Measured)> {
             }
         }
     }
+    // What reading every entry costs the servers themselves: the same requests as the verification
+    // (all caches of both sites at once), read by curl and thrown away.
+    let reads = (0..ROUNDS).map(|_| read_everything(&pair, &CACHES)).collect::<Result<Vec<f64>>>()?;
+    let read_floor = median(reads.clone());
+    eprintln!("P2: the servers' read of every entry (curl): {read_floor:.2} s");
     let (floor, phase) = (median(floors.clone()), median(phases.clone()));
     let shares: Vec<f64> = verifies.iter().zip(&wholes).map(|(v, w)| v / w).collect();
     let (verify, whole, share) = (median(verifies.clone()), median(wholes.clone()), median(shares));
@@ -348,6 +353,7 @@ fn real(entries_p1: usize, entries_p2: usize) -> Result<(Measured, Measured)> {
             "floor_runs": floors, "site_sync_runs": phases,
             "verify_seconds": verify, "run_seconds": whole, "verify_share": share,
             "verify_runs": verifies, "run_runs": wholes,
+            "read_floor_seconds": read_floor, "read_floor_runs": reads,
         }),
         rows: vec![
             format!(
@@ -359,9 +365,10 @@ fn real(entries_p1: usize, entries_p2: usize) -> Result<(Measured, Measured)> {
             ),
             format!(
                 "| P2 default verification (keys and values), {} caches x {entries_p2} entries, real Infinispan {version} | \
-                 ≤ 10% of the run | verify {verify:.2} s of a {whole:.2} s run | {:.1}% | \
-                 `site-sync -o json run --yes` (verify step vs wall time) |",
+                 ≤ 10% of the run | verify {verify:.2} s of a {whole:.2} s run; the servers' read of every entry alone \
+                 {read_floor:.2} s ({:.1}%) | {:.1}% | `site-sync -o json run --yes` (verify step vs wall time); curl of the same requests |",
                 CACHES.len(),
+                read_floor / whole * 100.0,
                 share * 100.0
             ),
         ],
@@ -369,6 +376,31 @@ fn real(entries_p1: usize, entries_p2: usize) -> Result<(Measured, Measured)> {
     pair.stop()?;
     let _ = std::fs::remove_dir_all(dir);
     Ok((p1, p2))
+}
+
+/// Seconds to read every entry of `caches` from both sites at once with curl, as the default
+/// verification asks for them (the client's request, batch and content negotiation).
+fn read_everything(pair: &RunningPair, caches: &[&str]) -> Result<f64> {
+    let started = Instant::now();
+    let mut readers = Vec::new();
+    for site in ["site-a", "site-b"] {
+        for cache in caches {
+            let url = format!("{}/rest/v2/caches/{cache}?action=entries&batch=10000&content-negotiation=true", pair.url(site));
+            readers.push(
+                Command::new("curl")
+                    .args(["-sSf", "-o", "/dev/null", "-u", &format!("{}:{}", ADMIN.0, ADMIN.1), &url])
+                    .spawn()
+                    .context("curl is needed for the servers' read floor (Debian: apt-get install curl)")?,
+            );
+        }
+    }
+    for mut reader in readers {
+        let status = reader.wait()?;
+        if !status.success() {
+            bail!("curl could not read every entry ({status})");
+        }
+    }
+    Ok(started.elapsed().as_secs_f64())
 }
 
 /// Starts `sessions` logins on site-a's Keycloak (the authorization endpoint of the master

@@ -63,6 +63,9 @@ impl ModelSite {
             Some(RequestFault::Unavailable) => {
                 return Err(Error::from_answer(&self.endpoint, &what, ADMIN_USER, 503, "fake-ispn: injected 503", subject));
             }
+            Some(RequestFault::Unauthorized) => {
+                return Err(Error::from_answer(&self.endpoint, &what, ADMIN_USER, 401, "", subject));
+            }
             Some(RequestFault::Timeout) => return Err(timeout()),
             Some(RequestFault::LostAnswer) => {
                 let _ = op(&mut world, site);

@@ -233,6 +233,11 @@ async fn handle(State(service): State<Arc<SiteService>>, request: axum::extract:
         Some(RequestFault::Unavailable) => {
             return respond(Reply::Text(StatusCode::SERVICE_UNAVAILABLE, "fake-ispn: injected 503".to_owned()));
         }
+        Some(RequestFault::Unauthorized) => {
+            let mut reply = respond(Reply::Empty(StatusCode::UNAUTHORIZED));
+            reply.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"default\""));
+            return reply;
+        }
         Some(RequestFault::Timeout) => {
             stall(&service).await;
             return respond(Reply::Text(StatusCode::SERVICE_UNAVAILABLE, "fake-ispn: stalled request".to_owned()));

@@ -75,6 +75,8 @@ pub enum RequestFault {
     Timeout,
     /// Do the operation, then lose the answer (a timeout on the client after the fact).
     LostAnswer,
+    /// Answer 401 without doing anything: the credentials were changed under a running client.
+    Unauthorized,
 }
 
 /// Faults that change how a cache's backups behave.

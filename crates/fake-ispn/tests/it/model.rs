@@ -311,6 +311,10 @@ async fn request_faults_surface_as_typed_errors_and_lost_answers_still_apply() {
     let third = a.cache_site_action(&work, &s("site-b"), SiteAction::TakeOffline).await.unwrap_err();
     assert!(matches!(third, Error::Timeout { .. }));
     assert_eq!(a.cache_backups(&work).await.unwrap()[&s("site-b")], BackupStatus::Offline, "the lost answer's action applied");
+    fake.world().inject_request_faults(0, [RequestFault::Unauthorized]);
+    let fourth = a.cache_site_action(&work, &s("site-b"), SiteAction::BringOnline).await.unwrap_err();
+    assert!(matches!(fourth, Error::Unauthorized { .. }) && !fourth.is_transient(), "{fourth:?}");
+    assert_eq!(a.cache_backups(&work).await.unwrap()[&s("site-b")], BackupStatus::Offline, "a refused request did nothing");
 }
 
 #[tokio::test(start_paused = true)]
@@ -373,6 +377,18 @@ async fn a_stalled_request_times_out_on_the_client() {
     fake.world().inject_request_faults(0, [RequestFault::Timeout]);
     let err = http_client(&fake.url("site-a"), "password", Mechanism::Auto).size(&c("work")).await.unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn changed_credentials_are_refused_over_http_after_a_fresh_challenge() {
+    let fake = FakeCluster::start(ClusterSpec::two_sites("site-a", "site-b")).await.unwrap();
+    let client = http_client(&fake.url("site-a"), "password", Mechanism::Auto);
+    client.size(&c("work")).await.unwrap();
+    // Every request from now on is refused, the client's answer to the fresh challenge too.
+    fake.world().inject_request_faults(0, [RequestFault::Unauthorized, RequestFault::Unauthorized]);
+    let err = client.size(&c("work")).await.unwrap_err();
+    assert!(matches!(err, Error::Unauthorized { .. }), "{err:?}");
+    assert_eq!(client.size(&c("work")).await.unwrap(), 0, "answered again once the faults are spent");
 }
 
 #[tokio::test]

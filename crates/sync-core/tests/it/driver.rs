@@ -401,6 +401,32 @@ async fn a_site_that_keeps_failing_is_asked_again_less_and_less_often() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn credentials_refused_mid_run_end_the_run_at_once_as_a_failure() {
+    // The offline site's password is rotated while the pushes run: a 401 is not something to
+    // wait out, and the run has changed things, so it fails (exit 1 and `resume`), it does not
+    // refuse.
+    let (fake, ports) = fresh(2);
+    split_brain(&fake).await;
+    let arm = || fake.world().inject_request_faults(1, std::iter::repeat_n(fake_ispn::RequestFault::Unauthorized, 1_000));
+    let events = Events::default();
+    let sink = ArmAt::new(&events, "start-push-state", arm);
+    let outcome = Driver::new(&plan(), &ports, &sink).run("rotated".to_owned()).await;
+    assert!(
+        matches!(&outcome, RunOutcome::Failed(Failure::Site { side: Side::Offline, message }) if message.contains("401")),
+        "{outcome:?}\n{}",
+        events.timeline()
+    );
+    assert!(
+        !events.all().iter().any(|e| matches!(e, Event::Retry { .. })),
+        "a refused password was retried:\n{}",
+        events.timeline()
+    );
+    let armed = first(&events, |e| matches!(e, Event::Action { action, .. } if action == "start-push-state")).unwrap();
+    let ended = first(&events, |e| matches!(e, Event::RunFinished { .. })).unwrap();
+    assert!(ended - armed < Duration::from_secs(1), "the run went on for {:?} after the 401", ended - armed);
+}
+
+#[tokio::test(start_paused = true)]
 async fn preflight_tolerates_a_read_failing_twice_and_refuses_a_site_that_keeps_failing() {
     let unavailable = |n| std::iter::repeat_n(fake_ispn::RequestFault::Unavailable, n);
     let (fake, ports) = fresh(2);
