@@ -61,8 +61,9 @@ enum Reply {
     Text(StatusCode, String),
     Empty(StatusCode),
     Value(String, bool),
-    Keys(Arc<Entries>),
-    Entries(Arc<Entries>),
+    /// A listing: the cache's map and how long the answer takes to start.
+    Keys(Arc<Entries>, Duration),
+    Entries(Arc<Entries>, Duration),
 }
 
 impl Reply {
@@ -400,8 +401,14 @@ fn cache_resource(
     match (tail, method) {
         ([], &Method::GET) => match action(query, &["size", "keys", "entries"]) {
             Ok(Some("size")) => Reply::from(world.size(site, cache.as_str()), Reply::json),
-            Ok(Some("keys")) => Reply::from(world.keys(site, cache.as_str()), Reply::Keys),
-            Ok(Some("entries")) => Reply::from(world.entries(site, cache.as_str()), Reply::Entries),
+            Ok(Some("keys")) => {
+                let delay = world.listing_delay(site, cache.as_str());
+                Reply::from(world.keys(site, cache.as_str()), |keys| Reply::Keys(keys, delay))
+            }
+            Ok(Some("entries")) => {
+                let delay = world.listing_delay(site, cache.as_str());
+                Reply::from(world.entries(site, cache.as_str()), |entries| Reply::Entries(entries, delay))
+            }
             Ok(_) => Reply::from(world.size(site, cache.as_str()), |size| {
                 let has_backup = world.require_backups(site, cache).is_ok();
                 Reply::json(serde_json::json!({"size": size, "has_remote_backup": has_backup}))
@@ -498,10 +505,10 @@ fn respond(reply: Reply) -> Response {
                 (StatusCode::OK, Some("application/json"), Body::from(wrapped(&value).to_string()))
             }
         }
-        Reply::Keys(keys) => (
+        Reply::Keys(keys, delay) => (
             StatusCode::OK,
             Some("application/json"),
-            stream_array(keys, |out, key, _| {
+            stream_array(keys, delay, |out, key, _| {
                 // Like the real server: only `"` is escaped in key listings.
                 out.push(b'"');
                 for (i, part) in key.split('"').enumerate() {
@@ -513,12 +520,12 @@ fn respond(reply: Reply) -> Response {
                 out.push(b'"');
             }),
         ),
-        Reply::Entries(entries) => (
+        Reply::Entries(entries, delay) => (
             StatusCode::OK,
             Some("application/json"),
             // Written straight into the chunk: a JSON tree per entry made the fake, not the client
             // under test, the bottleneck of a ten-million-entry comparison.
-            stream_array(entries, |out, k, v| {
+            stream_array(entries, delay, |out, k, v| {
                 out.extend_from_slice(br#"{"key":{"_type":"string","_value":"#);
                 json_string(out, k);
                 out.extend_from_slice(br#"},"value":{"_type":"string","_value":"#);
@@ -549,7 +556,7 @@ fn json_string(out: &mut Vec<u8>, text: &str) {
 /// Streams a cache's map as a JSON array in chunks of a thousand elements, so that a million
 /// entries never become one string. A blocking task renders them: the map cannot be borrowed
 /// across the body's polls, and a copy of millions of shared pointers cost more than rendering.
-fn stream_array(entries: Arc<Entries>, render: fn(&mut Vec<u8>, &str, &str)) -> Body {
+fn stream_array(entries: Arc<Entries>, delay: Duration, render: fn(&mut Vec<u8>, &str, &str)) -> Body {
     const PER_CHUNK: usize = 1000;
     let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(4);
     tokio::task::spawn_blocking(move || {
@@ -567,8 +574,9 @@ fn stream_array(entries: Arc<Entries>, render: fn(&mut Vec<u8>, &str, &str)) -> 
         out.push(b']');
         let _ = sender.blocking_send(Bytes::from(out));
     });
-    let chunks = futures::stream::unfold(receiver, |mut receiver| async move {
-        receiver.recv().await.map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), receiver))
+    let chunks = futures::stream::unfold((receiver, delay), |(mut receiver, delay)| async move {
+        tokio::time::sleep(delay).await;
+        receiver.recv().await.map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), (receiver, Duration::ZERO)))
     });
     Body::from_stream(chunks)
 }

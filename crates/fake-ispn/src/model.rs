@@ -106,6 +106,9 @@ pub struct CacheFaults {
     /// The server cannot stream the values (`?action=entries` fails) while it lists the keys, as
     /// 16.0.7 does with Keycloak 26.5's authentication sessions.
     pub values_unreadable: bool,
+    /// Listings (`?action=keys`, `?action=entries`) answer only after this long: a large cache on
+    /// a busy server.
+    pub slow_listing: Duration,
 }
 
 /// One clear that reached the model, with every site it emptied.
@@ -996,6 +999,11 @@ impl World {
     /// Every key: the map itself, shared (a listing reads it; a write meanwhile copies it).
     pub(crate) fn keys(&self, site: usize, cache: &str) -> Outcome<Arc<Entries>> {
         Ok(Arc::clone(&self.cache(site, cache)?.entries))
+    }
+
+    /// How long a listing of the cache takes to answer (the `slow_listing` fault).
+    pub(crate) fn listing_delay(&self, site: usize, cache: &str) -> Duration {
+        self.cache(site, cache).map_or(Duration::ZERO, |c| c.faults.slow_listing)
     }
 
     /// Every entry: the map itself, shared, as for [`World::keys`].

@@ -49,7 +49,7 @@ async fn a_split_brain_is_healed_and_keycloak_restored() {
     let _ = ClearScope::LocalOnly;
 }
 
-use sync_core::ports::{KeycloakError, MemoryLock};
+use sync_core::ports::{Clock, KeycloakError, MemoryLock};
 use sync_core::{Event, Failure, Refusal};
 
 fn fresh(instances: u32) -> (fake_ispn::FakeCluster, ModelPorts) {
@@ -243,6 +243,17 @@ async fn a_link_lost_mid_push_is_announced_at_once_and_so_is_its_return() {
         .filter(|(at, e)| *at > down && *at < up && matches!(e, Event::Waiting { what, .. } if what.contains("cross-site link")))
         .count();
     assert!(waits >= 2, "{}", events.timeline());
+    // The pushes the outage cancelled start again, each saying why.
+    let repushes: Vec<String> = events
+        .all()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Retry { cache: Some(_), reason, .. } => Some(reason),
+            _ => None,
+        })
+        .collect();
+    assert!(!repushes.is_empty(), "{}", events.timeline());
+    assert!(repushes.iter().all(|r| r == "previous push was cancelled or cleared"), "{repushes:?}");
     assert_eq!(fake.snapshot("site-a").entries, fake.snapshot("site-b").entries);
 }
 
@@ -427,6 +438,55 @@ async fn credentials_refused_mid_run_end_the_run_at_once_as_a_failure() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn reads_that_time_out_mid_run_are_asked_again() {
+    // A timeout is not a refusal: once the pushes start, the offline site's next request (a read)
+    // gets no answer in time; it is asked again, as the run's second attempt at reading.
+    let (fake, ports) = fresh(2);
+    split_brain(&fake).await;
+    let arm = || fake.world().inject_request_faults(1, [fake_ispn::RequestFault::Timeout]);
+    let events = Events::default();
+    let sink = ArmAt::new(&events, "start-push-state", arm);
+    let outcome = Driver::new(&plan(), &ports, &sink).run("timeouts".to_owned()).await;
+    assert!(matches!(outcome, RunOutcome::Succeeded(_)), "{outcome:?}\n{}", events.timeline());
+    let attempts: Vec<u32> = events
+        .all()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Retry { cache: None, attempt, .. } => Some(attempt),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(attempts, vec![2], "{}", events.timeline());
+    assert_eq!(fake.snapshot("site-b").entries, fake.snapshot("site-a").entries);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_pause_after_a_failed_action_counts_that_failure() {
+    // One bring-online answered 503: the pause before the next reading is the first step of the
+    // backoff (twice the poll interval), not a plain poll.
+    let (fake, ports) = fresh(2);
+    split_brain(&fake).await;
+    let arm = || fake.world().inject_request_faults(1, [fake_ispn::RequestFault::Unavailable]);
+    let clock_at_start = ports.clock.now_ms();
+    let events = Events::default();
+    let sink = ArmAt::new(&events, "bring-online", arm);
+    let outcome = Driver::new(&plan(), &ports, &sink).run("failed-action".to_owned()).await;
+    assert!(matches!(outcome, RunOutcome::Succeeded(_)), "{outcome:?}\n{}", events.timeline());
+    let pauses: Vec<u64> = events
+        .timed()
+        .into_iter()
+        .filter_map(|(at, e)| match e {
+            Event::Waiting { why, until_ms, .. } if why.starts_with("an action did not do its job") => {
+                Some(until_ms - (clock_at_start + at.as_millis() as u64))
+            }
+            _ => None,
+        })
+        .collect();
+    let poll = plan().settings.poll_interval.as_millis() as u64;
+    assert_eq!(pauses, vec![2 * poll], "{}", events.timeline());
+}
+
+#[tokio::test(start_paused = true)]
 async fn preflight_tolerates_a_read_failing_twice_and_refuses_a_site_that_keeps_failing() {
     let unavailable = |n| std::iter::repeat_n(fake_ispn::RequestFault::Unavailable, n);
     let (fake, ports) = fresh(2);
@@ -476,6 +536,32 @@ async fn a_wait_that_goes_on_is_announced_again_every_five_seconds_and_no_more_o
         assert!(*gap >= Duration::from_secs(5) && *gap < Duration::from_secs(5) + poll, "{gaps:?}\n{}", events.timeline());
     }
     assert_eq!(fake.snapshot("site-a").entries, fake.snapshot("site-b").entries);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_comparison_is_announced_until_the_verify_steps_deadline() {
+    // The offline site takes 12 s to list `work`: the verification says what it waits for, and
+    // until when: the step's deadline, not a request's.
+    let (fake, ports) = fresh(2);
+    split_brain(&fake).await;
+    let slow = fake_ispn::CacheFaults { slow_listing: Duration::from_secs(12), ..Default::default() };
+    fake.world().set_cache_faults(1, &cache("work"), slow);
+    let clock_at_start = ports.clock.now_ms();
+    let events = Events::default();
+    let outcome = Driver::new(&plan(), &ports, &events).run("slow-listing".to_owned()).await;
+    assert!(matches!(outcome, RunOutcome::Succeeded(_)), "{outcome:?}\n{}", events.timeline());
+    let verify_started = first(&events, |e| matches!(e, Event::StepStarted { step: Step::Verify, .. })).unwrap();
+    let deadline = clock_at_start + verify_started.as_millis() as u64 + plan().settings.step_deadline.as_millis() as u64;
+    let untils: Vec<u64> = events
+        .all()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Waiting { what, until_ms, .. } if what.starts_with("the comparison of") => Some(until_ms),
+            _ => None,
+        })
+        .collect();
+    assert!(untils.len() >= 2, "announced after 2 s and again while it goes on:\n{}", events.timeline());
+    assert!(untils.iter().all(|u| *u == deadline), "{untils:?} against {deadline}\n{}", events.timeline());
 }
 
 #[tokio::test(start_paused = true)]

@@ -51,8 +51,23 @@ async fn the_journal_counts_every_take_offline_and_every_push_and_keeps_the_last
     let work = cache("work");
     fake.world().set_cache_faults(1, &work, CacheFaults { sticky_take_offline: 2, ..CacheFaults::default() });
     fake.world().set_cache_faults(0, &work, CacheFaults { push_start_fails: true, ..CacheFaults::default() });
-    let outcome = Driver::new(&plan(), &ports, &Events::default()).run("counts".to_owned()).await;
+    let events = Events::default();
+    let outcome = Driver::new(&plan(), &ports, &events).run("counts".to_owned()).await;
     assert!(matches!(outcome, RunOutcome::Succeeded(_)), "{outcome:?}");
+    // Every repeated call is announced with its number, the first repeat being attempt 2.
+    let retries: Vec<(Step, u32, String)> = events
+        .all()
+        .into_iter()
+        .filter_map(|e| match e {
+            sync_core::Event::Retry { step, cache: Some(c), attempt, reason } if c == work => Some((step, attempt, reason)),
+            _ => None,
+        })
+        .collect();
+    let numbers: Vec<(Step, u32)> = retries.iter().map(|(step, attempt, _)| (*step, *attempt)).collect();
+    assert_eq!(numbers, vec![(Step::TakeOffline, 2), (Step::TakeOffline, 3), (Step::AwaitPush, 2)], "{}", events.timeline());
+    let not_offline = "the backup of 'work' to the active site does not read offline on every node yet";
+    assert!(retries[..2].iter().all(|(_, _, reason)| reason == not_offline), "{retries:?}");
+    assert!(retries[2].2.starts_with("previous push failed: ") && retries[2].2.contains("Unable to pushState"), "{retries:?}");
     let journal = ports.journal.journal().unwrap();
     let progress = journal.cache(&work);
     assert_eq!(progress.take_offline_calls, 3, "two calls that did not stick, then one that did");
