@@ -204,7 +204,9 @@ impl SiteApi for ModelSite {
         let (keys, delay) = self.call(self.requests.keys(cache, 1000), cache_subject(cache), |w, s| {
             Ok((w.keys(s, cache.as_str())?, w.listing_delay(s, cache.as_str())))
         })?;
-        tokio::time::sleep(delay).await;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let keys: Vec<Result<String>> = keys.keys().map(|k| Ok(k.to_string())).collect();
         Ok(Box::pin(futures::stream::iter(keys)))
     }
@@ -213,7 +215,9 @@ impl SiteApi for ModelSite {
         let (entries, delay) = self.call(self.requests.entries(cache, 1000), cache_subject(cache), |w, s| {
             Ok((w.entries(s, cache.as_str())?, w.listing_delay(s, cache.as_str())))
         })?;
-        tokio::time::sleep(delay).await;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let entries: Vec<Result<Entry>> =
             entries.iter().map(|(k, v)| Ok(Entry { key: k.to_string(), value: v.to_string() })).collect();
         Ok(Box::pin(futures::stream::iter(entries)))

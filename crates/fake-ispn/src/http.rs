@@ -575,7 +575,9 @@ fn stream_array(entries: Arc<Entries>, delay: Duration, render: fn(&mut Vec<u8>,
         let _ = sender.blocking_send(Bytes::from(out));
     });
     let chunks = futures::stream::unfold((receiver, delay), |(mut receiver, delay)| async move {
-        tokio::time::sleep(delay).await;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         receiver.recv().await.map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), (receiver, Duration::ZERO)))
     });
     Body::from_stream(chunks)
