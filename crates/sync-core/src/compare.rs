@@ -164,12 +164,17 @@ impl Cell {
 struct Sketch {
     cells: Vec<Cell>,
     table: usize,
+    /// Pairs inserted but not yet placed (see [`Sketch::place_pending`]).
+    pending: Vec<(u64, u64)>,
 }
 
 impl Sketch {
+    /// Pairs placed together.
+    const GROUP: usize = 32;
+
     fn new(table: usize) -> Self {
         let table = table.max(1);
-        Self { cells: vec![Cell::default(); 3 * table], table }
+        Self { cells: vec![Cell::default(); 3 * table], table, pending: Vec::with_capacity(Self::GROUP) }
     }
 
     fn cells_of(&self, check: u64) -> [usize; 3] {
@@ -180,27 +185,34 @@ impl Sketch {
         })
     }
 
-    /// Inserts pairs in groups whose cells are all computed before any is touched: the table is
-    /// larger than the CPU's caches, and an entry's three cells are misses the CPU can wait for
-    /// together only when nothing else comes between them.
-    fn insert_all(&mut self, pairs: &[(u64, u64)]) {
-        const GROUP: usize = 32;
-        for group in pairs.chunks(GROUP) {
-            let mut placed = [(0u64, [0usize; 3]); GROUP];
-            for (slot, (key, value)) in placed.iter_mut().zip(group) {
-                let check = pair_hash(*key, *value);
-                *slot = (check, self.cells_of(check));
-            }
-            for ((check, cells), (key, value)) in placed.iter().zip(group) {
-                for i in cells {
-                    self.cells[*i].apply(*key, *value, *check, 1);
-                }
-            }
+    fn insert(&mut self, key: u64, value: u64) {
+        self.pending.push((key, value));
+        if self.pending.len() == Self::GROUP {
+            self.place_pending();
         }
     }
 
+    /// Places the pending pairs with all their cells computed before any is touched: the table is
+    /// larger than the CPU's caches, and an entry's three cells are misses the CPU can wait for
+    /// together only when nothing else comes between them.
+    fn place_pending(&mut self) {
+        let mut placed = [(0u64, [0usize; 3]); Self::GROUP];
+        for (slot, (key, value)) in placed.iter_mut().zip(&self.pending) {
+            let check = pair_hash(*key, *value);
+            *slot = (check, self.cells_of(check));
+        }
+        for ((check, cells), (key, value)) in placed.iter().zip(&self.pending) {
+            for i in cells {
+                self.cells[*i].apply(*key, *value, *check, 1);
+            }
+        }
+        self.pending.clear();
+    }
+
     /// Removes every pair of `other`: what is left are the pairs only one of them holds.
-    fn subtract(&mut self, other: &Self) {
+    fn subtract(&mut self, mut other: Self) {
+        self.place_pending();
+        other.place_pending();
         for (mine, theirs) in self.cells.iter_mut().zip(&other.cells) {
             mine.apply(theirs.keys, theirs.values, theirs.checks, -theirs.count);
         }
@@ -304,36 +316,23 @@ pub async fn compare<S: SiteApi>(
     mode: CompareMode,
     limits: CompareLimits,
 ) -> Result<Comparison, (Side, Error)> {
-    const BATCH: usize = 1024;
     let (mut sketch, mut offline_sketch) = (Sketch::new(limits.sketch), Sketch::new(limits.sketch));
-    let (mut active_batch, mut offline_batch) = (Vec::with_capacity(BATCH), Vec::with_capacity(BATCH));
     let mut result = Comparison { passes: 1, ..Comparison::default() };
     // Both sites stream at once: each server serializes its entries while the other does.
     let (active_keys, offline_keys) = (&mut result.active, &mut result.offline);
     let (read_active, read_offline) = futures::join!(
         each_pair(active, Side::Active, cache, mode, |key, value, _| {
             *active_keys += 1;
-            active_batch.push((key, value));
-            if active_batch.len() == BATCH {
-                sketch.insert_all(&active_batch);
-                active_batch.clear();
-            }
+            sketch.insert(key, value);
         }),
         each_pair(offline, Side::Offline, cache, mode, |key, value, _| {
             *offline_keys += 1;
-            offline_batch.push((key, value));
-            if offline_batch.len() == BATCH {
-                offline_sketch.insert_all(&offline_batch);
-                offline_batch.clear();
-            }
+            offline_sketch.insert(key, value);
         }),
     );
     read_active?;
     read_offline?;
-    sketch.insert_all(&active_batch);
-    offline_sketch.insert_all(&offline_batch);
-    sketch.subtract(&offline_sketch);
-    drop(offline_sketch);
+    sketch.subtract(offline_sketch);
     let Some(pairs) = sketch.decode() else {
         return exact(active, offline, cache, mode, limits, result).await;
     };

@@ -381,17 +381,41 @@ fn gaps(events: &Events, what: impl Fn(&Event) -> bool) -> Vec<Duration> {
     times(events, what).windows(2).map(|w| w[1] - w[0]).collect()
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_site_that_keeps_failing_is_asked_again_less_and_less_often() {
+/// A run on a split pair whose offline site answers its next requests with `faults`, from the
+/// moment the driver announces `action`: the pair, the events, the clock (ms) when the events
+/// began, and the outcome.
+async fn run_with_faults_from(
+    action: &'static str,
+    faults: impl Iterator<Item = fake_ispn::RequestFault> + Clone + Send + Sync,
+    run_id: &str,
+) -> (fake_ispn::FakeCluster, Events, u64, RunOutcome) {
     let (fake, ports) = fresh(2);
     split_brain(&fake).await;
-    // From the first clear on, the offline site answers 503 to its next forty requests.
-    let arm = || {
-        fake.world().inject_request_faults(1, std::iter::repeat_n(fake_ispn::RequestFault::Unavailable, 40));
-    };
+    let arm = || fake.world().inject_request_faults(1, faults.clone());
+    let clock_at_start = ports.clock.now_ms();
     let events = Events::default();
-    let sink = ArmAt::new(&events, "clear", arm);
-    let outcome = Driver::new(&plan(), &ports, &sink).run("backoff".to_owned()).await;
+    let sink = ArmAt::new(&events, action, arm);
+    let outcome = Driver::new(&plan(), &ports, &sink).run(run_id.to_owned()).await;
+    (fake, events, clock_at_start, outcome)
+}
+
+/// The attempt numbers of the retried reads of the sites.
+fn read_retries(events: &Events) -> Vec<u32> {
+    events
+        .all()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Retry { cache: None, attempt, .. } => Some(attempt),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_site_that_keeps_failing_is_asked_again_less_and_less_often() {
+    // From the first clear on, the offline site answers 503 to its next forty requests.
+    let faults = std::iter::repeat_n(fake_ispn::RequestFault::Unavailable, 40);
+    let (_fake, events, _, outcome) = run_with_faults_from("clear", faults, "backoff").await;
     assert!(matches!(outcome, RunOutcome::Succeeded(_)), "{outcome:?}\n{}", events.timeline());
     let gaps = gaps(&events, |e| matches!(e, Event::Retry { cache: None, .. }));
     let poll = plan().settings.poll_interval;
@@ -400,14 +424,7 @@ async fn a_site_that_keeps_failing_is_asked_again_less_and_less_often() {
     assert!(gaps.windows(2).all(|w| w[1] >= w[0]), "the pauses did not grow: {gaps:?}");
     assert!(*gaps.last().unwrap() >= poll * 8, "the pauses did not grow: {gaps:?}");
     assert!(gaps.iter().all(|g| *g <= Duration::from_secs(10)), "a pause grew past its cap: {gaps:?}");
-    let attempts: Vec<u32> = events
-        .all()
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::Retry { cache: None, attempt, .. } => Some(attempt),
-            _ => None,
-        })
-        .collect();
+    let attempts = read_retries(&events);
     assert!(attempts.windows(2).all(|w| w[1] == w[0] + 1) && attempts[0] >= 2, "retries are numbered from 2 on: {attempts:?}");
 }
 
@@ -416,12 +433,8 @@ async fn credentials_refused_mid_run_end_the_run_at_once_as_a_failure() {
     // The offline site's password is rotated while the pushes run: a 401 is not something to
     // wait out, and the run has changed things, so it fails (exit 1 and `resume`), it does not
     // refuse.
-    let (fake, ports) = fresh(2);
-    split_brain(&fake).await;
-    let arm = || fake.world().inject_request_faults(1, std::iter::repeat_n(fake_ispn::RequestFault::Unauthorized, 1_000));
-    let events = Events::default();
-    let sink = ArmAt::new(&events, "start-push-state", arm);
-    let outcome = Driver::new(&plan(), &ports, &sink).run("rotated".to_owned()).await;
+    let faults = std::iter::repeat_n(fake_ispn::RequestFault::Unauthorized, 1_000);
+    let (_fake, events, _, outcome) = run_with_faults_from("start-push-state", faults, "rotated").await;
     assert!(
         matches!(&outcome, RunOutcome::Failed(Failure::Site { side: Side::Offline, message }) if message.contains("401")),
         "{outcome:?}\n{}",
@@ -441,22 +454,10 @@ async fn credentials_refused_mid_run_end_the_run_at_once_as_a_failure() {
 async fn reads_that_time_out_mid_run_are_asked_again() {
     // A timeout is not a refusal: once the pushes start, the offline site's next request (a read)
     // gets no answer in time; it is asked again, as the run's second attempt at reading.
-    let (fake, ports) = fresh(2);
-    split_brain(&fake).await;
-    let arm = || fake.world().inject_request_faults(1, [fake_ispn::RequestFault::Timeout]);
-    let events = Events::default();
-    let sink = ArmAt::new(&events, "start-push-state", arm);
-    let outcome = Driver::new(&plan(), &ports, &sink).run("timeouts".to_owned()).await;
+    let faults = std::iter::once(fake_ispn::RequestFault::Timeout);
+    let (fake, events, _, outcome) = run_with_faults_from("start-push-state", faults, "timeouts").await;
     assert!(matches!(outcome, RunOutcome::Succeeded(_)), "{outcome:?}\n{}", events.timeline());
-    let attempts: Vec<u32> = events
-        .all()
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::Retry { cache: None, attempt, .. } => Some(attempt),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(attempts, vec![2], "{}", events.timeline());
+    assert_eq!(read_retries(&events), vec![2], "{}", events.timeline());
     assert_eq!(fake.snapshot("site-b").entries, fake.snapshot("site-a").entries);
 }
 
@@ -464,13 +465,8 @@ async fn reads_that_time_out_mid_run_are_asked_again() {
 async fn the_pause_after_a_failed_action_counts_that_failure() {
     // One bring-online answered 503: the pause before the next reading is the first step of the
     // backoff (twice the poll interval), not a plain poll.
-    let (fake, ports) = fresh(2);
-    split_brain(&fake).await;
-    let arm = || fake.world().inject_request_faults(1, [fake_ispn::RequestFault::Unavailable]);
-    let clock_at_start = ports.clock.now_ms();
-    let events = Events::default();
-    let sink = ArmAt::new(&events, "bring-online", arm);
-    let outcome = Driver::new(&plan(), &ports, &sink).run("failed-action".to_owned()).await;
+    let faults = std::iter::once(fake_ispn::RequestFault::Unavailable);
+    let (_fake, events, clock_at_start, outcome) = run_with_faults_from("bring-online", faults, "failed-action").await;
     assert!(matches!(outcome, RunOutcome::Succeeded(_)), "{outcome:?}\n{}", events.timeline());
     let pauses: Vec<u64> = events
         .timed()
@@ -508,12 +504,8 @@ async fn preflight_tolerates_a_read_failing_twice_and_refuses_a_site_that_keeps_
 async fn a_site_that_fails_for_good_mid_run_ends_the_run_at_the_step_deadline() {
     // From Keycloak's scale-up on, the offline site answers nothing but 503: the report step,
     // which has no deadline of its own in `decide`, must still end at `step_deadline`.
-    let (fake, ports) = fresh(2);
-    split_brain(&fake).await;
-    let arm = || fake.world().inject_request_faults(1, std::iter::repeat_n(fake_ispn::RequestFault::Unavailable, 100_000));
-    let events = Events::default();
-    let sink = ArmAt::new(&events, "scale-up", arm);
-    let outcome = Driver::new(&plan(), &ports, &sink).run("for-good".to_owned()).await;
+    let faults = std::iter::repeat_n(fake_ispn::RequestFault::Unavailable, 100_000);
+    let (_fake, events, _, outcome) = run_with_faults_from("scale-up", faults, "for-good").await;
     assert!(matches!(outcome, RunOutcome::Failed(Failure::Site { side: Side::Offline, .. })), "{outcome:?}");
     let armed = first(&events, |e| matches!(e, Event::StepStarted { step: Step::Report, .. })).unwrap();
     let ended = first(&events, |e| matches!(e, Event::RunFinished { .. })).unwrap();
