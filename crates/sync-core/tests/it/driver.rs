@@ -49,7 +49,7 @@ async fn a_split_brain_is_healed_and_keycloak_restored() {
     let _ = ClearScope::LocalOnly;
 }
 
-use sync_core::ports::{Clock, KeycloakError, MemoryLock};
+use sync_core::ports::{Clock, EventSink, KeycloakError, MemoryLock};
 use sync_core::{Event, Failure, Refusal};
 
 fn fresh(instances: u32) -> (fake_ispn::FakeCluster, ModelPorts) {
@@ -291,27 +291,17 @@ async fn a_link_that_stays_lost_ends_the_run_within_link_wait_and_resume_finishe
 /// Passes events on to `events`, and runs `arm` the first time the driver announces `action`
 /// (after `decide` chose it on what it read, before the driver sends it): a fault planted
 /// exactly in the window the driver's last re-read exists for.
-struct ArmAt<'a, F: Fn() + Send + Sync> {
-    events: &'a Events,
-    action: &'static str,
-    arm: F,
-    armed: std::sync::atomic::AtomicBool,
-}
-
-impl<'a, F: Fn() + Send + Sync> ArmAt<'a, F> {
-    fn new(events: &'a Events, action: &'static str, arm: F) -> Self {
-        Self { events, action, arm, armed: std::sync::atomic::AtomicBool::new(false) }
-    }
-}
-
-impl<F: Fn() + Send + Sync> sync_core::ports::EventSink for ArmAt<'_, F> {
-    fn emit(&self, event: &Event) {
-        if matches!(event, Event::Action { action, .. } if action == self.action)
-            && !self.armed.swap(true, std::sync::atomic::Ordering::SeqCst)
+/// Calls `arm` once, when the driver first announces `action` (before it sends it): a test's way
+/// to change the world at a precise point of a run.
+fn arm_at<'a>(events: &'a Events, action: &'static str, arm: impl Fn() + Send + Sync + 'a) -> impl EventSink + 'a {
+    let armed = std::sync::atomic::AtomicBool::new(false);
+    move |event: &Event| {
+        if matches!(event, Event::Action { action: a, .. } if a == action)
+            && !armed.swap(true, std::sync::atomic::Ordering::SeqCst)
         {
-            (self.arm)();
+            arm();
         }
-        self.events.emit(event);
+        events.emit(event);
     }
 }
 
@@ -329,7 +319,7 @@ async fn the_re_read_before_a_clear_alone_keeps_the_active_site_when_a_backup_co
         let _ = fake.world().cache_site_action(1, &work, "site-a", SiteAction::BringOnline);
     };
     let events = Events::default();
-    let sink = ArmAt::new(&events, "clear", arm);
+    let sink = arm_at(&events, "clear", arm);
     let outcome = Driver::new(&plan(), &ports, &sink).run("window".to_owned()).await;
     assert!(matches!(outcome, RunOutcome::Succeeded(_)), "{outcome:?}\n{}", events.timeline());
     assert_eq!(fake.snapshot("site-a").entries, before, "the active site lost data");
@@ -359,7 +349,7 @@ async fn the_re_read_before_a_push_refuses_an_endpoint_that_started_answering_as
     // After the read `decide` acted on, the active site's endpoint answers as site-b.
     let arm = || fake.world().redirect(0, 1);
     let events = Events::default();
-    let sink = ArmAt::new(&events, "start-push-state", arm);
+    let sink = arm_at(&events, "start-push-state", arm);
     let outcome = Driver::new(&plan(), &ports, &sink).run("flip".to_owned()).await;
     let RunOutcome::Refused(Refusal::PushInterlock { expected, found }) = &outcome else {
         panic!("{outcome:?}\n{}", events.timeline())
@@ -394,8 +384,9 @@ async fn run_with_faults_from(
     let arm = || fake.world().inject_request_faults(1, faults.clone());
     let clock_at_start = ports.clock.now_ms();
     let events = Events::default();
-    let sink = ArmAt::new(&events, action, arm);
+    let sink = arm_at(&events, action, arm);
     let outcome = Driver::new(&plan(), &ports, &sink).run(run_id.to_owned()).await;
+    drop(sink);
     (fake, events, clock_at_start, outcome)
 }
 
@@ -627,4 +618,174 @@ async fn reads_that_fail_while_the_link_is_down_are_retried_with_growing_pauses_
     let lost = first(&events, |e| matches!(e, Event::LinkDown { .. })).unwrap();
     let ended = first(&events, |e| matches!(e, Event::RunFinished { .. })).unwrap();
     assert!(ended - lost <= plan().settings.link_wait + Duration::from_secs(1), "ended {:?} after the loss", ended - lost);
+}
+
+/// The x-site calls the driver sent for `cache`, in order, by verb.
+fn calls_for(events: &Events, cache: &ispn_xsite::CacheName) -> Vec<String> {
+    events
+        .all()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Action { action, cache: Some(c), .. } if c == *cache && action != "bring-online" => Some(action),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A run on a split pair whose push of `work` hangs SENDING until it is cancelled, with `site`
+/// answering 503 to the first `action` the driver sends.
+async fn stuck_push_failing_once_at(site: usize, action: &'static str) -> (fake_ispn::FakeCluster, Events, RunOutcome) {
+    let (fake, ports) = fresh(2);
+    split_brain(&fake).await;
+    fake.world().set_cache_faults(0, &cache("work"), fake_ispn::CacheFaults { push_stuck: true, ..Default::default() });
+    let events = Events::default();
+    let sink = arm_at(&events, action, || fake.world().inject_request_faults(site, [fake_ispn::RequestFault::Unavailable]));
+    let outcome = Driver::new(&plan(), &ports, &sink).run("stuck".to_owned()).await;
+    drop(sink);
+    (fake, events, outcome)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancel_receive_that_failed_is_sent_again_before_the_push_status_is_cleared() {
+    let (fake, events, outcome) = stuck_push_failing_once_at(1, "cancel-receive-state").await;
+    assert!(matches!(outcome, RunOutcome::Succeeded(_)), "{outcome:?}\n{}", events.timeline());
+    let expected = [
+        "clear",
+        "start-push-state",
+        "cancel-push-state",
+        "cancel-receive-state",
+        "cancel-receive-state",
+        "clear-push-state-status",
+        "start-push-state",
+        "clear-push-state-status",
+    ];
+    assert_eq!(calls_for(&events, &cache("work")), expected, "{}", events.timeline());
+    assert!(fake.snapshot("site-b").receiving.is_empty(), "the offline site still receives state");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_push_status_clear_that_failed_is_sent_again() {
+    // The failure hits the clear after the stuck push was cancelled...
+    let (_fake, events, outcome) = stuck_push_failing_once_at(0, "clear-push-state-status").await;
+    assert!(matches!(outcome, RunOutcome::Succeeded(_)), "{outcome:?}\n{}", events.timeline());
+    let after_cancel = ["cancel-receive-state", "clear-push-state-status", "clear-push-state-status", "start-push-state"];
+    assert!(calls_for(&events, &cache("work")).windows(4).any(|w| w == after_cancel), "{}", events.timeline());
+
+    // ...and the one after a push that read OK: the run must not end with a status left behind.
+    let (fake, ports) = fresh(2);
+    split_brain(&fake).await;
+    let events = Events::default();
+    let sink = arm_at(&events, "clear-push-state-status", || {
+        fake.world().inject_request_faults(0, [fake_ispn::RequestFault::Unavailable])
+    });
+    let outcome = Driver::new(&plan(), &ports, &sink).run("status".to_owned()).await;
+    assert!(matches!(outcome, RunOutcome::Succeeded(_)), "{outcome:?}\n{}", events.timeline());
+    let sent = events
+        .all()
+        .into_iter()
+        .filter(|e| matches!(e, Event::Action { action, .. } if action == "clear-push-state-status"))
+        .count();
+    assert_eq!(sent, KEYCLOAK_26_CACHES.len() + 1, "{}", events.timeline());
+    for c in KEYCLOAK_26_CACHES {
+        let status = fake.world().push_state_status(0, &cache(c)).unwrap();
+        assert!(status.values().all(|s| *s == ispn_xsite::PushStatus::Idle), "{c}: {status:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_push_start_that_got_no_answer_is_retried_with_that_as_its_reason() {
+    let (fake, ports) = fresh(2);
+    split_brain(&fake).await;
+    let events = Events::default();
+    let sink = arm_at(&events, "start-push-state", || fake.world().inject_request_faults(0, [fake_ispn::RequestFault::Timeout]));
+    let outcome = Driver::new(&plan(), &ports, &sink).run("lost".to_owned()).await;
+    assert!(matches!(outcome, RunOutcome::Succeeded(_)), "{outcome:?}\n{}", events.timeline());
+    let reasons: Vec<String> = events
+        .all()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Retry { step: Step::AwaitPush, reason, .. } => Some(reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reasons.len(), 1, "{}", events.timeline());
+    assert!(reasons[0].starts_with("previous push failed: ") && reasons[0].contains("no answer to"), "{reasons:?}");
+}
+
+/// A run on a split pair where, as each verification of `work` starts (every one, or only the
+/// first), the offline site loses that cache's entries, as a restarted node would.
+async fn verification_losing_work(every_time: bool, faults: fake_ispn::CacheFaults) -> (ModelPorts, Events, RunOutcome) {
+    let (fake, ports) = fresh(2);
+    split_brain(&fake).await;
+    let work = cache("work");
+    fake.world().set_cache_faults(1, &work, faults);
+    let events = Events::default();
+    let losses = std::sync::atomic::AtomicU32::new(0);
+    let sink = |event: &Event| {
+        if matches!(event, Event::StepStarted { step: Step::Verify, .. })
+            && (every_time || losses.load(std::sync::atomic::Ordering::SeqCst) == 0)
+        {
+            losses.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            fake.world().clear(1, "work", true).unwrap();
+        }
+        events.emit(event);
+    };
+    // A repair that never ends would run on in virtual time: bound it, so that it fails instead.
+    let plan = plan();
+    let driver = Driver::new(&plan, &ports, &sink);
+    let outcome = tokio::time::timeout(Duration::from_secs(900), driver.run("lossy".to_owned())).await.expect("the run ended");
+    drop(driver);
+    (ports, events, outcome)
+}
+
+fn pushes_of_work(events: &Events) -> usize {
+    calls_for(events, &cache("work")).iter().filter(|c| *c == "start-push-state").count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_mismatch_that_survives_its_re_push_ends_the_run() {
+    let (_ports, events, outcome) = verification_losing_work(true, fake_ispn::CacheFaults::default()).await;
+    let RunOutcome::Failed(Failure::VerifyMismatch { cache: failed, .. }) = &outcome else {
+        panic!("{outcome:?}\n{}", events.timeline())
+    };
+    assert_eq!(*failed, cache("work"));
+    assert_eq!(pushes_of_work(&events), 2, "one push, then one re-push: {}", events.timeline());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_mismatch_its_re_push_repairs_ends_well_and_a_repeated_warning_is_kept_once() {
+    let unreadable = fake_ispn::CacheFaults { values_unreadable: true, ..Default::default() };
+    let (ports, events, outcome) = verification_losing_work(false, unreadable).await;
+    assert!(matches!(outcome, RunOutcome::Succeeded(_)), "{outcome:?}\n{}", events.timeline());
+    assert_eq!(pushes_of_work(&events), 2, "{}", events.timeline());
+    let announced = events
+        .all()
+        .into_iter()
+        .filter(|e| matches!(e, Event::Warning { message } if message.contains("could not be read")))
+        .count();
+    assert_eq!(announced, 2, "both verifications of 'work' warned: {}", events.timeline());
+    let journal = ports.journal.journal().unwrap();
+    let kept: Vec<&String> = journal.warnings.iter().filter(|w| w.contains("could not be read")).collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_journal_says_a_cancel_is_under_way_before_the_cancel_is_sent() {
+    // A crash while cancel-push-state is in flight must leave a journal that cancels again on
+    // resume (and then cancels the receiving side), not one that starts a new push at once.
+    let (fake, ports) = fresh(2);
+    split_brain(&fake).await;
+    let work = cache("work");
+    fake.world().set_cache_faults(0, &work, fake_ispn::CacheFaults { push_stuck: true, ..Default::default() });
+    let events = Events::default();
+    let stored = std::sync::Mutex::new(None);
+    let sink = |event: &Event| {
+        if matches!(event, Event::Action { action, .. } if action == "cancel-push-state") {
+            *stored.lock().unwrap() = ports.journal.journal().map(|j| j.cache(&work).push);
+        }
+        events.emit(event);
+    };
+    let outcome = Driver::new(&plan(), &ports, &sink).run("cancel".to_owned()).await;
+    assert!(matches!(outcome, RunOutcome::Succeeded(_)), "{outcome:?}\n{}", events.timeline());
+    assert_eq!(*stored.lock().unwrap(), Some(sync_core::PushPhase::CancelPush));
 }
