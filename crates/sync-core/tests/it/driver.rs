@@ -291,8 +291,6 @@ async fn a_link_that_stays_lost_ends_the_run_within_link_wait_and_resume_finishe
 /// Passes events on to `events`, and runs `arm` the first time the driver announces `action`
 /// (after `decide` chose it on what it read, before the driver sends it): a fault planted
 /// exactly in the window the driver's last re-read exists for.
-/// Calls `arm` once, when the driver first announces `action` (before it sends it): a test's way
-/// to change the world at a precise point of a run.
 fn arm_at<'a>(events: &'a Events, action: &'static str, arm: impl Fn() + Send + Sync + 'a) -> impl EventSink + 'a {
     let armed = std::sync::atomic::AtomicBool::new(false);
     move |event: &Event| {
@@ -693,7 +691,10 @@ async fn a_push_status_clear_that_failed_is_sent_again() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_push_start_that_got_no_answer_is_retried_with_that_as_its_reason() {
+async fn a_push_start_cut_short_by_a_timeout_is_retried_with_that_as_its_reason() {
+    // The active site stops answering as the first push starts (the request that gets no answer
+    // is the re-read of its identity right before the start): the outcome is unknown, and its
+    // text is what the retry must give as its reason.
     let (fake, ports) = fresh(2);
     split_brain(&fake).await;
     let events = Events::default();
@@ -720,12 +721,11 @@ async fn verification_losing_work(every_time: bool, faults: fake_ispn::CacheFaul
     let work = cache("work");
     fake.world().set_cache_faults(1, &work, faults);
     let events = Events::default();
-    let losses = std::sync::atomic::AtomicU32::new(0);
+    let lost_once = std::sync::atomic::AtomicBool::new(false);
     let sink = |event: &Event| {
         if matches!(event, Event::StepStarted { step: Step::Verify, .. })
-            && (every_time || losses.load(std::sync::atomic::Ordering::SeqCst) == 0)
+            && (!lost_once.swap(true, std::sync::atomic::Ordering::SeqCst) || every_time)
         {
-            losses.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             fake.world().clear(1, "work", true).unwrap();
         }
         events.emit(event);
