@@ -210,6 +210,23 @@ fn differences_filling_half_the_sketch_are_recovered_in_its_one_pass() {
 }
 
 #[test]
+fn fifty_thousand_differences_with_one_value_are_told_apart_by_the_sketch() {
+    // A fresh offline site after a push that never ran, in a cache whose entries all hold the same
+    // value (markers, tombstones). The sketch recovers a pair only when no other differing pair
+    // shares its check hash: the hashes must tell 50,000 keys apart even when the values do not
+    // help, or the comparison would need the exact passes.
+    let cache = CacheName::new("work").unwrap();
+    let fake = FakeCluster::model(ClusterSpec::two_sites("site-a", "site-b"));
+    fake.world().load(0, &cache, (0..50_000).map(|i| (format!("session-{i}"), "1".to_owned())));
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let limits = CompareLimits { sample: 0, ..CompareLimits::default() };
+    let result =
+        runtime.block_on(compare(&fake.site("site-a"), &fake.site("site-b"), &cache, CompareMode::Entries, limits)).unwrap();
+    assert_eq!((result.active, result.offline, result.only_active), (50_000, 0, 50_000));
+    assert_eq!(result.passes, 1, "two differing pairs shared a check hash");
+}
+
+#[test]
 fn values_a_server_cannot_render_fall_back_to_keys_and_say_why() {
     use sync_core::compare::check_content;
     let cache = CacheName::new("authenticationSessions").unwrap();
