@@ -153,14 +153,52 @@ fn two_reads_agree_on_what_both_remember_of_every_kind() {
 
 #[test]
 fn a_read_with_more_differences_than_it_remembers_counts_the_later_read_whole() {
-    // Each read found three keys only on the active site and remembered two of them: the third
-    // cannot be matched across the reads, so it must not be called transient.
-    let (first, second) = (
-        read(3, 0, 0, &[(1, Difference::OnlyActive), (2, Difference::OnlyActive)]),
-        read(3, 0, 0, &[(1, Difference::OnlyActive), (2, Difference::OnlyActive)]),
-    );
-    let check = content_check(VerifyLevel::Keys, &first, Some(&second));
-    assert_eq!((check.only_active, check.transient), (3, 0), "{check:?}");
+    // A read found three keys only on the active site and remembered two of them: the third
+    // cannot be matched across the reads, so it must not be called transient, whichever read
+    // forgot it.
+    use Difference::OnlyActive;
+    let whole = read(3, 0, 0, &[(1, OnlyActive), (2, OnlyActive), (3, OnlyActive)]);
+    let truncated = read(3, 0, 0, &[(1, OnlyActive), (2, OnlyActive)]);
+    for (first, second) in [(&truncated, &truncated), (&whole, &truncated), (&truncated, &whole)] {
+        let check = content_check(VerifyLevel::Keys, first, Some(second));
+        assert_eq!((check.only_active, check.transient), (3, 0), "{check:?}");
+    }
+}
+
+#[test]
+fn a_read_remembers_a_hundred_thousand_differing_keys_and_counts_the_rest() {
+    let cache = CacheName::new("work").unwrap();
+    let fake = FakeCluster::model(ClusterSpec::two_sites("site-a", "site-b"));
+    fake.world().load(0, &cache, (0..100_001).map(|i| (format!("key-{i}"), "v".to_owned())));
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let limits = CompareLimits { sample: 0, ..CompareLimits::default() };
+    let result =
+        runtime.block_on(compare(&fake.site("site-a"), &fake.site("site-b"), &cache, CompareMode::Keys, limits)).unwrap();
+    assert_eq!((result.only_active, result.differing.len()), (100_001, 100_000));
+}
+
+#[test]
+fn a_verification_lists_each_site_once_per_read_and_compares_values_both_times() {
+    use sync_core::compare::check_content;
+    let cache = CacheName::new("work").unwrap();
+    let fake = FakeCluster::model(ClusterSpec::two_sites("site-a", "site-b"));
+    load(&fake, 0, &cache, &[("same", "v"), ("stale", "new")]);
+    load(&fake, 1, &cache, &[("same", "v"), ("stale", "old")]);
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let (a, b) = (fake.site("site-a"), fake.site("site-b"));
+    let check = runtime.block_on(check_content(&a, &b, &cache, VerifyLevel::Entries, async {})).unwrap();
+    assert_eq!((check.level, check.different_values, check.transient), (VerifyLevel::Entries, 1, 0), "{check:?}");
+    // The sites differ, so they are read twice; a verdict counts differences and names no keys,
+    // so neither read pays for a pass that fetches sample names.
+    let listings: Vec<String> = fake
+        .world()
+        .requests()
+        .iter()
+        .filter(|r| r.what.contains("?action="))
+        .map(|r| format!("{} {}", r.site, r.what))
+        .collect();
+    assert_eq!(listings.len(), 4, "{listings:#?}");
+    assert!(listings.iter().all(|l| l.contains("action=entries")), "{listings:#?}");
 }
 
 #[test]
