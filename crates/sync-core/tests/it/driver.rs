@@ -618,7 +618,8 @@ async fn reads_that_fail_while_the_link_is_down_are_retried_with_growing_pauses_
     assert!(ended - lost <= plan().settings.link_wait + Duration::from_secs(1), "ended {:?} after the loss", ended - lost);
 }
 
-/// The x-site calls the driver sent for `cache`, in order, by verb.
+/// The x-site calls the driver sent for `cache`, in order, by verb (bring-online left out: it has
+/// its own step, and the sequences these tests pin are the push's).
 fn calls_for(events: &Events, cache: &ispn_xsite::CacheName) -> Vec<String> {
     events
         .all()
