@@ -128,6 +128,12 @@ fn a_second_read_tells_live_traffic_from_real_differences() {
     assert_eq!((alone.only_active, alone.different_values, alone.transient), (2, 1, 0));
 }
 
+/// One comparison of site-a (active) with site-b (offline).
+fn compare_pair(fake: &FakeCluster, cache: &CacheName, mode: CompareMode, limits: CompareLimits) -> Comparison {
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    runtime.block_on(compare(&fake.site("site-a"), &fake.site("site-b"), cache, mode, limits)).unwrap()
+}
+
 /// One read's result as `compare` gives it: the counts, and the fingerprints it remembered.
 fn read(only_active: u64, only_offline: u64, different_values: u64, remembered: &[(u64, Difference)]) -> Comparison {
     Comparison {
@@ -170,10 +176,7 @@ fn a_read_remembers_a_hundred_thousand_differing_keys_and_counts_the_rest() {
     let cache = CacheName::new("work").unwrap();
     let fake = FakeCluster::model(ClusterSpec::two_sites("site-a", "site-b"));
     fake.world().load(0, &cache, (0..100_001).map(|i| (format!("key-{i}"), "v".to_owned())));
-    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    let limits = CompareLimits { sample: 0, ..CompareLimits::default() };
-    let result =
-        runtime.block_on(compare(&fake.site("site-a"), &fake.site("site-b"), &cache, CompareMode::Keys, limits)).unwrap();
+    let result = compare_pair(&fake, &cache, CompareMode::Keys, CompareLimits { sample: 0, ..CompareLimits::default() });
     assert_eq!((result.only_active, result.differing.len()), (100_001, 100_000));
 }
 
@@ -239,10 +242,7 @@ fn differences_filling_half_the_sketch_are_recovered_in_its_one_pass() {
         if i % 100 == 1 && i < 4_000 { (key.clone(), "changed".to_owned()) } else { (key.clone(), value.clone()) }
     });
     fake.world().load(1, &cache, offline);
-    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    let limits = CompareLimits { sketch: 256, budget: 1_000_000, sample: 0 };
-    let result =
-        runtime.block_on(compare(&fake.site("site-a"), &fake.site("site-b"), &cache, CompareMode::Entries, limits)).unwrap();
+    let result = compare_pair(&fake, &cache, CompareMode::Entries, CompareLimits { sketch: 256, budget: 1_000_000, sample: 0 });
     assert_eq!((result.only_active, result.only_offline, result.different_values), (300, 0, 40));
     assert_eq!(result.passes, 1, "the sketch did not recover what it holds; the exact comparison had to");
 }
@@ -256,10 +256,7 @@ fn fifty_thousand_differences_with_one_value_are_told_apart_by_the_sketch() {
     let cache = CacheName::new("work").unwrap();
     let fake = FakeCluster::model(ClusterSpec::two_sites("site-a", "site-b"));
     fake.world().load(0, &cache, (0..50_000).map(|i| (format!("session-{i}"), "1".to_owned())));
-    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    let limits = CompareLimits { sample: 0, ..CompareLimits::default() };
-    let result =
-        runtime.block_on(compare(&fake.site("site-a"), &fake.site("site-b"), &cache, CompareMode::Entries, limits)).unwrap();
+    let result = compare_pair(&fake, &cache, CompareMode::Entries, CompareLimits { sample: 0, ..CompareLimits::default() });
     assert_eq!((result.active, result.offline, result.only_active), (50_000, 0, 50_000));
     assert_eq!(result.passes, 1, "two differing pairs shared a check hash");
 }
