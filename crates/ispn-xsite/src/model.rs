@@ -409,12 +409,6 @@ impl SiteAction {
     }
 }
 
-impl fmt::Display for SiteAction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.verb())
-    }
-}
-
 /// Turns a value from `?action=entries` into text: protostream caches wrap strings as
 /// `{"_type":"string","_value":"v"}`, text caches send the bare string, and anything else is kept
 /// as compact JSON so that two sites still compare equal when they hold the same value.

@@ -64,11 +64,32 @@ fn node_statuses_prove_offline_only_when_every_node_says_so() {
 }
 
 #[test]
+fn node_statuses_prove_online_only_when_every_node_says_so() {
+    for mixed in [json!({"a-1": "online", "a-2": "offline"}), json!({"a-1": "online", "a-2": "failed"})] {
+        let nodes: NodeStatuses = serde_json::from_value(mixed).unwrap();
+        assert!(!nodes.all_online() && !nodes.all_offline(), "{nodes:?}");
+    }
+    assert!(!NodeStatuses::default().all_online(), "an empty answer proves nothing");
+    let all: NodeStatuses = serde_json::from_value(json!({"a-1": "online", "a-2": "online"})).unwrap();
+    assert!(all.all_online());
+}
+
+#[test]
+fn status_words_and_versions_print_as_the_server_spells_them() {
+    for word in ["online", "offline", "mixed", "unknown"] {
+        let backup: BackupStatus = serde_json::from_value(json!({ "status": word })).unwrap();
+        let container: ContainerSiteStatus = serde_json::from_value(json!({ "status": word })).unwrap();
+        assert_eq!((backup.as_str(), container.as_str()), (word, word));
+    }
+    assert_eq!(ServerVersion::parse(" 15.0.21.Final\n").unwrap().to_string(), "15.0.21.Final");
+}
+
+#[test]
 fn push_status_reports_every_status_word_and_the_error_map() {
     for word in ["IDLE", "SENDING", "OK", "ERROR", "CANCELED"] {
         let report = PushStatusReport::from_json(&json!({"site-b": word})).unwrap();
         let status = report.for_site(&SiteName::new("site-b").unwrap()).unwrap();
-        assert_eq!(status.as_str(), word);
+        assert_eq!((status.as_str(), status.to_string().as_str()), (word, word));
     }
     assert_eq!(
         PushStatusReport::from_json(&json!({"ERROR": "Unable to check cluster state"})),
@@ -89,6 +110,8 @@ fn container_maps_treat_anything_but_ok_as_failure() {
     .unwrap();
     let work = CacheName::new("work").unwrap();
     assert!(results.is_ok(&work));
+    assert!(!results.is_ok(&CacheName::new("actionTokens").unwrap()), "a failure's text is not ok");
+    assert!(!results.is_ok(&CacheName::new("sessions").unwrap()), "a cache missing from the answer is not ok");
     let failures: Vec<(&str, &str)> = results.failures().map(|(c, t)| (c.as_str(), t)).collect();
     assert_eq!(failures, vec![("actionTokens", "Incorrect site name: site-z"), ("loginFailures", "OK")]);
     assert_eq!(results.0[&work], CacheOutcome::Ok);
@@ -99,6 +122,8 @@ fn entry_values_unwrap_protostream_strings() {
     assert_eq!(entry_text(&json!({"_type": "string", "_value": "v1"})), "v1");
     assert_eq!(entry_text(&json!("plain")), "plain");
     assert_eq!(entry_text(&json!({"_type": "int32", "_value": 5})), r#"{"_type":"int32","_value":5}"#);
+    // Only strings are unwrapped: a number sent as text must not equal the string on the other site.
+    assert_eq!(entry_text(&json!({"_type": "int64", "_value": "5"})), r#"{"_type":"int64","_value":"5"}"#);
 }
 
 #[test]
