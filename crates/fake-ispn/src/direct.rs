@@ -49,7 +49,30 @@ impl ModelSite {
         self.site
     }
 
-    fn call<T>(&self, request: HttpRequest, subject: Subject<'_>, op: impl FnOnce(&mut World, usize) -> Outcome<T>) -> Result<T> {
+    /// Answers one request, after the (virtual) time its fault takes.
+    async fn call<T>(
+        &self,
+        request: HttpRequest,
+        subject: Subject<'_>,
+        op: impl FnOnce(&mut World, usize) -> Outcome<T>,
+    ) -> Result<T> {
+        let mut takes = Duration::ZERO;
+        let answer = self.answer(request, subject, op, &mut takes);
+        if !takes.is_zero() {
+            tokio::time::sleep(takes).await;
+        }
+        answer
+    }
+
+    /// The answer, under the world's lock; sets `takes` when the answer must wait (the lock is
+    /// not held while it does).
+    fn answer<T>(
+        &self,
+        request: HttpRequest,
+        subject: Subject<'_>,
+        op: impl FnOnce(&mut World, usize) -> Outcome<T>,
+        takes: &mut Duration,
+    ) -> Result<T> {
         let what = format!("{} {}", request.method(), request.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/"));
         let mut world = lock(&self.world);
         if !world.is_up(self.site) {
@@ -67,6 +90,10 @@ impl ModelSite {
                 return Err(Error::from_answer(&self.endpoint, &what, ADMIN_USER, 401, "", subject));
             }
             Some(RequestFault::Timeout) => return Err(timeout()),
+            Some(RequestFault::TimeoutAfter(after)) => {
+                *takes = after;
+                return Err(Error::Timeout { endpoint: self.endpoint.clone(), what, after });
+            }
             Some(RequestFault::LostAnswer) => {
                 let _ = op(&mut world, site);
                 return Err(timeout());
@@ -96,39 +123,40 @@ impl SiteApi for ModelSite {
         self.call(self.requests.container_info(), Subject::default(), |w, s| {
             Ok(ServerVersion::parse(w.personality(s).version()).expect("personality versions parse"))
         })
+        .await
     }
 
     async fn container_info(&self) -> Result<ContainerInfo> {
-        let value = self.call(self.requests.container_info(), Subject::default(), |w, s| Ok(w.container_info(s)))?;
+        let value = self.call(self.requests.container_info(), Subject::default(), |w, s| Ok(w.container_info(s))).await?;
         Ok(serde_json::from_value(value).expect("the model's container info has the client's shape"))
     }
 
     async fn health(&self) -> Result<Health> {
-        let value = self.call(self.requests.health(), Subject::default(), |w, s| Ok(w.health(s)))?;
+        let value = self.call(self.requests.health(), Subject::default(), |w, s| Ok(w.health(s))).await?;
         Ok(serde_json::from_value(value).expect("the model's health has the client's shape"))
     }
 
     async fn cache_names(&self) -> Result<Vec<CacheName>> {
-        let names = self.call(self.requests.cache_names(), Subject::default(), |w, s| Ok(w.cache_names(s)))?;
+        let names = self.call(self.requests.cache_names(), Subject::default(), |w, s| Ok(w.cache_names(s))).await?;
         Ok(names.into_iter().filter_map(|n| CacheName::new(n).ok()).collect())
     }
 
     async fn cache_backups(&self, cache: &CacheName) -> Result<BTreeMap<SiteName, BackupStatus>> {
-        self.call(self.requests.cache_backups(cache), cache_subject(cache), |w, s| w.cache_backups(s, cache))
+        self.call(self.requests.cache_backups(cache), cache_subject(cache), |w, s| w.cache_backups(s, cache)).await
     }
 
     async fn cache_site_nodes(&self, cache: &CacheName, site: &SiteName) -> Result<NodeStatuses> {
         let subject = Subject { cache: Some(cache), site: Some(site) };
-        self.call(self.requests.cache_site_nodes(cache, site), subject, |w, s| w.cache_site_nodes(s, cache, site.as_str()))
+        self.call(self.requests.cache_site_nodes(cache, site), subject, |w, s| w.cache_site_nodes(s, cache, site.as_str())).await
     }
 
     async fn container_backups(&self) -> Result<BTreeMap<SiteName, ContainerSiteStatus>> {
-        self.call(self.requests.container_backups(), Subject::default(), |w, s| Ok(w.container_backups(s)))
+        self.call(self.requests.container_backups(), Subject::default(), |w, s| Ok(w.container_backups(s))).await
     }
 
     async fn container_site_status(&self, site: &SiteName) -> Result<ContainerSiteStatus> {
         let subject = Subject { cache: None, site: Some(site) };
-        self.call(self.requests.container_site_status(site), subject, |w, s| w.container_site_status(s, site.as_str()))
+        self.call(self.requests.container_site_status(site), subject, |w, s| w.container_site_status(s, site.as_str())).await
     }
 
     async fn cache_site_action(&self, cache: &CacheName, site: &SiteName, action: SiteAction) -> Result<()> {
@@ -136,6 +164,7 @@ impl SiteApi for ModelSite {
         self.call(self.requests.cache_site_action(cache, site, action), subject, |w, s| {
             w.cache_site_action(s, cache, site.as_str(), action)
         })
+        .await
     }
 
     async fn container_site_action(&self, site: &SiteName, action: SiteAction) -> Result<CacheResults> {
@@ -143,17 +172,18 @@ impl SiteApi for ModelSite {
         self.call(self.requests.container_site_action(site, action), subject, |w, s| {
             Ok(w.container_site_action(s, site.as_str(), action))
         })
+        .await
     }
 
     async fn push_state_status(&self, cache: &CacheName) -> Result<PushStatusReport> {
         let map =
-            self.call(self.requests.push_state_status(cache), cache_subject(cache), |w, s| w.push_state_status(s, cache))?;
+            self.call(self.requests.push_state_status(cache), cache_subject(cache), |w, s| w.push_state_status(s, cache)).await?;
         Ok(PushStatusReport::Sites(map))
     }
 
     async fn clear_push_state_status(&self, cache: &CacheName) -> Result<()> {
         let request = self.requests.clear_push_state_status(cache);
-        let answer = self.call(request, cache_subject(cache), |w, s| w.clear_push_state_status(s, cache))?;
+        let answer = self.call(request, cache_subject(cache), |w, s| w.clear_push_state_status(s, cache)).await?;
         if answer == "ok" {
             Ok(())
         } else {
@@ -169,6 +199,7 @@ impl SiteApi for ModelSite {
     async fn take_offline_config(&self, cache: &CacheName, site: &SiteName) -> Result<TakeOfflineConfig> {
         let subject = Subject { cache: Some(cache), site: Some(site) };
         self.call(self.requests.take_offline_config(cache, site), subject, |w, s| w.take_offline_config(s, cache, site.as_str()))
+            .await
     }
 
     async fn set_take_offline_config(&self, cache: &CacheName, site: &SiteName, config: TakeOfflineConfig) -> Result<bool> {
@@ -176,34 +207,38 @@ impl SiteApi for ModelSite {
         self.call(self.requests.set_take_offline_config(cache, site, config), subject, |w, s| {
             w.set_take_offline_config(s, cache, site.as_str(), config)
         })
+        .await
     }
 
     async fn size(&self, cache: &CacheName) -> Result<u64> {
-        self.call(self.requests.size(cache), cache_subject(cache), |w, s| w.size(s, cache.as_str()))
+        self.call(self.requests.size(cache), cache_subject(cache), |w, s| w.size(s, cache.as_str())).await
     }
 
     async fn clear(&self, cache: &CacheName, scope: ClearScope) -> Result<()> {
         self.call(self.requests.clear(cache, scope), cache_subject(cache), |w, s| {
             w.clear(s, cache.as_str(), scope == ClearScope::LocalOnly)
         })
+        .await
     }
 
     async fn get(&self, cache: &CacheName, key: &str) -> Result<Option<String>> {
-        self.call(self.requests.get(cache, key), cache_subject(cache), |w, s| w.get(s, cache.as_str(), key))
+        self.call(self.requests.get(cache, key), cache_subject(cache), |w, s| w.get(s, cache.as_str(), key)).await
     }
 
     async fn put(&self, cache: &CacheName, key: &str, value: &str) -> Result<()> {
-        self.call(self.requests.put(cache, key, value), cache_subject(cache), |w, s| w.put(s, cache.as_str(), key, value))
+        self.call(self.requests.put(cache, key, value), cache_subject(cache), |w, s| w.put(s, cache.as_str(), key, value)).await
     }
 
     async fn delete(&self, cache: &CacheName, key: &str) -> Result<bool> {
-        self.call(self.requests.delete(cache, key), cache_subject(cache), |w, s| w.delete(s, cache.as_str(), key))
+        self.call(self.requests.delete(cache, key), cache_subject(cache), |w, s| w.delete(s, cache.as_str(), key)).await
     }
 
     async fn keys(&self, cache: &CacheName) -> Result<ItemStream<String>> {
-        let (keys, delay) = self.call(self.requests.keys(cache, 1000), cache_subject(cache), |w, s| {
-            Ok((w.keys(s, cache.as_str())?, w.listing_delay(s, cache.as_str())))
-        })?;
+        let (keys, delay) = self
+            .call(self.requests.keys(cache, 1000), cache_subject(cache), |w, s| {
+                Ok((w.keys(s, cache.as_str())?, w.listing_delay(s, cache.as_str())))
+            })
+            .await?;
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
@@ -212,9 +247,11 @@ impl SiteApi for ModelSite {
     }
 
     async fn entries(&self, cache: &CacheName) -> Result<ItemStream<Entry>> {
-        let (entries, delay) = self.call(self.requests.entries(cache, 1000), cache_subject(cache), |w, s| {
-            Ok((w.entries(s, cache.as_str())?, w.listing_delay(s, cache.as_str())))
-        })?;
+        let (entries, delay) = self
+            .call(self.requests.entries(cache, 1000), cache_subject(cache), |w, s| {
+                Ok((w.entries(s, cache.as_str())?, w.listing_delay(s, cache.as_str())))
+            })
+            .await?;
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }

@@ -239,7 +239,7 @@ async fn handle(State(service): State<Arc<SiteService>>, request: axum::extract:
             reply.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"default\""));
             return reply;
         }
-        Some(RequestFault::Timeout) => {
+        Some(RequestFault::Timeout | RequestFault::TimeoutAfter(_)) => {
             stall(&service).await;
             return respond(Reply::Text(StatusCode::SERVICE_UNAVAILABLE, "fake-ispn: stalled request".to_owned()));
         }

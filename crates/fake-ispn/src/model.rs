@@ -71,8 +71,11 @@ pub type Outcome<T> = Result<T, Failure>;
 pub enum RequestFault {
     /// Answer 503 without doing anything.
     Unavailable,
-    /// Do nothing and never answer (a timeout on the client).
+    /// Do nothing and never answer (a timeout on the client). The model fails at once.
     Timeout,
+    /// Do nothing and fail as a timeout after this long, as a client's request timeout expiring
+    /// does in real time (over HTTP it stalls like `Timeout`, until the client gives up).
+    TimeoutAfter(Duration),
     /// Do the operation, then lose the answer (a timeout on the client after the fact).
     LostAnswer,
     /// Answer 401 without doing anything: the credentials were changed under a running client.

@@ -315,6 +315,12 @@ async fn request_faults_surface_as_typed_errors_and_lost_answers_still_apply() {
     let fourth = a.cache_site_action(&work, &s("site-b"), SiteAction::BringOnline).await.unwrap_err();
     assert!(matches!(fourth, Error::Unauthorized { .. }) && !fourth.is_transient(), "{fourth:?}");
     assert_eq!(a.cache_backups(&work).await.unwrap()[&s("site-b")], BackupStatus::Offline, "a refused request did nothing");
+    fake.world().inject_request_faults(0, [RequestFault::TimeoutAfter(Duration::from_secs(7))]);
+    let started = tokio::time::Instant::now();
+    let fifth = a.cache_site_action(&work, &s("site-b"), SiteAction::BringOnline).await.unwrap_err();
+    assert!(matches!(fifth, Error::Timeout { after, .. } if after == Duration::from_secs(7)), "{fifth:?}");
+    assert_eq!(started.elapsed(), Duration::from_secs(7), "the timeout took its time");
+    assert_eq!(a.cache_backups(&work).await.unwrap()[&s("site-b")], BackupStatus::Offline, "a timed-out request did nothing");
 }
 
 #[tokio::test(start_paused = true)]

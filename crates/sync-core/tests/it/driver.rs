@@ -383,7 +383,11 @@ async fn run_with_faults_from(
     let clock_at_start = ports.clock.now_ms();
     let events = Events::default();
     let sink = arm_at(&events, action, arm);
-    let outcome = Driver::new(&plan(), &ports, &sink).run(run_id.to_owned()).await;
+    // Bounded in virtual time, so that a run that never ends fails its test instead of hanging it.
+    let plan = plan();
+    let driver = Driver::new(&plan, &ports, &sink);
+    let outcome = tokio::time::timeout(Duration::from_secs(7200), driver.run(run_id.to_owned())).await.expect("the run ended");
+    drop(driver);
     drop(sink);
     (fake, events, clock_at_start, outcome)
 }
@@ -501,6 +505,42 @@ async fn a_site_that_fails_for_good_mid_run_ends_the_run_at_the_step_deadline() 
     let deadline = plan().settings.step_deadline;
     // The last pause is cut at the deadline: the run ends there, not a backoff later.
     assert!(ended - armed >= deadline && ended - armed <= deadline + Duration::from_secs(1), "ended {:?} after", ended - armed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn reads_that_each_take_seven_seconds_to_fail_end_the_run_past_the_step_deadline() {
+    // As in real time, where a failing read takes its timeout: from Keycloak's scale-up on, every
+    // read of the offline site times out after 7 s, so no reading ends exactly at the step's
+    // deadline. The run must still end right after it, not ask a failing site forever.
+    let faults = std::iter::repeat_n(fake_ispn::RequestFault::TimeoutAfter(Duration::from_secs(7)), 100_000);
+    let (_fake, events, _, outcome) = run_with_faults_from("scale-up", faults, "slow-failures").await;
+    assert!(matches!(outcome, RunOutcome::Failed(Failure::Site { side: Side::Offline, .. })), "{outcome:?}");
+    let armed = first(&events, |e| matches!(e, Event::StepStarted { step: Step::Report, .. })).unwrap();
+    let ended = first(&events, |e| matches!(e, Event::RunFinished { .. })).unwrap();
+    let deadline = plan().settings.step_deadline;
+    assert!(ended - armed > deadline && ended - armed <= deadline + Duration::from_secs(8), "ended {:?} after", ended - armed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_batch_of_actions_is_announced_until_a_request_timeout_per_call() {
+    // The first bring-online takes 5 s to time out: the batch of one bring-online per cache, sent
+    // one at a time, is announced until a request timeout for each call, from the batch's start.
+    let faults = std::iter::once(fake_ispn::RequestFault::TimeoutAfter(Duration::from_secs(5)));
+    let (_fake, events, clock_at_start, outcome) = run_with_faults_from("bring-online", faults, "slow-action").await;
+    assert!(matches!(outcome, RunOutcome::Succeeded(_)), "{outcome:?}\n{}", events.timeline());
+    let started = first(&events, |e| matches!(e, Event::Action { action, .. } if action == "bring-online")).unwrap();
+    let calls = KEYCLOAK_26_CACHES.len();
+    let announced: Vec<(String, u64)> = events
+        .all()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Waiting { what, until_ms, .. } if what.starts_with("answers to") => Some((what, until_ms)),
+            _ => None,
+        })
+        .collect();
+    let expected =
+        clock_at_start + started.as_millis() as u64 + (plan().settings.request_timeout * calls as u32).as_millis() as u64;
+    assert_eq!(announced.first(), Some(&(format!("answers to {calls} bring-online call(s)"), expected)), "{}", events.timeline());
 }
 
 #[tokio::test(start_paused = true)]
