@@ -56,6 +56,14 @@ fn fresh(instances: u32) -> (fake_ispn::FakeCluster, ModelPorts) {
     model(ClusterSpec::two_sites("site-a", "site-b"), instances)
 }
 
+/// A split pair whose `site` has `faults` on `work`.
+async fn split_pair_with_faults_on_work(site: usize, faults: fake_ispn::CacheFaults) -> (fake_ispn::FakeCluster, ModelPorts) {
+    let (fake, ports) = fresh(2);
+    split_brain(&fake).await;
+    fake.world().set_cache_faults(site, &cache("work"), faults);
+    (fake, ports)
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_held_lock_refuses_the_run_and_changes_nothing() {
     let (fake, mut ports) = fresh(2);
@@ -563,10 +571,8 @@ async fn a_wait_that_goes_on_is_announced_again_every_five_seconds_and_no_more_o
 async fn a_slow_comparison_is_announced_until_the_verify_steps_deadline() {
     // The offline site takes 12 s to list `work`: the verification says what it waits for, and
     // until when: the step's deadline, not a request's.
-    let (fake, ports) = fresh(2);
-    split_brain(&fake).await;
     let slow = fake_ispn::CacheFaults { slow_listing: Duration::from_secs(12), ..Default::default() };
-    fake.world().set_cache_faults(1, &cache("work"), slow);
+    let (_fake, ports) = split_pair_with_faults_on_work(1, slow).await;
     let clock_at_start = ports.clock.now_ms();
     let events = Events::default();
     let outcome = Driver::new(&plan(), &ports, &events).run("slow-listing".to_owned()).await;
@@ -589,10 +595,8 @@ async fn a_slow_comparison_is_announced_until_the_verify_steps_deadline() {
 async fn a_push_whose_start_failed_with_a_server_error_is_recovered_at_once() {
     // The real server leaves such a push in SENDING forever (16.0.7): waiting for it to stall
     // would cost push_stall_timeout for nothing.
-    let (fake, ports) = fresh(2);
-    split_brain(&fake).await;
-    let work = cache("work");
-    fake.world().set_cache_faults(0, &work, fake_ispn::CacheFaults { push_start_fails: true, ..Default::default() });
+    let faults = fake_ispn::CacheFaults { push_start_fails: true, ..Default::default() };
+    let (_fake, ports) = split_pair_with_faults_on_work(0, faults).await;
     let events = Events::default();
     let outcome = Driver::new(&plan(), &ports, &events).run("failed-start".to_owned()).await;
     assert!(matches!(outcome, RunOutcome::Succeeded(_)), "{outcome:?}\n{}", events.timeline());
@@ -674,9 +678,8 @@ fn calls_for(events: &Events, cache: &ispn_xsite::CacheName) -> Vec<String> {
 /// A run on a split pair whose push of `work` hangs SENDING until it is cancelled, with `site`
 /// answering 503 to the first `action` the driver sends.
 async fn stuck_push_failing_once_at(site: usize, action: &'static str) -> (fake_ispn::FakeCluster, Events, RunOutcome) {
-    let (fake, ports) = fresh(2);
-    split_brain(&fake).await;
-    fake.world().set_cache_faults(0, &cache("work"), fake_ispn::CacheFaults { push_stuck: true, ..Default::default() });
+    let stuck = fake_ispn::CacheFaults { push_stuck: true, ..Default::default() };
+    let (fake, ports) = split_pair_with_faults_on_work(0, stuck).await;
     let events = Events::default();
     let sink = arm_at(&events, action, || fake.world().inject_request_faults(site, [fake_ispn::RequestFault::Unavailable]));
     let outcome = Driver::new(&plan(), &ports, &sink).run("stuck".to_owned()).await;
@@ -757,10 +760,7 @@ async fn a_push_start_cut_short_by_a_timeout_is_retried_with_that_as_its_reason(
 /// A run on a split pair where, as each verification of `work` starts (every one, or only the
 /// first), the offline site loses that cache's entries, as a restarted node would.
 async fn verification_losing_work(every_time: bool, faults: fake_ispn::CacheFaults) -> (ModelPorts, Events, RunOutcome) {
-    let (fake, ports) = fresh(2);
-    split_brain(&fake).await;
-    let work = cache("work");
-    fake.world().set_cache_faults(1, &work, faults);
+    let (fake, ports) = split_pair_with_faults_on_work(1, faults).await;
     let events = Events::default();
     let lost_once = std::sync::atomic::AtomicBool::new(false);
     let sink = |event: &Event| {
@@ -814,10 +814,9 @@ async fn a_mismatch_its_re_push_repairs_ends_well_and_a_repeated_warning_is_kept
 async fn the_journal_says_a_cancel_is_under_way_before_the_cancel_is_sent() {
     // A crash while cancel-push-state is in flight must leave a journal that cancels again on
     // resume (and then cancels the receiving side), not one that starts a new push at once.
-    let (fake, ports) = fresh(2);
-    split_brain(&fake).await;
+    let stuck = fake_ispn::CacheFaults { push_stuck: true, ..Default::default() };
+    let (_fake, ports) = split_pair_with_faults_on_work(0, stuck).await;
     let work = cache("work");
-    fake.world().set_cache_faults(0, &work, fake_ispn::CacheFaults { push_stuck: true, ..Default::default() });
     let events = Events::default();
     let stored = std::sync::Mutex::new(None);
     let sink = |event: &Event| {
