@@ -256,13 +256,17 @@ impl Client {
             return Error::Timeout { endpoint: self.endpoint.clone(), what: what.to_owned(), after: self.timeout };
         }
         let lower = detail.to_ascii_lowercase();
+        // rustls reads the plain-HTTP answer to its ClientHello as a TLS record of no known type.
+        if lower.contains("invalidcontenttype") && self.endpoint.starts_with("https://") {
+            return Error::PlainHttp { endpoint: self.endpoint.clone() };
+        }
         if ["certificate", "tls", "handshake", "invalidcontenttype", "corrupt message"].iter().any(|w| lower.contains(w)) {
             return Error::Tls { endpoint: self.endpoint.clone(), detail };
         }
         if !error.is_connect() && lower.contains("connection closed before message completed") {
             return Error::Interrupted { endpoint: self.endpoint.clone(), what: what.to_owned(), detail };
         }
-        Error::Unreachable { endpoint: self.endpoint.clone(), detail }
+        Error::Unreachable { endpoint: self.endpoint.clone(), detail: root_cause(error) }
     }
 
     /// Sends and reads a successful answer's body; maps every other answer to a typed error.
@@ -400,7 +404,27 @@ fn chain(error: &dyn std::error::Error) -> String {
         }
         source = cause.source();
     }
-    text
+    crate::redact::userinfo(&text).into_owned()
+}
+
+/// The innermost cause of a connection failure, which is what it was ("connection refused",
+/// "failed to lookup address information: ..."): the outer layers only say a request failed.
+fn root_cause(error: &dyn std::error::Error) -> String {
+    let mut cause = error;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    let text = cause.to_string();
+    let text = match text.find(" (os error ") {
+        Some(at) if text.ends_with(')') => text[..at].to_owned(),
+        _ => text,
+    };
+    let mut chars = text.chars();
+    let text = match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => chain(error),
+    };
+    crate::redact::userinfo(&text).into_owned()
 }
 
 fn preview(body: &[u8]) -> String {

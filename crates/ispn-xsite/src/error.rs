@@ -54,6 +54,12 @@ pub enum Error {
         /// What rustls said.
         detail: String,
     },
+    /// `https://` against a port that speaks plain HTTP.
+    #[error("{endpoint}: the server answers in plain HTTP, not TLS; use http:// in the URL (or enable TLS on the server)")]
+    PlainHttp {
+        /// The base URL.
+        endpoint: String,
+    },
     /// The server refused the credentials (HTTP 401 after answering its challenge).
     #[error("{endpoint}: 401 Unauthorized for user '{user}'; check the user name and password")]
     Unauthorized {

@@ -7,6 +7,7 @@
 //! - [`api`]: [`SiteApi`], the operations of one site; implemented here over HTTP and in
 //!   `fake-ispn` over an in-memory model.
 //! - `client` (feature `client`): the transport: authentication, version detection, error mapping.
+//! - [`redact`]: credentials embedded in URLs, kept out of every message.
 //! - [`json_stream`]: splitting a streamed JSON array, for key listings of millions of entries.
 
 pub mod api;
@@ -18,6 +19,7 @@ pub mod error;
 pub mod json_stream;
 pub mod model;
 pub mod names;
+pub mod redact;
 pub mod requests;
 
 pub use api::{Entry, ItemStream, SiteApi};

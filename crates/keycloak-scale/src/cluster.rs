@@ -2,6 +2,7 @@
 //! errors are told apart.
 
 use std::path::Path;
+use std::time::Duration;
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
@@ -48,7 +49,24 @@ pub enum KubeError {
         /// The kubeconfig context.
         context: String,
     },
-    /// Any other API error or an unreachable API server.
+    /// The API server could not be asked, or refused who is asking: not reachable, too slow,
+    /// TLS, credentials. Named by its address, since that is what the fix touches.
+    #[error("the Kubernetes API server {server} (context {context}) {cause} (while trying to {verb} {resource} in namespace {namespace})")]
+    Unreachable {
+        /// The verb.
+        verb: String,
+        /// The resource.
+        resource: String,
+        /// The namespace.
+        namespace: String,
+        /// The kubeconfig context.
+        context: String,
+        /// The API server's URL, as the kubeconfig gives it (credentials redacted).
+        server: String,
+        /// What went wrong and what to check.
+        cause: String,
+    },
+    /// Any other API error.
     #[error("{verb} {resource} in namespace {namespace} (context {context}) failed: {detail}")]
     Api {
         /// The verb.
@@ -64,15 +82,24 @@ pub enum KubeError {
     },
 }
 
+/// How long the API server may take to accept a connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the API server may take to answer a request (a request, not a port-forward's stream).
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A client bound to one site's cluster and namespace.
 #[derive(Clone)]
 pub struct SiteCluster {
-    /// The client.
+    /// The client for requests: each answer is bounded by [`ANSWER_TIMEOUT`].
     pub client: kube::Client,
+    /// The client for port-forwards, whose streams may stay quiet for as long as they like.
+    pub streams: kube::Client,
     /// The namespace Keycloak and Infinispan live in.
     pub namespace: String,
     /// The kubeconfig context (for messages).
     pub context: String,
+    /// The API server's URL (for messages; credentials in it redacted).
+    pub server: String,
 }
 
 impl std::fmt::Debug for SiteCluster {
@@ -100,9 +127,21 @@ impl SiteCluster {
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
             .await
             .map_err(|e| KubeError::Config(format!("context {name:?}: {e}")))?;
+        Self::from_config(config, &name, namespace)
+    }
+
+    /// A client for an already resolved configuration (a kubeconfig context, or in-cluster).
+    pub fn from_config(mut config: kube::Config, context: &str, namespace: Option<&str>) -> Result<Self, KubeError> {
         let namespace = namespace.map(str::to_owned).unwrap_or_else(|| config.default_namespace.clone());
-        let client = kube::Client::try_from(config).map_err(|e| KubeError::Config(format!("context {name:?}: {e}")))?;
-        Ok(Self { client, namespace, context: name })
+        let server = ispn_xsite::redact::userinfo(&config.cluster_url.to_string()).trim_end_matches('/').to_owned();
+        config.connect_timeout = Some(CONNECT_TIMEOUT);
+        let streams =
+            kube::Client::try_from(config.clone()).map_err(|e| KubeError::Config(format!("context {context:?}: {e}")))?;
+        config.read_timeout = Some(ANSWER_TIMEOUT);
+        // The answer's time counts from the request, not from when a pooled connection went idle.
+        config.reset_reader_on_write = true;
+        let client = kube::Client::try_from(config).map_err(|e| KubeError::Config(format!("context {context:?}: {e}")))?;
+        Ok(Self { client, streams, namespace, context: context.to_owned(), server })
     }
 
     /// Classifies an error of a `verb` on `resource` named `name`.
@@ -124,15 +163,59 @@ impl SiteCluster {
                 namespace: self.namespace.clone(),
                 context: self.context.clone(),
             },
-            other => KubeError::Api {
+            kube::Error::Api(status) if status.code == 401 => self.unreachable(
+                verb,
+                resource,
+                "refused the credentials (401 Unauthorized): the kubeconfig's token or certificate is invalid or expired; renew it".to_owned(),
+            ),
+            kube::Error::Api(status) => KubeError::Api {
                 verb: verb.to_owned(),
                 resource: resource.to_owned(),
                 namespace: self.namespace.clone(),
                 context: self.context.clone(),
-                detail: other.to_string(),
+                detail: format!("{} ({})", status.message, status.code),
             },
+            other => self.unreachable(verb, resource, transport_cause(other)),
         }
     }
+
+    fn unreachable(&self, verb: &str, resource: &str, cause: String) -> KubeError {
+        KubeError::Unreachable {
+            verb: verb.to_owned(),
+            resource: resource.to_owned(),
+            namespace: self.namespace.clone(),
+            context: self.context.clone(),
+            server: self.server.clone(),
+            cause,
+        }
+    }
+}
+
+/// What stopped a request from being answered, in words that say what to check; never the
+/// client's layers ("ServiceError: client error (Connect)").
+fn transport_cause(error: &kube::Error) -> String {
+    let mut chain = vec![error.to_string()];
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        chain.push(cause.to_string());
+        source = cause.source();
+    }
+    let all = chain.join(": ").to_ascii_lowercase();
+    let root = chain.last().cloned().unwrap_or_default();
+    let root = root.split(" (os error ").next().unwrap_or_default().to_owned();
+    let cause = if all.contains("connection refused") {
+        "refused the connection; check that it runs and the kubeconfig's server address".to_owned()
+    } else if all.contains("timed out") || all.contains("timeout") || all.contains("deadline has elapsed") {
+        let after = if all.contains("connect") { CONNECT_TIMEOUT } else { ANSWER_TIMEOUT };
+        format!("did not answer: timed out after {} s; check that it runs and is reachable from here", after.as_secs())
+    } else if ["certificate", "tls", "handshake", "invalidcontenttype"].iter().any(|w| all.contains(w)) {
+        format!("failed the TLS handshake ({root}); check the kubeconfig's certificate-authority-data and server address")
+    } else if all.contains("dns") || all.contains("lookup") || all.contains("resolve") {
+        format!("cannot be resolved ({root}); check the kubeconfig's server address")
+    } else {
+        format!("could not be asked ({root})")
+    };
+    ispn_xsite::redact::userinfo(&cause).into_owned()
 }
 
 /// `(verb, resource)` from an RBAC refusal: `... cannot get resource "pods/portforward" in ...`.

@@ -108,7 +108,7 @@ pub async fn external_url(cluster: &SiteCluster, infinispan: &str) -> Result<Opt
 /// A running Infinispan pod of the CR `infinispan` (operator labels `app=infinispan-pod`,
 /// `clusterName=<cr>`).
 pub async fn infinispan_pod(cluster: &SiteCluster, infinispan: &str) -> Result<String, KubeError> {
-    let api: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let api: Api<Pod> = Api::namespaced(cluster.streams.clone(), &cluster.namespace);
     let selector = format!("app=infinispan-pod,clusterName={infinispan}");
     let pods = api.list(&ListParams::default().labels(&selector)).await.map_err(|e| cluster.error("list", "pods", "", e))?;
     pods.items.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).find_map(|p| p.metadata.name).ok_or_else(|| {
@@ -140,13 +140,29 @@ impl PortForward {
         let local = listener.local_addr().map_err(|e| KubeError::Config(e.to_string()))?;
         // Prove the forward works before anyone relies on it: a missing permission or pod shows
         // up here, not as a connection reset later.
-        let api: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
-        let probe = api.portforward(pod, &[port]).await.map_err(|e| cluster.error("create", "pods/portforward", pod, e))?;
+        let api: Api<Pod> = Api::namespaced(cluster.streams.clone(), &cluster.namespace);
+        // The streams' client has no answer timeout (a forward may stay quiet); this first one does.
+        let probe = match tokio::time::timeout(crate::cluster::ANSWER_TIMEOUT, api.portforward(pod, &[port])).await {
+            Ok(probe) => probe.map_err(|e| cluster.error("create", "pods/portforward", pod, e))?,
+            Err(_) => {
+                return Err(KubeError::Unreachable {
+                    verb: "create".to_owned(),
+                    resource: "pods/portforward".to_owned(),
+                    namespace: cluster.namespace.clone(),
+                    context: cluster.context.clone(),
+                    server: cluster.server.clone(),
+                    cause: format!(
+                        "did not open the port-forward: timed out after {} s; check that it runs and is reachable from here",
+                        crate::cluster::ANSWER_TIMEOUT.as_secs()
+                    ),
+                });
+            }
+        };
         probe.abort();
         let (cluster, pod) = (cluster.clone(), pod.to_owned());
         let task = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
-                let api: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+                let api: Api<Pod> = Api::namespaced(cluster.streams.clone(), &cluster.namespace);
                 let pod = pod.clone();
                 tokio::spawn(async move {
                     match api.portforward(&pod, &[port]).await {

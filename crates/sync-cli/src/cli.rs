@@ -8,13 +8,17 @@ use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use sync_core::vocabulary::VerifyLevel;
 
 use crate::exit::EXIT_CODES;
+
+/// The version with the commit and the date of the build (`build.rs`).
+pub const VERSION: &str =
+    concat!(env!("CARGO_PKG_VERSION"), " (", env!("SITE_SYNC_COMMIT"), ", built ", env!("SITE_SYNC_BUILD_DATE"), ")");
 use crate::output::Format;
 
 /// Synchronize a stale Keycloak multi-site Infinispan site from the active one: scale Keycloak
 /// down, take the backup offline, clear, bring online, push state, verify, scale Keycloak back;
 /// interlocked, journaled and resumable.
 #[derive(Debug, Parser)]
-#[command(name = "site-sync", version, after_help = EXIT_CODES)]
+#[command(name = "site-sync", version = VERSION, after_help = EXIT_CODES)]
 pub struct Cli {
     /// The configuration file.
     #[arg(short, long, global = true, env = "SITE_SYNC_CONFIG", default_value = "site-sync.yaml")]
@@ -56,9 +60,24 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// Colour in logs: auto (only when stderr is a terminal and NO_COLOR is not set), always, never.
+    #[arg(long, global = true, value_enum, default_value_t = Color::Auto)]
+    pub color: Color,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// When logs are coloured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Color {
+    /// When stderr is a terminal and `NO_COLOR` is unset or empty.
+    Auto,
+    /// Always (for a terminal that is not detected as one).
+    Always,
+    /// Never.
+    Never,
 }
 
 /// Log output format.
@@ -145,6 +164,14 @@ pub enum Command {
         #[arg(long, default_value_t = 2_000)]
         entries: usize,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout: `site-sync manpage > site-sync.1`.
+    Manpage,
     /// Configuration commands.
     Config {
         /// Which.

@@ -5,7 +5,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 
 use futures::StreamExt;
-use ispn_xsite::{CacheName, SiteApi};
+use ispn_xsite::{CacheName, SiteApi, SiteName};
 use serde_json::json;
 use sync_core::compare::{CompareLimits, CompareMode, check_content, compare};
 use sync_core::decide::{content_verdict, sizes_verdict};
@@ -18,9 +18,9 @@ use tokio::sync::watch;
 
 use crate::cli::{Change, Cli};
 use crate::config::{Config, KeycloakMode, Overrides, Resolved};
-use crate::connect::{Connected, connect, health_probe};
-use crate::exit::{CliError, Exit};
-use crate::inspect::{diagnose, look, render};
+use crate::connect::{Connected, Site, connect, connect_each, first_answer_budget, health_probe, keycloak};
+use crate::exit::{CliError, Exit, both};
+use crate::inspect::{Diagnosis, KeycloakView, Reach, diagnose, look, render, replicated_caches};
 use crate::output::{Format, Renderer, finish, json_line};
 
 /// Reads and resolves the configuration named on the command line.
@@ -198,10 +198,11 @@ pub async fn plan(format: Format, resolved: &Resolved) -> Result<Exit, CliError>
     let caches = preflight.as_ref().ok().map(|r| r.caches.clone());
     let (a, o) = (&resolved.active, &resolved.offline);
     let view = look(
-        (a, &connected.plan.active.endpoint, &connected.ports.active),
-        (o, &connected.plan.offline.endpoint, &connected.ports.offline),
+        Reach { name: a, endpoint: &connected.plan.active.endpoint, client: Ok(&connected.ports.active) },
+        Reach { name: o, endpoint: &connected.plan.offline.endpoint, client: Ok(&connected.ports.offline) },
         caches.as_deref().or(resolved.caches.as_deref()),
         Some(&connected.ports.keycloak),
+        first_answer_budget(resolved),
     )
     .await;
     let steps: Vec<(Step, String)> = Step::ALL.iter().map(|s| (*s, s.describe(a, o))).collect();
@@ -245,15 +246,43 @@ pub async fn plan(format: Format, resolved: &Resolved) -> Result<Exit, CliError>
     Ok(exit)
 }
 
-/// `status`.
+/// Where a site is, as configured (for a site whose connection could not be made).
+pub fn configured_endpoint(resolved: &Resolved, name: &SiteName) -> String {
+    let site = &resolved.config.sites[name.as_str()];
+    match (&site.infinispan.url, &site.kubernetes) {
+        (Some(url), _) => url.clone(),
+        (None, Some(k)) => format!("(through Kubernetes, context {})", k.context.as_deref().unwrap_or("current")),
+        (None, None) => "(no endpoint)".to_owned(),
+    }
+}
+
+/// `status`: whatever can be read, shown; exit 3 when anything could not be (no verdict then).
 pub async fn status(format: Format, resolved: &Resolved) -> Result<Exit, CliError> {
-    let connected = connect(resolved).await?;
+    let (active, offline) = connect_each(resolved).await;
+    // A configuration error is not a state of the sites: it is fixed first.
+    let usage = |c: &Result<Site, CliError>| match c {
+        Err(e) if e.exit == Exit::Usage => Err(e.clone()),
+        _ => Ok(()),
+    };
+    both(usage(&active), usage(&offline))?;
+    let keycloak = match &offline {
+        Ok(site) => Some(keycloak(resolved, site)?),
+        Err(_) => None,
+    };
     let (a, o) = (&resolved.active, &resolved.offline);
+    let endpoint = |name, connection: &Result<Site, CliError>| {
+        connection.as_ref().map_or_else(|_| configured_endpoint(resolved, name), |s| s.endpoint.clone())
+    };
+    let (active_endpoint, offline_endpoint) = (endpoint(a, &active), endpoint(o, &offline));
+    fn reach<'a>(name: &'a SiteName, endpoint: &'a str, connection: &'a Result<Site, CliError>) -> Reach<'a> {
+        Reach { name, endpoint, client: connection.as_ref().map(|s| &s.client).map_err(|e| e.message.as_str()) }
+    }
     let mut view = look(
-        (a, &connected.plan.active.endpoint, &connected.ports.active),
-        (o, &connected.plan.offline.endpoint, &connected.ports.offline),
+        reach(a, &active_endpoint, &active),
+        reach(o, &offline_endpoint, &offline),
         resolved.caches.as_deref(),
-        Some(&connected.ports.keycloak),
+        keycloak.as_ref(),
+        first_answer_budget(resolved),
     )
     .await;
     for site in [a, o] {
@@ -262,29 +291,47 @@ pub async fn status(format: Format, resolved: &Resolved) -> Result<Exit, CliErro
         }
     }
     let diagnosis = diagnose(&view);
+    let unread = matches!(diagnosis, Diagnosis::Unreachable { .. }) || matches!(view.keycloak, Some(KeycloakView::Error { .. }));
+    let exit = if unread { Exit::Refused } else { Exit::Success };
     if format == Format::Json {
-        json_line(json!({"type": "status", "view": view, "diagnosis": diagnosis, "summary": diagnosis.text(a, o)}));
+        json_line(json!({
+            "type": "status", "view": view, "diagnosis": diagnosis, "summary": diagnosis.text(a, o), "exit_code": exit.code(),
+        }));
     } else {
         for line in render(&view) {
             println!("{line}");
         }
         println!("Diagnosis: {}", diagnosis.text(a, o));
     }
-    Ok(Exit::Success)
+    Ok(exit)
 }
 
-async fn caches_of(resolved: &Resolved, connected: &Connected) -> Vec<CacheName> {
+/// The caches to compare: the configured list, else every cache either site backs up to the
+/// other. Both sites must be read whole: a list from the reads that happened to work would let
+/// a comparison of nothing pass.
+async fn caches_of(resolved: &Resolved, connected: &Connected) -> Result<Vec<CacheName>, CliError> {
     if let Some(list) = &resolved.caches {
-        return list.clone();
+        return Ok(list.clone());
     }
-    let view = look(
-        (&resolved.active, "", &connected.ports.active),
-        (&resolved.offline, "", &connected.ports.offline),
-        None,
-        None::<&crate::connect::AnyKeycloak>,
-    )
-    .await;
-    view.caches.into_iter().map(|row| row.cache).collect()
+    let (a, o) = (&resolved.active, &resolved.offline);
+    let refused = |e: String| CliError::new(Exit::Refused, e);
+    let (on_active, on_offline) = tokio::join!(
+        replicated_caches(a, &connected.ports.active, o),
+        replicated_caches(o, &connected.ports.offline, a)
+    );
+    let (mut caches, more) = both(on_active.map_err(refused), on_offline.map_err(refused))?;
+    caches.extend(more);
+    caches.sort();
+    caches.dedup();
+    if caches.is_empty() {
+        return Err(CliError::new(
+            Exit::Refused,
+            format!(
+                "neither {a} nor {o} backs up any cache to the other, so there is nothing to compare; check the caches' cross-site backups, or name the caches with --caches"
+            ),
+        ));
+    }
+    Ok(caches)
 }
 
 fn site_error(resolved: &Resolved, (side, error): (Side, ispn_xsite::Error)) -> CliError {
@@ -298,7 +345,7 @@ fn site_error(resolved: &Resolved, (side, error): (Side, ispn_xsite::Error)) -> 
 /// `diff`.
 pub async fn diff(format: Format, resolved: &Resolved, values: bool, sample: usize) -> Result<Exit, CliError> {
     let connected = connect(resolved).await?;
-    let caches = caches_of(resolved, &connected).await;
+    let caches = caches_of(resolved, &connected).await?;
     let (active, offline) = (&connected.ports.active, &connected.ports.offline);
     let mode = if values { CompareMode::Entries } else { CompareMode::Keys };
     let mut differ = false;
@@ -338,10 +385,16 @@ pub async fn diff(format: Format, resolved: &Resolved, values: bool, sample: usi
         }
     }
     let exit = if differ { Exit::Differ } else { Exit::Success };
+    let compared = if values { "keys and values" } else { "keys" };
+    let (a, o) = (&resolved.active, &resolved.offline);
     if format == Format::Json {
-        json_line(json!({"type": "diff_summary", "equal": !differ, "exit_code": exit.code()}));
+        json_line(json!({
+            "type": "diff_summary", "equal": !differ, "compared": compared,
+            "caches": {a.as_str(): caches.len(), o.as_str(): caches.len()}, "exit_code": exit.code(),
+        }));
     } else {
-        println!("{}", if differ { "The sites differ." } else { "The sites hold the same keys." });
+        let verdict = if differ { "the sites differ" } else { "the sites hold the same" };
+        println!("Compared {} cache(s) on {a} and {} on {o} ({compared}): {verdict}.", caches.len(), caches.len());
     }
     Ok(exit)
 }
@@ -349,7 +402,7 @@ pub async fn diff(format: Format, resolved: &Resolved, values: bool, sample: usi
 /// `verify`.
 pub async fn verify(format: Format, resolved: &Resolved, level: Option<VerifyLevel>) -> Result<Exit, CliError> {
     let connected = connect(resolved).await?;
-    let caches = caches_of(resolved, &connected).await;
+    let caches = caches_of(resolved, &connected).await?;
     let (active, offline) = (&connected.ports.active, &connected.ports.offline);
     let settings = &connected.plan.settings;
     let level = level.unwrap_or(settings.verify);
@@ -388,12 +441,19 @@ pub async fn verify(format: Format, resolved: &Resolved, level: Option<VerifyLev
         }
     }
     let exit = if failed { Exit::Differ } else { Exit::Success };
+    let (a, o) = (&resolved.active, &resolved.offline);
     if format == Format::Json {
-        json_line(json!({"type": "verify_summary", "passed": !failed, "compared": level, "exit_code": exit.code()}));
-    } else if failed {
-        println!("Verification FAILED (compared {}): the offline site does not match.", level.compared());
+        json_line(json!({
+            "type": "verify_summary", "passed": !failed, "compared": level,
+            "caches": {a.as_str(): caches.len(), o.as_str(): caches.len()}, "exit_code": exit.code(),
+        }));
     } else {
-        println!("Verification passed (compared {}).", level.compared());
+        let counted = format!("{} cache(s) on {a} and {} on {o}, {}", caches.len(), caches.len(), level.compared());
+        if failed {
+            println!("Verification FAILED ({counted}): the offline site does not match.");
+        } else {
+            println!("Verification passed ({counted}).");
+        }
     }
     Ok(exit)
 }

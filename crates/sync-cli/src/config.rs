@@ -18,7 +18,7 @@ fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duratio
     let text: Option<String> = Option::deserialize(deserializer)?;
     text.map(|t| {
         humantime::parse_duration(&t)
-            .map_err(|e| serde::de::Error::custom(format!("{t:?} is not a duration ({e}); write e.g. 500ms, 30s, 15m")))
+            .map_err(|_| serde::de::Error::custom(format!("{t:?} is not a duration; write e.g. 500ms, 30s, 15m")))
     })
     .transpose()
 }
@@ -244,13 +244,6 @@ impl SettingsConfig {
     }
 }
 
-/// A YAML error on one line, keeping where it is (`line 3 column 5: ...`): the parser's first
-/// line says it all; the source excerpt under it does not fit on one line.
-fn yaml_error_line(text: &str) -> String {
-    let first = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or_default();
-    first.strip_prefix("error: ").unwrap_or(first).to_owned()
-}
-
 /// The run lock.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -295,30 +288,141 @@ pub struct Resolved {
     pub journal: PathBuf,
     /// The run's settings, checked against their ranges.
     pub settings: Settings,
-    /// Where the file was (relative paths inside it are relative to its directory).
-    pub base: PathBuf,
 }
 
 fn config_error(message: String) -> CliError {
     CliError::new(Exit::Usage, message)
 }
 
+/// A configuration is a page of YAML; anything near this size is another file given by mistake.
+const MAX_CONFIG_BYTES: u64 = 256 * 1024;
+
+/// The text of the value at `location` (1-based line and column), up to the end of its line.
+fn found_at(text: &str, location: Option<serde_saphyr::Location>) -> Option<String> {
+    let location = location?;
+    let line = text.lines().nth(usize::try_from(location.line()).ok()?.checked_sub(1)?)?;
+    let column = usize::try_from(location.column()).ok()?.checked_sub(1)?;
+    let value = line.chars().skip(column).collect::<String>();
+    let value = value.split(" #").next().unwrap_or_default().trim();
+    (!value.is_empty()).then(|| value.to_owned())
+}
+
+/// What a type the parser names means to a person writing the file.
+fn expected_kind(ty: &str) -> Option<&'static str> {
+    Some(match ty {
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a whole number",
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "an integer",
+        "f32" | "f64" => "a number",
+        "bool" | "boolean" | "a boolean" => "true or false",
+        "string scalar" | "a string" => "a string",
+        "sequence start" | "a sequence" => "a list",
+        "mapping start" | "a map" => "a mapping (indented `key: value` lines)",
+        _ => return None,
+    })
+}
+
+/// The line a duplicate `key` first appeared on: the nearest line above `line` that holds the
+/// same key at the same indentation, without leaving the enclosing mapping.
+fn first_line_of_key(text: &str, key: &str, line: usize) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let depth = indent(lines.get(line.checked_sub(1)?)?);
+    for number in (1..line).rev() {
+        let candidate = lines[number - 1];
+        if candidate.trim().is_empty() || candidate.trim_start().starts_with('#') {
+            continue;
+        }
+        if indent(candidate) < depth {
+            return None;
+        }
+        let name = candidate.trim_start().split(':').next().map(|k| k.trim().trim_matches(['"', '\'']));
+        if indent(candidate) == depth && name == Some(key) {
+            return Some(number);
+        }
+    }
+    None
+}
+
+/// A YAML problem on one line: where (field path and line), what was expected, what was found.
+fn yaml_problem(text: &str, field: &str, error: &serde_saphyr::Error) -> String {
+    use serde_saphyr::Error as E;
+    let location = error.location();
+    let line = location.map(|l| l.line()).unwrap_or_default();
+    let field = field.trim_end_matches('?').trim_end_matches('.');
+    let at = |what: String| {
+        if field.is_empty() { format!("line {line}: {what}") } else { format!("{field} (line {line}): {what}") }
+    };
+    let found = || found_at(text, location).map(|v| format!(", found {v:?}")).unwrap_or_default();
+    let kind = |ty: &str| expected_kind(ty).map_or_else(|| ty.to_owned(), str::to_owned);
+    match error {
+        E::InvalidScalar { ty, .. } => at(format!("expected {}{}", kind(ty), found())),
+        E::SerdeInvalidType { expected, unexpected, .. } | E::SerdeInvalidValue { expected, unexpected, .. } => {
+            at(format!("expected {}, found {unexpected}", kind(expected)))
+        }
+        E::Unexpected { expected, .. } => at(format!("expected {}{}", kind(expected), found())),
+        E::SerdeUnknownField { field: name, expected, .. } => {
+            let known = if expected.is_empty() { "none".to_owned() } else { expected.join(", ") };
+            at(format!("unknown field `{name}` (known here: {known}); fix the spelling or remove it"))
+        }
+        E::SerdeUnknownVariant { variant, expected, .. } => {
+            at(format!("unknown value `{variant}`; use one of: {}", expected.join(", ")))
+        }
+        E::SerdeMissingField { field: name, .. } => at(format!("`{name}` is missing")),
+        E::DuplicateMappingKey { key, .. } => {
+            let key = key.clone().unwrap_or_default();
+            let line = usize::try_from(line).unwrap_or_default();
+            let path = if field.is_empty() { key.clone() } else { format!("{field}.{key}") };
+            match first_line_of_key(text, &key, line) {
+                Some(first) => format!("{path}: the key appears twice, on lines {first} and {line}; keep one"),
+                None => format!("{path}: the key appears twice (again on line {line}); keep one"),
+            }
+        }
+        E::Message { msg, .. } => at(msg.clone()),
+        other => {
+            // Syntax errors: the parser's reason, without its source excerpt.
+            let rendered = other.to_string();
+            let first = rendered.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or_default();
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            let reason = first.split_once(": ").map_or(first, |(_, reason)| reason);
+            let column = location.map(|l| l.column()).unwrap_or_default();
+            format!("line {line} column {column}: {reason}")
+        }
+    }
+}
+
 impl Config {
     /// Reads and parses `path`; unknown keys are errors.
     pub fn load(path: &Path) -> Result<Self, CliError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let cannot_read = |e: std::io::Error| {
             config_error(format!(
                 "cannot read the configuration {}: {e}; pass --config <file> (see docs/user-guide.md)",
                 path.display()
             ))
-        })?;
+        };
+        let size = std::fs::metadata(path).map_err(cannot_read)?.len();
+        if size > MAX_CONFIG_BYTES {
+            return Err(config_error(format!(
+                "the configuration {} is too large ({size} bytes; a configuration is at most {} KiB): is it the right file?",
+                path.display(),
+                MAX_CONFIG_BYTES / 1024
+            )));
+        }
+        let text = std::fs::read_to_string(path).map_err(cannot_read)?;
         Self::parse(path, &text)
     }
 
-    /// Parses `text` (read from `path`).
+    /// Parses `text` (read from `path`). Errors name the field path, its line and what was
+    /// expected there, in the configuration's words rather than the parser's.
     pub fn parse(path: &Path, text: &str) -> Result<Self, CliError> {
-        serde_saphyr::from_str(text).map_err(|e| {
-            let detail = yaml_error_line(&e.to_string());
+        let field = std::cell::RefCell::new(String::new());
+        let parsed = serde_saphyr::with_deserializer_from_str(text, |deserializer| {
+            serde_path_to_error::deserialize(deserializer).map_err(|e| {
+                *field.borrow_mut() = e.path().to_string();
+                e.into_inner()
+            })
+        });
+        parsed.map_err(|e| {
+            let detail = yaml_problem(text, &field.into_inner(), e.without_snippet());
             config_error(format!("the configuration {} is not valid: {detail}", path.display()))
         })
     }
@@ -386,13 +490,36 @@ impl Config {
         };
         let manage_keycloak = self.sites[offline.as_str()].keycloak_mode() != Some(KeycloakMode::AlreadyStopped);
         let settings = self.settings.resolve(manage_keycloak)?;
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let directory = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let base = std::path::absolute(directory).unwrap_or_else(|_| directory.to_path_buf());
+        self.resolve_paths(&base);
+        // A --journal given on the command line is relative to where the command runs.
         let journal = overrides
             .journal
             .clone()
-            .or_else(|| self.journal.clone().map(|j| base.join(j)))
-            .unwrap_or_else(|| PathBuf::from(format!("site-sync-{active}-{offline}.journal.json")));
-        Ok(Resolved { config: self, active, offline, caches, journal, settings, base })
+            .or_else(|| self.journal.clone())
+            .unwrap_or_else(|| base.join(format!("site-sync-{active}-{offline}.journal.json")));
+        Ok(Resolved { config: self, active, offline, caches, journal, settings })
+    }
+}
+
+impl Config {
+    /// Every path in the file, with `~` expanded and relative to `base`.
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut Option<PathBuf>| {
+            if let Some(path) = p.as_mut() {
+                *path = resolve_path(base, path);
+            }
+        };
+        fix(&mut self.journal);
+        fix(&mut self.lock.file);
+        for site in self.sites.values_mut() {
+            fix(&mut site.infinispan.ca_file);
+            fix(&mut site.infinispan.password_file);
+            if let Some(kubernetes) = site.kubernetes.as_mut() {
+                fix(&mut kubernetes.kubeconfig);
+            }
+        }
     }
 }
 
@@ -433,13 +560,56 @@ impl Resolved {
     }
 }
 
+/// A URL is checked when the file is read: a typo is a configuration error naming its field,
+/// not a connection error later, and a URL is printed in messages, so it may not carry a password.
+fn check_url(field: &str, text: &str) -> Result<(), CliError> {
+    let example = "write e.g. https://infinispan.example.com:11222";
+    if text.trim() != text {
+        return Err(config_error(format!("{field} {text:?} has spaces around the URL; remove them")));
+    }
+    let url = url::Url::parse(text).map_err(|e| {
+        let shown = ispn_xsite::redact::userinfo(text);
+        let why = match e {
+            url::ParseError::RelativeUrlWithoutBase => "is not a URL (no scheme)".to_owned(),
+            other => format!("is not a valid URL ({other})"),
+        };
+        config_error(format!("{field} {shown:?} {why}; {example}"))
+    })?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(config_error(format!(
+            "{field}: the URL carries credentials (user:password@...), which would be shown wherever the URL is; remove them and set `user` with `password_env` or `password_file`"
+        )));
+    }
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(config_error(format!("{field} {text:?} must start with http:// or https://")));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(config_error(format!("{field} {text:?} has no host; {example}")));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(config_error(format!("{field} {text:?} has a query or a fragment (? or #); give scheme, host and port only")));
+    }
+    Ok(())
+}
+
+/// A path from the configuration: `~` is the home directory, and a relative path is relative to
+/// the configuration file's directory (so that every command finds the same files, whatever the
+/// working directory).
+pub fn resolve_path(base: &Path, path: &Path) -> PathBuf {
+    let home = || std::env::var_os("HOME").map(PathBuf::from);
+    if let Ok(rest) = path.strip_prefix("~")
+        && let Some(home) = home()
+    {
+        return home.join(rest);
+    }
+    base.join(path)
+}
+
 impl SiteConfig {
     fn check(&self, name: &str, offline: bool) -> Result<(), CliError> {
         let ispn = &self.infinispan;
         if let Some(url) = &ispn.url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(config_error(format!("sites.{name}.infinispan.url {url:?} must start with http:// or https://")));
-            }
+            check_url(&format!("sites.{name}.infinispan.url"), url)?;
         } else if self.kubernetes.is_none() {
             return Err(config_error(format!(
                 "sites.{name}: no infinispan.url and no kubernetes section; give the URL, or the kubeconfig context to discover it"
@@ -462,10 +632,8 @@ impl SiteConfig {
             )));
         }
         for (key, value) in [("url", &self.keycloak.url), ("management_url", &self.keycloak.management_url)] {
-            if let Some(url) = value
-                && !(url.starts_with("http://") || url.starts_with("https://"))
-            {
-                return Err(config_error(format!("sites.{name}.keycloak.{key} {url:?} must start with http:// or https://")));
+            if let Some(url) = value {
+                check_url(&format!("sites.{name}.keycloak.{key}"), url)?;
             }
         }
         if !offline {
@@ -503,16 +671,15 @@ impl SiteConfig {
 }
 
 /// Reads a password from its configured source. The value never leaves the credentials object.
-pub fn password(site: &str, ispn: &InfinispanConfig, base: &Path) -> Result<Option<String>, CliError> {
+pub fn password(site: &str, ispn: &InfinispanConfig) -> Result<Option<String>, CliError> {
     if let Some(var) = &ispn.password_env {
         return std::env::var(var).map(Some).map_err(|_| {
             config_error(format!("sites.{site}.infinispan.password_env: the environment variable {var} is not set"))
         });
     }
     if let Some(file) = &ispn.password_file {
-        let path = base.join(file);
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| config_error(format!("sites.{site}.infinispan.password_file {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| config_error(format!("sites.{site}.infinispan.password_file {}: {e}", file.display())))?;
         return Ok(Some(text.lines().next().unwrap_or_default().to_owned()));
     }
     Ok(None)

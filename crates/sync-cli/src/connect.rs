@@ -18,7 +18,8 @@ use sync_core::ports::{
 use sync_core::{CacheSelection, Plan, SiteRef};
 
 use crate::config::{KeycloakMode, Resolved};
-use crate::exit::{CliError, Exit};
+use crate::exit::{CliError, Exit, both};
+use crate::inspect::{FIRST_ANSWER, first_answer};
 
 /// One connected site.
 #[derive(Debug)]
@@ -47,16 +48,16 @@ pub async fn site(resolved: &Resolved, name: &SiteName) -> Result<Site, CliError
     let ispn = &config.infinispan;
     let cluster = match &config.kubernetes {
         Some(k) => {
-            let kubeconfig = k.kubeconfig.as_ref().map(|p| resolved.base.join(p));
+            let kubeconfig = k.kubeconfig.clone();
             Some(
                 SiteCluster::from_kubeconfig(kubeconfig.as_deref(), k.context.as_deref(), k.namespace.as_deref())
                     .await
-                    .map_err(|e| CliError::new(e_exit(&e), format!("site {name}: {e}")))?,
+                    .map_err(|e| CliError::new(e_exit(&e), format!("{name}: {e}")))?,
             )
         }
         None => None,
     };
-    let user_password = match (&ispn.user, crate::config::password(name.as_str(), ispn, &resolved.base)?) {
+    let user_password = match (&ispn.user, crate::config::password(name.as_str(), ispn)?) {
         (Some(user), Some(password)) => Some((user.clone(), password)),
         _ => None,
     };
@@ -65,7 +66,7 @@ pub async fn site(resolved: &Resolved, name: &SiteName) -> Result<Site, CliError
         (None, Some(cluster), Some(k)) => {
             let found = credentials(cluster, &k.infinispan, k.credentials_secret.as_deref())
                 .await
-                .map_err(|e| CliError::new(Exit::Refused, format!("site {name}: {}", kube_error(e).message)))?;
+                .map_err(|e| CliError::new(Exit::Refused, format!("{name}: {}", kube_error(e).message)))?;
             tracing::info!(site = %name, source = %found.source, user = %found.user, "Infinispan credentials from Kubernetes");
             Credentials::new(found.user, found.password)
         }
@@ -73,7 +74,7 @@ pub async fn site(resolved: &Resolved, name: &SiteName) -> Result<Site, CliError
     };
     let tls = match (&ispn.ca_file, ispn.insecure) {
         (Some(file), _) => {
-            let path = resolved.base.join(file);
+            let path = file.clone();
             let pem = std::fs::read(&path)
                 .map_err(|e| CliError::new(Exit::Usage, format!("sites.{name}.infinispan.ca_file {}: {e}", path.display())))?;
             TlsMode::CaPem(pem)
@@ -87,7 +88,7 @@ pub async fn site(resolved: &Resolved, name: &SiteName) -> Result<Site, CliError
     let tls_configured = !matches!(tls, TlsMode::System);
     let at_site = |e: KubeError| {
         let error = kube_error(e);
-        CliError::new(error.exit, format!("site {name}: {}", error.message))
+        CliError::new(error.exit, format!("{name}: {}", error.message))
     };
     let (url, endpoint, forward) = match (&ispn.url, &cluster, &config.kubernetes) {
         (Some(url), _, _) => (url.clone(), url.clone(), None),
@@ -109,7 +110,7 @@ pub async fn site(resolved: &Resolved, name: &SiteName) -> Result<Site, CliError
     client_config.tls = tls;
     client_config.context_path = ispn.context_path.clone();
     client_config.timeout = resolved.settings.request_timeout;
-    let client = Client::new(client_config).map_err(|e| CliError::new(Exit::Usage, format!("site {name}: {e}")))?;
+    let client = Client::new(client_config).map_err(|e| CliError::new(Exit::Usage, format!("{name}: {e}")))?;
     Ok(Site { name: name.clone(), client, endpoint, cluster, _forward: forward })
 }
 
@@ -379,10 +380,32 @@ impl Connected {
     }
 }
 
-/// Connects both sites and builds the ports.
+/// How long a site's first answer may take: [`FIRST_ANSWER`], or `request_timeout` if shorter.
+pub fn first_answer_budget(resolved: &Resolved) -> Duration {
+    resolved.settings.request_timeout.min(FIRST_ANSWER)
+}
+
+/// Both sites' connections, each on its own: one that cannot be made leaves the other usable.
+pub async fn connect_each(resolved: &Resolved) -> (Result<Site, CliError>, Result<Site, CliError>) {
+    tokio::join!(site(resolved, &resolved.active), site(resolved, &resolved.offline))
+}
+
+/// Connects both sites, has each give its first answer (bounded: [`first_answer_budget`]), and
+/// builds the ports. Every site that cannot be used is named, not only the first.
 pub async fn connect(resolved: &Resolved) -> Result<Connected, CliError> {
-    let active = site(resolved, &resolved.active).await?;
-    let offline = site(resolved, &resolved.offline).await?;
+    let (active, offline) = connect_each(resolved).await;
+    let (active, offline) = both(active, offline)?;
+    let budget = first_answer_budget(resolved);
+    let reach = async |site: &Site| {
+        first_answer(&site.name, &site.endpoint, &site.client, budget).await.map(drop).map_err(|e| CliError::new(Exit::Refused, e))
+    };
+    let (a, o) = tokio::join!(reach(&active), reach(&offline));
+    both(a, o)?;
+    connected(resolved, active, offline)
+}
+
+/// The ports of two connected sites.
+pub fn connected(resolved: &Resolved, active: Site, offline: Site) -> Result<Connected, CliError> {
     let plan = plan(resolved, &active, &offline);
     let keycloak = keycloak(resolved, &offline)?;
     let lock = lock(resolved, &offline);

@@ -13,7 +13,8 @@ pub enum Exit {
     Failed,
     /// Bad usage or configuration; nothing was done.
     Usage,
-    /// A precondition or an interlock refused; nothing unsafe was done.
+    /// A precondition or an interlock refused, or a site could not be read (a read-only command
+    /// gives no verdict then); nothing unsafe was done.
     Refused,
     /// A confirmation was needed but there is no terminal and no `--yes`; nothing was done.
     ConfirmationNeeded,
@@ -49,12 +50,13 @@ pub const EXIT_CODES: &str = "Exit codes:
   0    done
   1    failed after changing something; `site-sync resume` continues (also: the post-sync command failed)
   2    bad usage or configuration; nothing was done
-  3    refused by a precondition or an interlock; nothing unsafe was done
+  3    refused by a precondition or an interlock, or a site could not be read; nothing unsafe was done
   4    confirmation needed but no terminal and no --yes; nothing was done
   5    verify/diff: the sites differ
   130  interrupted (Ctrl-C, SIGTERM) at a safe point; `site-sync resume` continues";
 
-/// An error with its exit code and a one-line message.
+/// An error with its exit code and a one-line message (and one more line for each further
+/// problem found before the command gave up: both sites can be broken at once).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct CliError {
@@ -62,11 +64,38 @@ pub struct CliError {
     pub exit: Exit,
     /// One line: the problem and the fix.
     pub message: String,
+    /// Further problems, one line each.
+    pub also: Vec<String>,
 }
 
 impl CliError {
     /// An error.
     pub fn new(exit: Exit, message: impl Into<String>) -> Self {
-        Self { exit, message: message.into() }
+        Self { exit, message: message.into(), also: Vec::new() }
+    }
+
+    /// Both errors: the first one's exit code unless the second one's is a configuration error
+    /// (which is fixed first).
+    pub fn and(mut self, other: Self) -> Self {
+        if other.exit == Exit::Usage {
+            self.exit = Exit::Usage;
+        }
+        self.also.push(other.message);
+        self.also.extend(other.also);
+        self
+    }
+
+    /// Every line of the error.
+    pub fn lines(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.message.as_str()).chain(self.also.iter().map(String::as_str))
+    }
+}
+
+/// Both results, or every error among them.
+pub fn both<A, B>(a: Result<A, CliError>, b: Result<B, CliError>) -> Result<(A, B), CliError> {
+    match (a, b) {
+        (Ok(a), Ok(b)) => Ok((a, b)),
+        (Err(e), Ok(_)) | (Ok(_), Err(e)) => Err(e),
+        (Err(first), Err(second)) => Err(first.and(second)),
     }
 }

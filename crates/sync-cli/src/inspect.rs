@@ -3,6 +3,8 @@
 //! show it; `status` also diagnoses it.
 
 use futures::StreamExt;
+use std::time::Duration;
+
 use ispn_xsite::{BackupStatus, CacheName, Client, ContainerInfo, PushStatus, SiteApi, SiteName};
 use serde::Serialize;
 use sync_core::ports::{Keycloak, KeycloakHealth, KeycloakState};
@@ -41,6 +43,8 @@ pub struct CacheRow {
     pub size_first: Option<u64>,
     /// Entries on the second site.
     pub size_second: Option<u64>,
+    /// Reads of this cache that failed, one line each (naming the site).
+    pub errors: Vec<String>,
 }
 
 /// Both sites.
@@ -52,6 +56,8 @@ pub struct PairView {
     pub second: SiteView,
     /// Per cache.
     pub caches: Vec<CacheRow>,
+    /// Reads that failed outside a cache's row (the discovery of the caches).
+    pub errors: Vec<String>,
     /// The second site's Keycloak, if read.
     pub keycloak: Option<KeycloakView>,
     /// What each site's Keycloak says about itself, where its URLs are configured.
@@ -73,85 +79,118 @@ pub enum KeycloakView {
     },
 }
 
-async fn site_view(name: &SiteName, endpoint: &str, client: &Client) -> SiteView {
-    match client.container_info().await {
-        Ok(info) => {
-            let ContainerInfo { version, local_site, sites_view, relay_node, .. } = info;
-            SiteView {
-                name: name.clone(),
-                endpoint: endpoint.to_owned(),
-                version: Some(version),
-                local_site,
-                sites_view: (relay_node || !sites_view.is_empty()).then_some(sites_view),
-                error: None,
-            }
-        }
-        Err(e) => SiteView {
-            name: name.clone(),
-            endpoint: endpoint.to_owned(),
-            version: None,
-            local_site: None,
-            sites_view: None,
-            error: Some(e.to_string()),
-        },
+/// One site as `look` is given it: its name, where it is, and its client (or why there is none:
+/// its connection could not be made).
+#[derive(Debug, Clone, Copy)]
+pub struct Reach<'a> {
+    /// Configured name.
+    pub name: &'a SiteName,
+    /// Where it is reached (for messages).
+    pub endpoint: &'a str,
+    /// The client, or why the site could not be connected.
+    pub client: Result<&'a Client, &'a str>,
+}
+
+/// How long a site may take to give its first answer before it is called unreachable: a hung
+/// server must not hold `status`, `config check` or a watcher's poll for minutes.
+pub const FIRST_ANSWER: Duration = Duration::from_secs(10);
+
+/// A site's first read (its identity, and on the way its version), bounded by `budget`.
+pub async fn first_answer(name: &SiteName, endpoint: &str, client: &Client, budget: Duration) -> Result<ContainerInfo, String> {
+    match tokio::time::timeout(budget, client.container_info()).await {
+        Ok(Ok(info)) => Ok(info),
+        Ok(Err(e)) => Err(format!("{name}: {e}")),
+        Err(_) => Err(format!(
+            "{name}: {endpoint}: no answer, timed out after {} s; check that Infinispan runs and answers there",
+            budget.as_secs_f64()
+        )),
     }
+}
+
+async fn site_view(site: Reach<'_>, budget: Duration) -> SiteView {
+    let mut view = SiteView {
+        name: site.name.clone(),
+        endpoint: site.endpoint.to_owned(),
+        version: None,
+        local_site: None,
+        sites_view: None,
+        error: None,
+    };
+    let client = match site.client {
+        Ok(client) => client,
+        Err(why) => {
+            view.error = Some(why.to_owned());
+            return view;
+        }
+    };
+    match first_answer(site.name, site.endpoint, client, budget).await {
+        Ok(ContainerInfo { version, local_site, sites_view, relay_node, .. }) => {
+            view.version = Some(version);
+            view.local_site = local_site;
+            view.sites_view = (relay_node || !sites_view.is_empty()).then_some(sites_view);
+        }
+        Err(e) => view.error = Some(e),
+    }
+    view
 }
 
 fn status_word(status: &BackupStatus) -> String {
     status.as_str().to_owned()
 }
 
-async fn replicated_caches(client: &Client, other: &SiteName) -> Vec<CacheName> {
-    let Ok(names) = client.cache_names().await else { return Vec::new() };
+/// The caches `client` replicates to `other` (internal caches aside). Every read must succeed:
+/// a list built from the reads that happened to work would be a verdict about data not read.
+pub async fn replicated_caches(name: &SiteName, client: &Client, other: &SiteName) -> Result<Vec<CacheName>, String> {
+    let names = client.cache_names().await.map_err(|e| format!("{name}: cannot list its caches: {e}"))?;
     let mut out = Vec::new();
-    for name in names.into_iter().filter(|n| !n.as_str().starts_with("___")) {
-        if client.cache_backups(&name).await.is_ok_and(|b| b.contains_key(other)) {
-            out.push(name);
+    for cache in names.into_iter().filter(|n| !n.as_str().starts_with("___")) {
+        let backups = client.cache_backups(&cache).await.map_err(|e| format!("{name}: cannot read the backups of {cache}: {e}"))?;
+        if backups.contains_key(other) {
+            out.push(cache);
         }
     }
-    out
+    Ok(out)
 }
 
 /// Reads both sites. `caches`: which to show (default: every cache either site replicates to
-/// the other).
+/// the other). Reads that fail are kept in the view (its `error`s), never left out silently.
 pub async fn look(
-    (first_name, first_endpoint, first): (&SiteName, &str, &Client),
-    (second_name, second_endpoint, second): (&SiteName, &str, &Client),
+    first: Reach<'_>,
+    second: Reach<'_>,
     caches: Option<&[CacheName]>,
     keycloak: Option<&impl Keycloak>,
+    budget: Duration,
 ) -> PairView {
-    let (first_view, second_view) =
-        tokio::join!(site_view(first_name, first_endpoint, first), site_view(second_name, second_endpoint, second));
+    let (first_view, second_view) = tokio::join!(site_view(first, budget), site_view(second, budget));
+    // A site that gave no first answer is not asked anything else: each further read would wait
+    // out its own timeout to say the same thing.
+    let first_client = first.client.ok().filter(|_| first_view.error.is_none());
+    let second_client = second.client.ok().filter(|_| second_view.error.is_none());
+    let (second_name, first_name) = (second.name, first.name);
+    let mut errors = Vec::new();
     let caches: Vec<CacheName> = match caches {
         Some(list) => list.to_vec(),
         None => {
-            let (mut a, b) = tokio::join!(replicated_caches(first, second_name), replicated_caches(second, first_name));
-            a.extend(b);
-            a.sort();
-            a.dedup();
-            a
+            let discover = async |client: Option<&Client>, me: &SiteName, other: &SiteName| match client {
+                Some(client) => replicated_caches(me, client, other).await,
+                None => Ok(Vec::new()),
+            };
+            let (a, b) =
+                tokio::join!(discover(first_client, first_name, second_name), discover(second_client, second_name, first_name));
+            let mut all = Vec::new();
+            for found in [a, b] {
+                match found {
+                    Ok(list) => all.extend(list),
+                    Err(e) => errors.push(e),
+                }
+            }
+            all.sort();
+            all.dedup();
+            all
         }
     };
     let rows = futures::stream::iter(caches)
-        .map(|cache| async move {
-            let (forward, backward, push_forward, push_backward, size_first, size_second) = tokio::join!(
-                first.cache_backups(&cache),
-                second.cache_backups(&cache),
-                first.push_state_status(&cache),
-                second.push_state_status(&cache),
-                first.size(&cache),
-                second.size(&cache),
-            );
-            CacheRow {
-                forward: forward.ok().and_then(|m| m.get(second_name).map(status_word)),
-                backward: backward.ok().and_then(|m| m.get(first_name).map(status_word)),
-                push_forward: push_forward.ok().and_then(|r| r.for_site(second_name)),
-                push_backward: push_backward.ok().and_then(|r| r.for_site(first_name)),
-                size_first: size_first.ok(),
-                size_second: size_second.ok(),
-                cache,
-            }
-        })
+        .map(|cache| async move { cache_row(cache, (first_name, first_client), (second_name, second_client)).await })
         .buffered(4)
         .collect()
         .await;
@@ -163,17 +202,67 @@ pub async fn look(
         }),
         None => None,
     };
-    PairView { first: first_view, second: second_view, caches: rows, keycloak, keycloak_health: Vec::new() }
+    PairView { first: first_view, second: second_view, caches: rows, errors, keycloak, keycloak_health: Vec::new() }
+}
+
+/// A read of a site that may have no client: `None` when it was not asked.
+async fn ask<'a, T>(client: Option<&'a Client>, read: impl AsyncFnOnce(&'a Client) -> ispn_xsite::Result<T>) -> Option<ispn_xsite::Result<T>> {
+    match client {
+        Some(client) => Some(read(client).await),
+        None => None,
+    }
+}
+
+/// One cache on both sites; a site without a client is not asked.
+async fn cache_row(
+    cache: CacheName,
+    (first_name, first): (&SiteName, Option<&Client>),
+    (second_name, second): (&SiteName, Option<&Client>),
+) -> CacheRow {
+    let (forward, backward, push_forward, push_backward, size_first, size_second) = tokio::join!(
+        ask(first, async |c| c.cache_backups(&cache).await),
+        ask(second, async |c| c.cache_backups(&cache).await),
+        ask(first, async |c| c.push_state_status(&cache).await),
+        ask(second, async |c| c.push_state_status(&cache).await),
+        ask(first, async |c| c.size(&cache).await),
+        ask(second, async |c| c.size(&cache).await),
+    );
+    let mut errors = Vec::new();
+    let mut keep = |site: &SiteName, what: &str, failed: Option<&ispn_xsite::Error>| {
+        if let Some(e) = failed {
+            errors.push(format!("{site}: cannot read the {what} of {cache}: {e}"));
+        }
+    };
+    keep(first_name, "backup status", forward.as_ref().and_then(|r| r.as_ref().err()));
+    keep(second_name, "backup status", backward.as_ref().and_then(|r| r.as_ref().err()));
+    keep(first_name, "push status", push_forward.as_ref().and_then(|r| r.as_ref().err()));
+    keep(second_name, "push status", push_backward.as_ref().and_then(|r| r.as_ref().err()));
+    keep(first_name, "size", size_first.as_ref().and_then(|r| r.as_ref().err()));
+    keep(second_name, "size", size_second.as_ref().and_then(|r| r.as_ref().err()));
+    CacheRow {
+        forward: forward.and_then(Result::ok).and_then(|m| m.get(second_name).map(status_word)),
+        backward: backward.and_then(Result::ok).and_then(|m| m.get(first_name).map(status_word)),
+        push_forward: push_forward.and_then(Result::ok).and_then(|r| r.for_site(second_name)),
+        push_backward: push_backward.and_then(Result::ok).and_then(|r| r.for_site(first_name)),
+        size_first: size_first.and_then(Result::ok),
+        size_second: size_second.and_then(Result::ok),
+        errors,
+        cache,
+    }
 }
 
 /// What the state of the pair means.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "diagnosis")]
 pub enum Diagnosis {
-    /// A site cannot be read.
+    /// A site, or something of it, could not be read: no verdict.
     Unreachable {
         /// Which.
         site: SiteName,
+        /// What failed, naming the site.
+        error: String,
+        /// How many more reads failed (shown above the diagnosis).
+        more: usize,
     },
     /// The sites do not see each other.
     LinkDown,
@@ -201,7 +290,10 @@ impl Diagnosis {
     /// One line for people.
     pub fn text(&self, first: &SiteName, second: &SiteName) -> String {
         match self {
-            Self::Unreachable { site } => format!("cannot read {site}: see the error above"),
+            Self::Unreachable { error, more: 0, .. } => format!("no verdict: cannot read {error}"),
+            Self::Unreachable { error, more, .. } => {
+                format!("no verdict: cannot read {error} (and {more} more failed read(s), above)")
+            }
             Self::LinkDown => format!("link down: {first} and {second} do not see each other across the bridge"),
             Self::SplitBrain => format!(
                 "split brain: {first} and {second} each have the other offline; synchronize the stale site with `site-sync run`"
@@ -221,10 +313,18 @@ impl Diagnosis {
 
 /// Diagnoses a view.
 pub fn diagnose(view: &PairView) -> Diagnosis {
-    for site in [&view.first, &view.second] {
-        if site.error.is_some() {
-            return Diagnosis::Unreachable { site: site.name.clone() };
-        }
+    let sites = [&view.first, &view.second];
+    let failed: Vec<(&SiteName, &String)> = sites
+        .iter()
+        .filter_map(|s| s.error.as_ref().map(|e| (&s.name, e)))
+        .chain(view.errors.iter().chain(view.caches.iter().flat_map(|c| &c.errors)).map(|error| {
+            let site = sites.iter().map(|s| &s.name).find(|s| error.starts_with(&format!("{s}:"))).unwrap_or(&view.first.name);
+            (site, error)
+        }))
+        .collect();
+    if let Some((site, error)) = failed.first() {
+        let error = if error.starts_with(&format!("{site}:")) { (*error).clone() } else { format!("{site}: {error}") };
+        return Diagnosis::Unreachable { site: (*site).clone(), error, more: failed.len() - 1 };
     }
     let sees = |site: &SiteView, other: &SiteName| site.sites_view.as_ref().is_none_or(|v| v.iter().any(|s| s == other.as_str()));
     let offline = |s: &Option<String>| s.as_deref().is_some_and(|s| s != "online");
@@ -259,7 +359,7 @@ pub fn render(view: &PairView) -> Vec<String> {
     let mut lines = Vec::new();
     for site in [&view.first, &view.second] {
         let detail = match &site.error {
-            Some(error) => format!("UNREACHABLE: {error}"),
+            Some(error) => format!("UNREACHABLE: {}", error.strip_prefix(&format!("{}: ", site.name)).unwrap_or(error)),
             None => format!(
                 "Infinispan {}, reports '{}', sees [{}]",
                 cell(&site.version),
@@ -290,6 +390,9 @@ pub fn render(view: &PairView) -> Vec<String> {
             cell(&row.size_first),
             cell(&row.size_second)
         ));
+    }
+    for error in view.errors.iter().chain(view.caches.iter().flat_map(|c| &c.errors)) {
+        lines.push(format!("  ! {error}"));
     }
     if let Some(keycloak) = &view.keycloak {
         lines.push(match keycloak {

@@ -16,7 +16,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use ispn_xsite::{CacheName, PushStatus};
+use ispn_xsite::{CacheName, PushStatus, SiteName};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -28,9 +28,9 @@ use sync_core::ports::JournalStore;
 
 use crate::cli::Cli;
 use crate::config::Resolved;
-use crate::connect::{Connected, connect};
+use crate::connect::{FileJournal, Site, first_answer_budget, site};
 use crate::exit::{CliError, Exit};
-use crate::inspect::{Diagnosis, PairView, diagnose, look};
+use crate::inspect::{Diagnosis, PairView, Reach, diagnose, look};
 
 /// Every diagnosis, as the `state` label of `site_sync_diagnosis`.
 pub const DIAGNOSES: [&str; 7] = ["unreachable", "link-down", "split-brain", "one-sided", "syncing", "healthy", "diverged"];
@@ -424,10 +424,19 @@ pub struct Options {
     pub heal: Option<Heal>,
 }
 
+/// One site as the watcher holds it: connected, or not (yet, or again after it failed).
+struct Slot {
+    name: SiteName,
+    connection: Option<Site>,
+    /// Why the last connection attempt failed.
+    failed: Option<String>,
+}
+
 /// The watcher's state between polls.
 struct Watcher<'a> {
     resolved: &'a Resolved,
-    connected: Connected,
+    slots: [Slot; 2],
+    journal: FileJournal,
     metrics: Metrics,
     caches: Option<Vec<CacheName>>,
     polls: u64,
@@ -435,23 +444,69 @@ struct Watcher<'a> {
 }
 
 impl Watcher<'_> {
+    /// Connects every site that has no connection. A site whose API server, credentials Secret or
+    /// port-forward cannot be had now is a state (`site_up 0`), tried again at the next poll; a
+    /// configuration error at the first attempt ends the watcher before it serves anything.
+    async fn connect(&mut self, first: bool) -> Result<(), CliError> {
+        let resolved = self.resolved;
+        let attempts = self.slots.iter().map(|slot| async move {
+            match &slot.connection {
+                Some(_) => None,
+                None => Some(site(resolved, &slot.name).await),
+            }
+        });
+        let results = futures::future::join_all(attempts).await;
+        for (slot, result) in self.slots.iter_mut().zip(results) {
+            match result {
+                None => {}
+                Some(Ok(site)) => {
+                    slot.connection = Some(site);
+                    slot.failed = None;
+                }
+                Some(Err(e)) if first && e.exit == Exit::Usage => return Err(e),
+                Some(Err(e)) => {
+                    self.metrics.error(slot.name.as_str(), "connect");
+                    slot.failed = Some(e.message);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// One poll: a fixed set of reads, never a write. Returns the diagnosis, what a heal needs to
     /// know of it, and the diagnosis in words (with the error of a site that could not be read).
     async fn poll(&mut self) -> (Diagnosis, PairState, String) {
         let started = Instant::now();
+        let _ = self.connect(false).await;
         let (a, o) = (&self.resolved.active, &self.resolved.offline);
         let rediscover = self.caches.is_none() || self.polls.is_multiple_of(REDISCOVER_EVERY);
         let caches = if rediscover { self.resolved.caches.clone() } else { self.caches.clone() };
+        let endpoints = self.slots.each_ref().map(|slot| match &slot.connection {
+            Some(site) => site.endpoint.clone(),
+            None => crate::commands::configured_endpoint(self.resolved, &slot.name),
+        });
+        fn reach<'a>(slot: &'a Slot, endpoint: &'a str) -> Reach<'a> {
+            let why = slot.failed.as_deref().unwrap_or("not connected");
+            Reach { name: &slot.name, endpoint, client: slot.connection.as_ref().map(|s| &s.client).ok_or(why) }
+        }
         let view = look(
-            (a, &self.connected.plan.active.endpoint, &self.connected.ports.active),
-            (o, &self.connected.plan.offline.endpoint, &self.connected.ports.offline),
+            reach(&self.slots[0], &endpoints[0]),
+            reach(&self.slots[1], &endpoints[1]),
             caches.as_deref(),
             None::<&crate::connect::AnyKeycloak>,
+            first_answer_budget(self.resolved),
         )
         .await;
+        // A connection through Kubernetes whose site stopped answering is made again at the next
+        // poll: the API server may have come back with a new pod to forward to, or new credentials.
+        for (slot, site_view) in self.slots.iter_mut().zip([&view.first, &view.second]) {
+            if site_view.error.is_some() && slot.connection.as_ref().is_some_and(|s| s.cluster.is_some()) {
+                slot.connection = None;
+            }
+        }
         let diagnosis = diagnose(&view);
         // The link counts as up only when both sites said they see each other.
-        let sees = |site: &crate::inspect::SiteView, other: &ispn_xsite::SiteName| {
+        let sees = |site: &crate::inspect::SiteView, other: &SiteName| {
             site.sites_view.as_ref().is_some_and(|v| v.iter().any(|s| s == other.as_str()))
         };
         let link_up = sees(&view.first, &view.second.name) && sees(&view.second, &view.first.name);
@@ -461,15 +516,10 @@ impl Watcher<'_> {
             _ => PairState::Other,
         };
         let complete = self.metrics.record(&view, &diagnosis);
-        let mut said = diagnosis.text(a, o);
-        if let Diagnosis::Unreachable { site } = &diagnosis
-            && let Some(error) = [&view.first, &view.second].into_iter().find(|s| &s.name == site).and_then(|s| s.error.as_ref())
-        {
-            said = format!("cannot read {site}: {error}");
-        }
+        let said = diagnosis.text(a, o);
         // Keep the cache list only from a poll that read both sites.
         self.caches = complete.then(|| view.caches.iter().map(|c| c.cache.clone()).collect());
-        match self.connected.ports.journal.load().await {
+        match self.journal.load().await {
             Ok(journal) => {
                 self.metrics.record_journal(journal.as_ref());
                 self.last_run = match journal.as_ref().map(|j| &j.finished) {
@@ -505,11 +555,20 @@ pub async fn watch(resolved: &Resolved, options: Options) -> Result<Exit, CliErr
     if once && heal.is_some() {
         return Err(CliError::new(Exit::Usage, "--heal needs the long-running watch: drop --once"));
     }
-    let connected = connect(resolved).await?;
     let metrics = Metrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
-    let mut watcher = Watcher { resolved, connected, metrics, caches: None, polls: 0, last_run: LastRun::None };
+    let slot = |name: &SiteName| Slot { name: name.clone(), connection: None, failed: None };
+    let mut watcher = Watcher {
+        resolved,
+        slots: [slot(&resolved.active), slot(&resolved.offline)],
+        journal: FileJournal::new(resolved.journal.clone()),
+        metrics,
+        caches: None,
+        polls: 0,
+        last_run: LastRun::None,
+    };
+    watcher.connect(true).await?;
     if once {
         watcher.poll().await;
         print!("{}", encode(&registry));
