@@ -89,6 +89,16 @@ impl ModelSite {
             Some(RequestFault::Unauthorized) => {
                 return Err(Error::from_answer(&self.endpoint, &what, ADMIN_USER, 401, "", subject));
             }
+            Some(RequestFault::ServerError) => {
+                return Err(Error::from_answer(&self.endpoint, &what, ADMIN_USER, 500, "fake-ispn: injected 500", subject));
+            }
+            Some(RequestFault::Garbage) => {
+                return Err(Error::Protocol {
+                    endpoint: self.endpoint.clone(),
+                    what,
+                    detail: "expected value at line 1 column 1 in \"<html><body>fake-ispn: not what was asked for</body></html>\"".to_owned(),
+                });
+            }
             Some(RequestFault::Timeout) => return Err(timeout()),
             Some(RequestFault::TimeoutAfter(after)) => {
                 *takes = after;

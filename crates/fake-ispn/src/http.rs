@@ -239,6 +239,12 @@ async fn handle(State(service): State<Arc<SiteService>>, request: axum::extract:
             reply.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"default\""));
             return reply;
         }
+        Some(RequestFault::ServerError) => {
+            return respond(Reply::Text(StatusCode::INTERNAL_SERVER_ERROR, "fake-ispn: injected 500".to_owned()));
+        }
+        Some(RequestFault::Garbage) => {
+            return respond(Reply::Text(StatusCode::OK, "<html><body>fake-ispn: not what was asked for</body></html>".to_owned()));
+        }
         Some(RequestFault::Timeout | RequestFault::TimeoutAfter(_)) => {
             stall(&service).await;
             return respond(Reply::Text(StatusCode::SERVICE_UNAVAILABLE, "fake-ispn: stalled request".to_owned()));

@@ -80,6 +80,10 @@ pub enum RequestFault {
     LostAnswer,
     /// Answer 401 without doing anything: the credentials were changed under a running client.
     Unauthorized,
+    /// Answer 500 without doing anything: the server failed.
+    ServerError,
+    /// Answer 200 with a body that is not the JSON asked for (a proxy's error page).
+    Garbage,
 }
 
 /// Faults that change how a cache's backups behave.
@@ -245,6 +249,8 @@ struct Site {
     up: bool,
     caches: BTreeMap<CacheName, Cache>,
     request_faults: VecDeque<RequestFault>,
+    /// After this many more requests, every request meets this fault.
+    lasting_fault: Option<(usize, RequestFault)>,
 }
 
 impl Site {
@@ -287,7 +293,7 @@ impl World {
         let sites = spec
             .sites
             .iter()
-            .map(|s| Site { spec: s.clone(), up: true, caches: Self::fresh_caches(s, &index), request_faults: VecDeque::new() })
+            .map(|s| Site { spec: s.clone(), up: true, caches: Self::fresh_caches(s, &index), request_faults: VecDeque::new(), lasting_fault: None })
             .collect();
         Self {
             sites,
@@ -410,7 +416,18 @@ impl World {
 
     /// Takes the next injected request fault of site `site`, if any.
     pub fn next_request_fault(&mut self, site: usize) -> Option<RequestFault> {
-        self.sites[site].request_faults.pop_front()
+        let site = &mut self.sites[site];
+        if let Some(fault) = site.request_faults.pop_front() {
+            return Some(fault);
+        }
+        match &mut site.lasting_fault {
+            Some((0, fault)) => Some(*fault),
+            Some((passes, _)) => {
+                *passes -= 1;
+                None
+            }
+            None => None,
+        }
     }
 
     // ----- control (tests, demo, simulation) ----------------------------------------------------
@@ -450,6 +467,12 @@ impl World {
         s.caches = Self::fresh_caches(&s.spec, &index);
         s.request_faults.clear();
         s.up = true;
+    }
+
+    /// After `after` more requests, every request to site `site` meets `fault`: a site that breaks
+    /// in the middle of a command and stays broken. Queued faults come first.
+    pub fn fail_requests_from(&mut self, site: usize, after: usize, fault: RequestFault) {
+        self.sites[site].lasting_fault = Some((after, fault));
     }
 
     /// Queues request faults for site `site`: the next requests meet them in order.

@@ -6,10 +6,44 @@ use std::borrow::Cow;
 /// What replaces the user information of a URL.
 pub const REDACTED: &str = "<redacted>";
 
-/// `text` with the user information of every URL in it (`scheme://user:password@host`)
-/// replaced by [`REDACTED`]. Text without such a URL is returned as it is.
+/// `text` with the user information of every URL in it (`scheme://user:password@host`, or an
+/// authority `user:password@host` on its own) replaced by [`REDACTED`]. Text without such a URL is returned as it is.
 pub fn userinfo(text: &str) -> Cow<'_, str> {
-    if !text.contains("://") || !text.contains('@') {
+    if !text.contains('@') {
+        return Cow::Borrowed(text);
+    }
+    match in_urls(text) {
+        Cow::Borrowed(text) => in_authorities(text),
+        Cow::Owned(text) => Cow::Owned(in_authorities(&text).into_owned()),
+    }
+}
+
+/// `user:password@host` without a scheme, as HTTP clients print a connection's authority.
+fn in_authorities(text: &str) -> Cow<'_, str> {
+    let boundary = |c: char| c.is_whitespace() || matches!(c, '(' | ')' | '"' | '\'' | ',' | '=' | '[' | '/' | '<' | '>' | '`');
+    let mut out = String::new();
+    let mut copied = 0;
+    for (at, _) in text.match_indices('@') {
+        if at < copied {
+            continue;
+        }
+        let start = text[..at].rfind(boundary).map_or(0, |i| i + 1).max(copied);
+        let user = &text[start..at];
+        if user.contains(':') && !user.is_empty() {
+            out.push_str(&text[copied..start]);
+            out.push_str(REDACTED);
+            copied = at;
+        }
+    }
+    if copied == 0 {
+        return Cow::Borrowed(text);
+    }
+    out.push_str(&text[copied..]);
+    Cow::Owned(out)
+}
+
+fn in_urls(text: &str) -> Cow<'_, str> {
+    if !text.contains("://") {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len());
@@ -44,5 +78,7 @@ mod tests {
         assert_eq!(userinfo("mail a@b.c, see http://host/x@y"), "mail a@b.c, see http://host/x@y");
         assert_eq!(userinfo("http://p:a@ss@host:1"), "http://<redacted>@host:1");
         assert_eq!(userinfo("no url here"), "no url here");
+        assert_eq!(userinfo(r#"pool key ("http", admin:s3cret@127.0.0.1:80)"#), r#"pool key ("http", <redacted>@127.0.0.1:80)"#);
+        assert_eq!(userinfo("write to ops@example.com"), "write to ops@example.com");
     }
 }

@@ -84,8 +84,9 @@ pub enum KubeError {
 
 /// How long the API server may take to accept a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the API server may take to answer a request (a request, not a port-forward's stream).
-pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the API server may take to answer a request (a request, not a port-forward's stream):
+/// every call site-sync makes is a small read or patch, answered in milliseconds.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A client bound to one site's cluster and namespace.
 #[derive(Clone)]
@@ -114,9 +115,11 @@ impl SiteCluster {
     pub async fn from_kubeconfig(path: Option<&Path>, context: Option<&str>, namespace: Option<&str>) -> Result<Self, KubeError> {
         let kubeconfig = match path {
             Some(path) => {
-                Kubeconfig::read_from(path).map_err(|e| KubeError::Config(format!("cannot read {}: {e}", path.display())))?
+                Kubeconfig::read_from(path).map_err(|e| KubeError::Config(format!("cannot read {}: {}", path.display(), root(&e))))?
             }
-            None => Kubeconfig::read().map_err(|e| KubeError::Config(format!("cannot read the default kubeconfig: {e}")))?,
+            None => Kubeconfig::read().map_err(|e| {
+                KubeError::Config(format!("cannot read the default kubeconfig ($KUBECONFIG or ~/.kube/config): {}", root(&e)))
+            })?,
         };
         let name = context.map(str::to_owned).or_else(|| kubeconfig.current_context.clone()).unwrap_or_default();
         if !kubeconfig.contexts.iter().any(|c| c.name == name) {
@@ -189,6 +192,16 @@ impl SiteCluster {
             cause,
         }
     }
+}
+
+/// The innermost cause of an error (what the file system or the parser said), without the
+/// layers that only repeat which call failed.
+fn root(error: &dyn std::error::Error) -> String {
+    let mut cause = error;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    cause.to_string()
 }
 
 /// What stopped a request from being answered, in words that say what to check; never the

@@ -45,7 +45,7 @@ pub struct Cli {
     pub journal: Option<PathBuf>,
 
     /// Limit of each REST call (e.g. 30s).
-    #[arg(long, global = true, value_parser = humantime::parse_duration)]
+    #[arg(long, global = true, value_parser = duration)]
     pub request_timeout: Option<Duration>,
 
     /// More log output (-v info, -vv debug); RUST_LOG overrides.
@@ -87,6 +87,11 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// A duration on the command line (`30s`, `500ms`, `5m`), with the fix in its error.
+fn duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|_| format!("{text:?} is not a duration; write e.g. 500ms, 30s, 5m"))
 }
 
 fn verify_level(text: &str) -> Result<VerifyLevel, String> {
@@ -142,7 +147,7 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:9464")]
         listen: std::net::SocketAddr,
         /// Time between two polls (at least 1s).
-        #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "15s", value_parser = duration)]
         interval: Duration,
         /// Poll once, print the metrics on stdout and exit.
         #[arg(long)]
@@ -152,10 +157,10 @@ pub enum Command {
         #[arg(long)]
         heal: bool,
         /// How long a split brain must last before --heal acts.
-        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "5m", value_parser = duration)]
         heal_hold: Duration,
         /// The least time between two heals' starts.
-        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "1h", value_parser = duration)]
         heal_interval: Duration,
     },
     /// Run the whole procedure against an embedded simulated pair (no setup needed).

@@ -302,6 +302,10 @@ pub async fn status(format: Format, resolved: &Resolved) -> Result<Exit, CliErro
             println!("{line}");
         }
         println!("Diagnosis: {}", diagnosis.text(a, o));
+        // What could not be read, where errors go, for whoever reads only stderr or the exit code.
+        for error in view.failed_reads() {
+            eprintln!("site-sync: {error}");
+        }
     }
     Ok(exit)
 }

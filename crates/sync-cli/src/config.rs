@@ -570,7 +570,7 @@ fn check_url(field: &str, text: &str) -> Result<(), CliError> {
     let url = url::Url::parse(text).map_err(|e| {
         let shown = ispn_xsite::redact::userinfo(text);
         let why = match e {
-            url::ParseError::RelativeUrlWithoutBase => "is not a URL (no scheme)".to_owned(),
+            url::ParseError::RelativeUrlWithoutBase => "must start with http:// or https://".to_owned(),
             other => format!("is not a valid URL ({other})"),
         };
         config_error(format!("{field} {shown:?} {why}; {example}"))

@@ -364,7 +364,7 @@ impl Connected {
         let mut wanted = Vec::new();
         let mut cluster = None;
         if let Backend::Kube(keycloak) = &self.ports.keycloak.backend {
-            wanted.extend(keycloak.permissions().await.map_err(|e| CliError::new(e_exit(&e), format!("site {offline}: {e}")))?);
+            wanted.extend(keycloak.permissions().await.map_err(|e| CliError::new(e_exit(&e), format!("{offline}: {e}")))?);
             cluster = Some(keycloak.cluster());
         }
         if let AnyLock::Lease(lease) = &self.ports.lock {
@@ -374,7 +374,7 @@ impl Connected {
         match cluster {
             Some(cluster) => keycloak_scale::access::check(cluster, &wanted)
                 .await
-                .map_err(|e| CliError::new(Exit::Refused, format!("site {offline}: {e}"))),
+                .map_err(|e| CliError::new(Exit::Refused, format!("{offline}: {e}"))),
             None => Ok(()),
         }
     }

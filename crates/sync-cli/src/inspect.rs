@@ -251,6 +251,25 @@ async fn cache_row(
     }
 }
 
+impl PairView {
+    /// Every read that failed, one line each, naming its site.
+    pub fn failed_reads(&self) -> Vec<String> {
+        let sites = [&self.first, &self.second];
+        let mut lines: Vec<String> = sites
+            .iter()
+            .filter_map(|s| {
+                let error = s.error.as_ref()?;
+                Some(if error.starts_with(&format!("{}:", s.name)) { error.clone() } else { format!("{}: {error}", s.name) })
+            })
+            .collect();
+        lines.extend(self.errors.iter().chain(self.caches.iter().flat_map(|c| &c.errors)).cloned());
+        if let Some(KeycloakView::Error { message }) = &self.keycloak {
+            lines.push(format!("{}: cannot read Keycloak: {message}", self.second.name));
+        }
+        lines
+    }
+}
+
 /// What the state of the pair means.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "diagnosis")]

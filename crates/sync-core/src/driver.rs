@@ -550,11 +550,14 @@ where
                     record(obs, probe, Fact::Sizes(sizes));
                 }
                 Ok(fact) => record(obs, probe, fact),
-                Err((side, error)) if error.is_transient() || matches!(error, Error::Server { .. }) => {
+                Err(Unread::Site(side, error)) if error.is_transient() || matches!(error, Error::Server { .. }) => {
                     transient = Some((side, error));
                 }
-                Err((side, error)) => {
-                    let message = error.to_string();
+                Err(unread) => {
+                    let (side, message) = match unread {
+                        Unread::Site(side, error) => (side, error.to_string()),
+                        Unread::Keycloak(message) => (Side::Offline, message),
+                    };
                     return Err(if journal.step == Step::Preflight {
                         RunOutcome::Refused(Refusal::SiteUnusable { side, message })
                     } else {
@@ -592,9 +595,9 @@ where
         Ok(())
     }
 
-    async fn probe(&self, probe: &Probe) -> Result<Fact, (Side, Error)> {
+    async fn probe(&self, probe: &Probe) -> ProbeResult {
         let (active, offline) = (&self.ports.active, &self.ports.offline);
-        let on = |side: Side| move |e: Error| (side, e);
+        let on = |side: Side| move |e: Error| Unread::Site(side, e);
         Ok(match probe {
             Probe::Site { side } => Fact::Site(self.site(*side).container_info().await.map_err(on(*side))?.into()),
             Probe::Backups { side } => {
@@ -608,7 +611,7 @@ where
                     let targets = match site.cache_backups(&cache).await {
                         Ok(map) => map.into_keys().collect(),
                         Err(Error::NoBackups { .. }) => Vec::new(),
-                        Err(e) => return Err((*side, e)),
+                        Err(e) => return Err(Unread::Site(*side, e)),
                     };
                     map.insert(cache, targets);
                 }
@@ -633,18 +636,19 @@ where
                 // Writes on the active site during the read show up as differences that a second
                 // read, a moment later, no longer shows.
                 let pause = self.ports.clock.sleep(self.plan.settings.poll_interval);
-                Fact::Content(check_content(active, offline, cache, self.plan.settings.verify, pause).await?)
-            }
-            Probe::Keycloak => Fact::Keycloak(self.ports.keycloak.observe().await.map_err(|e| {
-                (
-                    Side::Offline,
-                    Error::Protocol {
-                        endpoint: self.ports.keycloak.describe(),
-                        what: "Keycloak".to_owned(),
-                        detail: e.to_string(),
-                    },
+                Fact::Content(
+                    check_content(active, offline, cache, self.plan.settings.verify, pause)
+                        .await
+                        .map_err(|(side, e)| Unread::Site(side, e))?,
                 )
-            })?),
+            }
+            Probe::Keycloak => Fact::Keycloak(
+                self.ports
+                    .keycloak
+                    .observe()
+                    .await
+                    .map_err(|e| Unread::Keycloak(format!("Keycloak ({}): {e}", self.ports.keycloak.describe())))?,
+            ),
         })
     }
 
@@ -834,7 +838,13 @@ fn retry_reason(action: &Action, journal: &Journal) -> String {
     }
 }
 
-type ProbeResult = Result<Fact, (Side, Error)>;
+type ProbeResult = Result<Fact, Unread>;
+
+/// A read that failed: a site's, or the offline site's Keycloak's.
+enum Unread {
+    Site(Side, Error),
+    Keycloak(String),
+}
 
 /// One probe's answer.
 enum Fact {

@@ -88,6 +88,8 @@ struct KubeState {
     services: BTreeMap<(String, String), Value>,
     leases: BTreeMap<(String, String), Value>,
     forbidden: BTreeSet<(String, String)>,
+    /// Every request is answered 401, as for an expired token.
+    unauthorized: bool,
     timing: Timing,
     stuck_pods: usize,
     forward: BTreeMap<(String, String), SocketAddr>,
@@ -251,6 +253,7 @@ impl FakeKube {
                 services: BTreeMap::new(),
                 leases: BTreeMap::new(),
                 forbidden: BTreeSet::new(),
+                unauthorized: false,
                 timing: Timing::default(),
                 stuck_pods: 0,
                 forward: BTreeMap::new(),
@@ -368,6 +371,12 @@ impl FakeKube {
     /// Denies `verb` on `resource` (`patch`, `keycloaks/scale`) with 403.
     pub fn forbid(self, verb: &str, resource: &str) -> Self {
         self.lock().forbidden.insert((verb.to_owned(), resource.to_owned()));
+        self
+    }
+
+    /// Answers every request 401, as the API server does for an expired or revoked token.
+    pub fn unauthorized(self) -> Self {
+        self.lock().unauthorized = true;
         self
     }
 
@@ -505,6 +514,9 @@ async fn guard(State(kube): State<FakeKube>, request: axum::extract::Request, ne
         let mut s = kube.lock();
         s.requests.push(format!("{} {}", request.method(), request.uri()));
         s.reconcile();
+        if s.unauthorized {
+            return status(401, "Unauthorized", "Unauthorized".to_owned());
+        }
         if s.forbidden.contains(&(verb.to_owned(), resource.clone())) {
             let (kind, sub) = resource.split_once('/').unwrap_or((&resource, ""));
             let what = if sub.is_empty() { kind.to_owned() } else { format!("{kind}/{sub}") };

@@ -2,6 +2,7 @@
 //! exit code, and leaves both sites and both clusters exactly as they were.
 
 use fake_ispn::{AuthMechanism, ClusterSpec};
+use keycloak_scale::fake::FakeKube;
 
 use crate::support::*;
 
@@ -9,16 +10,25 @@ const USAGE: i32 = 2;
 const REFUSED: i32 = 3;
 const NEEDS_CONFIRMATION: i32 = 4;
 
-async fn expect(env: &Env, args: &[&str], code: i32, fragment: &str) {
+/// Runs `args`, checks the exit code and that nothing changed on either site or cluster, and
+/// returns the error lines (`site-sync: ` lines, or clap's `error: ` line) with the scratch
+/// directory and ports replaced, for the row's snapshot.
+async fn errors_of(env: &Env, args: &[&str], code: i32) -> String {
     let before = env.state();
     let out = env.run(args).await;
     assert_eq!(out.code, code, "wrong exit code; stderr:\n{}", out.stderr);
-    // Our errors are one `site-sync: ` line; clap's usage errors are one `error: ` line followed
-    // by its usual hint.
     let errors: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("site-sync: ") || l.starts_with("error: ")).collect();
-    assert_eq!(errors.len(), 1, "expected exactly one error line in:\n{}", out.stderr);
-    assert!(errors[0].contains(fragment), "expected {fragment:?} in {:?}", errors[0]);
+    assert!(!errors.is_empty(), "no error line in:\n{}", out.stderr);
     assert_eq!(env.state(), before, "something changed on a site or a cluster");
+    let text = errors.join("\n").replace(env.dir.path().to_str().unwrap(), "<dir>");
+    regex_lite::Regex::new(r"127\.0\.0\.1:\d+").unwrap().replace_all(&text, "127.0.0.1:<port>").into_owned()
+}
+
+async fn expect(env: &Env, args: &[&str], code: i32, fragment: &str) -> String {
+    let errors = errors_of(env, args, code).await;
+    // Our errors are one `site-sync: ` line per problem; clap's usage errors one `error: ` line.
+    assert!(errors.contains(fragment), "expected {fragment:?} in {errors:?}");
+    errors
 }
 
 async fn with_config(text: &str) -> Env {
@@ -47,12 +57,15 @@ async fn edited(from: &str, to: &str) -> Env {
     env
 }
 
+/// A row: the environment, the command, its exit code, a fragment of its message (what the row
+/// is about), and the whole message as a snapshot (`snapshots/it__bad_input__<row>.snap`).
 macro_rules! case {
     ($name:ident, $env:expr, $args:expr, $code:expr, $fragment:expr) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $name() {
             let env = $env;
-            expect(&env, $args, $code, $fragment).await;
+            let message = expect(&env, $args, $code, $fragment).await;
+            insta::assert_snapshot!(stringify!($name), message);
         }
     };
 }
@@ -81,7 +94,13 @@ case!(
     "unknown field `poll_every`"
 );
 case!(bad_duration, edited("poll_interval: 50ms", "poll_interval: soon").await, &["plan"], USAGE, "is not a duration");
-case!(malformed_yaml_names_line_and_column, edited("sites:\n", "sites:\n  - [\n").await, &["plan"], USAGE, "line 8 column");
+case!(
+    malformed_yaml_names_field_and_line,
+    edited("sites:\n", "sites:\n  - [\n").await,
+    &["plan"],
+    USAGE,
+    "sites (line 8): expected a mapping"
+);
 case!(
     parallelism_zero,
     edited("  poll_interval: 50ms", "  poll_interval: 50ms\n  parallelism: 0").await,
@@ -228,10 +247,14 @@ case!(bad_timeout_flag, Env::start().await, &["--request-timeout", "forever", "p
 
 case!(
     closed_port,
-    edited("url: http://127.0.0.1", "url: http://127.0.0.1:9#").await,
+    {
+        let env = Env::start().await;
+        env.write_config(&env.config().replace(&env.url("site-a"), &format!("http://127.0.0.1:{}", free_port())));
+        env
+    },
     &["run", "--yes"],
     REFUSED,
-    "cannot connect"
+    "cannot connect (connection refused)"
 );
 case!(
     wrong_password,
@@ -262,7 +285,13 @@ case!(
     REFUSED,
     "does not offer BASIC authentication (it offers: DIGEST-MD5); use auth: digest"
 );
-case!(https_to_a_plain_http_server, edited("url: http://", "url: https://").await, &["run", "--yes"], REFUSED, "TLS failed");
+case!(
+    https_to_a_plain_http_server,
+    edited("url: http://", "url: https://").await,
+    &["run", "--yes"],
+    REFUSED,
+    "the server answers in plain HTTP, not TLS; use http://"
+);
 case!(
     wrong_context_path,
     edited("      user: admin\n", "      user: admin\n      context_path: api\n").await,
@@ -412,6 +441,168 @@ case!(
     "cache 'nope' does not exist on the active site"
 );
 
+// ----- no verdict about data that was never read (exit 3, every site named) ----------------------
+
+/// A port on loopback where nothing listens (bound, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A port on loopback that accepts connections and never answers (a hung server), for as long
+/// as the test process lives.
+fn hung_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = listener.accept() {
+            held.push(connection);
+        }
+    });
+    port
+}
+
+/// The default environment with both sites' Infinispan URLs pointing at `port()`.
+async fn both_sites_at(port: fn() -> u16) -> Env {
+    let env = Env::start().await;
+    let config = env.config().replace(&env.url("site-a"), &format!("http://127.0.0.1:{}", port()));
+    env.write_config(&config.replace(&env.url("site-b"), &format!("http://127.0.0.1:{}", port())));
+    env
+}
+
+case!(verify_with_both_sites_down, both_sites_at(free_port).await, &["verify"], REFUSED, "site-b: http://127.0.0.1");
+case!(diff_with_both_sites_down, both_sites_at(free_port).await, &["diff"], REFUSED, "site-b: http://127.0.0.1");
+case!(config_check_with_both_sites_down, both_sites_at(free_port).await, &["config", "check"], REFUSED, "site-b: http://");
+case!(
+    config_check_with_both_sites_hung,
+    both_sites_at(hung_port).await,
+    &["config", "check"],
+    REFUSED,
+    "no answer to GET /rest/v2/container within 5 s"
+);
+case!(
+    verify_when_no_cache_backs_up_to_the_other_site,
+    Env::with(ClusterSpec::two_sites("site-a", "site-b").caches(&[]), |k| k).await,
+    &["verify"],
+    REFUSED,
+    "neither site-a nor site-b backs up any cache to the other, so there is nothing to compare"
+);
+case!(
+    diff_when_no_cache_backs_up_to_the_other_site,
+    Env::with(ClusterSpec::two_sites("site-a", "site-b").caches(&[]), |k| k).await,
+    &["diff"],
+    REFUSED,
+    "nothing to compare"
+);
+
+// ----- URLs, checked when the configuration is read (exit 2) --------------------------------------
+
+case!(
+    url_with_credentials,
+    edited("url: http://", "url: http://admin:hunter2@").await,
+    &["status"],
+    USAGE,
+    "sites.site-a.infinispan.url: the URL carries credentials"
+);
+case!(
+    url_port_out_of_range,
+    edited("url: http://127.0.0.1:", "url: http://127.0.0.1:99").await,
+    &["status"],
+    USAGE,
+    "invalid port number"
+);
+case!(
+    url_with_spaces_around_it,
+    {
+        let env = Env::start().await;
+        let url = env.url("site-b");
+        env.write_config(&env.config().replace(&format!("url: {url}"), &format!("url: \" {url}\"")));
+        env
+    },
+    &["verify"],
+    USAGE,
+    "sites.site-b.infinispan.url \" http://127.0.0.1"
+);
+case!(url_with_a_bad_host, edited("url: http://127.0.0.1", "url: http://exa mple").await, &["diff"], USAGE, "is not a valid URL (invalid international domain name)");
+case!(url_with_a_fragment, edited("url: http://127.0.0.1", "url: http://127.0.0.1:1#").await, &["plan"], USAGE, "has a query or a fragment");
+case!(
+    keycloak_url_malformed,
+    edited_offline("      keycloak: keycloak\n", "      keycloak: keycloak\n    keycloak:\n      url: keycloak.example:8080\n").await,
+    &["status"],
+    USAGE,
+    "sites.site-b.keycloak.url \"keycloak.example:8080\" must start with http:// or https://"
+);
+
+// ----- YAML: the field, its line, what was expected (exit 2) ---------------------------------------
+
+case!(
+    setting_of_the_wrong_type,
+    edited("  poll_interval: 50ms", "  poll_interval: 50ms\n  parallelism: four").await,
+    &["plan"],
+    USAGE,
+    "settings.parallelism (line 6): expected a whole number, found \"four\""
+);
+case!(caches_not_a_list, edited("journal: journal.json\n", "journal: journal.json\ncaches: work\n").await, &["verify"], USAGE, "caches (line 4): expected a list");
+case!(
+    boolean_not_true_or_false,
+    edited("      user: admin\n", "      user: admin\n      insecure: maybe\n").await,
+    &["plan"],
+    USAGE,
+    "sites.site-a.infinispan.insecure (line 12): expected true or false, found \"maybe\""
+);
+case!(
+    duplicate_key,
+    edited("journal: journal.json\n", "journal: journal.json\njournal: other.json\n").await,
+    &["plan"],
+    USAGE,
+    "journal: the key appears twice, on lines 3 and 4; keep one"
+);
+case!(
+    oversized_file,
+    {
+        let env = Env::start().await;
+        env.write_config(&format!("{}# {}\n", env.config(), "x".repeat(300_000)));
+        env
+    },
+    &["plan"],
+    USAGE,
+    "is too large (300"
+);
+
+// ----- the Kubernetes API server: its address, the context and what happened (exit 3) -------------
+
+/// site-b's context pointing at another API server address.
+async fn site_b_api_server_at(url: &str) -> Env {
+    let env = Env::start().await;
+    let kubeconfig = std::fs::read_to_string(env.path("kubeconfig")).unwrap();
+    let site_b = kubeconfig.rfind("server: ").unwrap();
+    let end = site_b + kubeconfig[site_b..].find('\n').unwrap();
+    std::fs::write(env.path("kubeconfig"), format!("{}server: {url}{}", &kubeconfig[..site_b], &kubeconfig[end..])).unwrap();
+    env
+}
+
+case!(
+    api_server_refuses_connections,
+    site_b_api_server_at(&format!("http://127.0.0.1:{}", free_port())).await,
+    &["status"],
+    REFUSED,
+    "the Kubernetes API server http://127.0.0.1:<port> (context site-b) refused the connection"
+);
+case!(
+    api_server_hung,
+    site_b_api_server_at(&format!("http://127.0.0.1:{}", hung_port())).await,
+    &["config", "check"],
+    REFUSED,
+    "(context site-b) did not answer: timed out after 10 s"
+);
+case!(
+    api_server_refuses_the_token,
+    Env::with(ClusterSpec::two_sites("site-a", "site-b"), FakeKube::unauthorized).await,
+    &["plan"],
+    REFUSED,
+    "refused the credentials (401 Unauthorized)"
+);
+
 trait TapCr {
     fn tap_cr(self, name: &str) -> Self;
 }
@@ -458,5 +649,40 @@ async fn a_wrong_password_is_never_printed() {
     for args in [&["run", "--yes"][..], &["-o", "json", "plan"], &["-v", "status"], &["config", "check"]] {
         let out = env.run(args).await;
         assert!(!out.stdout.contains("hunter2") && !out.stderr.contains("hunter2"), "{args:?} printed the password");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_in_a_url_is_never_printed() {
+    let env = Env::start().await;
+    env.split_brain(10).await;
+    // Refused at load wherever it is in the configuration...
+    let config = env.config();
+    for (from, to) in [("url: http://", "url: http://admin:hunter2@")] {
+        env.write_config(&config.replacen(from, to, 1));
+        for args in [&["status"][..], &["-o", "json", "verify"], &["-vv", "config", "check"]] {
+            let out = env.run(args).await;
+            assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
+            assert!(!out.stdout.contains("hunter2") && !out.stderr.contains("hunter2"), "{args:?} printed the password");
+        }
+    }
+    // ...and where site-sync does not own the URL (a kubeconfig's server), it is redacted in every
+    // message and log line, at every log level.
+    env.write_config(&config);
+    let kubeconfig = std::fs::read_to_string(env.path("kubeconfig")).unwrap();
+    std::fs::write(env.path("kubeconfig"), kubeconfig.replace("server: http://", "server: http://kube-admin:kube-s3cret@"))
+        .unwrap();
+    for args in [
+        &["status"][..],
+        &["-vv", "status"],
+        &["-vv", "--log-format", "json", "plan"],
+        &["-o", "json", "config", "check"],
+        &["-vv", "verify"],
+        &["-vv", "diff"],
+        &["-vv", "run", "--yes"],
+        &["-vv", "watch", "--once"],
+    ] {
+        let out = env.run(args).await;
+        assert!(!out.stdout.contains("kube-s3cret") && !out.stderr.contains("kube-s3cret"), "{args:?} printed the password:\n{}", out.stderr);
     }
 }

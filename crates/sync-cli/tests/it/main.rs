@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod commands;
+mod conventions;
 mod keycloak;
 mod link;
 mod prometheus;
