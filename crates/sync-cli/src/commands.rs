@@ -206,7 +206,9 @@ pub async fn plan(format: Format, resolved: &Resolved) -> Result<Exit, CliError>
     )
     .await;
     let steps: Vec<(Step, String)> = Step::ALL.iter().map(|s| (*s, s.describe(a, o))).collect();
-    let exit = if preflight.is_ok() { Exit::Success } else { Exit::Refused };
+    // A site that stopped answering after the preflight leaves the plan without a verdict.
+    let failed_reads = view.failed_reads();
+    let exit = if preflight.is_ok() && failed_reads.is_empty() { Exit::Success } else { Exit::Refused };
     if format == Format::Json {
         json_line(json!({
             "type": "plan",
@@ -214,6 +216,7 @@ pub async fn plan(format: Format, resolved: &Resolved) -> Result<Exit, CliError>
             "view": view,
             "steps": steps.iter().map(|(s, d)| json!({"number": s.number(), "step": s, "description": d})).collect::<Vec<_>>(),
             "preflight": match &preflight {
+                Ok(_) if !failed_reads.is_empty() => json!({"passed": false, "reason": format!("cannot read {}", failed_reads[0])}),
                 Ok(report) => json!({"passed": true, "caches": report.caches, "keycloak_line": report.line, "warnings": report.warnings}),
                 Err(outcome) => json!({"passed": false, "reason": outcome.summary()}),
             },
@@ -234,6 +237,12 @@ pub async fn plan(format: Format, resolved: &Resolved) -> Result<Exit, CliError>
          which also carries SKIP_XSITE_BACKUP); only {a} pushes; Keycloak starts only after every push read OK."
     );
     match &preflight {
+        Ok(_) if !failed_reads.is_empty() => {
+            println!("No plan: a site stopped answering while it was read; see the errors");
+            for error in &failed_reads {
+                eprintln!("site-sync: {error}");
+            }
+        }
         Ok(report) => {
             let line = report.line.as_deref().map(|l| format!(" ({l})")).unwrap_or_default();
             println!("Preflight passed{line}: {} cache(s). Run it with: site-sync run", report.caches.len());

@@ -7,6 +7,7 @@ mod commands;
 mod conventions;
 mod keycloak;
 mod link;
+mod no_verdict;
 mod prometheus;
 mod rbac;
 mod resume;
