@@ -17,7 +17,7 @@ use keycloak_scale::standin::RealKube;
 use keycloak_scale::standin::operator::{Behaviour, NODE, StandInOperator};
 use serde_json::{Value, json};
 
-use crate::support::{Output, PublishedCrd, reset_pair, site_sync};
+use crate::support::{Output, PublishedCrd, repoint_kubeconfig, reset_pair, site_sync, socket_of, unused_port};
 
 const SITES: [&str; 2] = ["site-a", "site-b"];
 pub const NEEDS: &str = "needs `cargo xtask e2e --kube`: a real API server and a real Infinispan pair";
@@ -249,6 +249,17 @@ impl KubeEnv {
             }
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs cargo xtask e2e --kube"]
+async fn watch_starts_while_the_real_api_server_is_down_and_follows_it() {
+    let env = KubeEnv::start(&documented_role()).await;
+    // Both contexts name one cluster: one address, relayed.
+    let port = unused_port();
+    let servers = repoint_kubeconfig(&env.dir.path().join("kubeconfig"), |_| format!("https://127.0.0.1:{port}"));
+    assert_eq!(servers.len(), 1, "{servers:?}");
+    crate::watch::watch_follows_api_servers_that_come_and_go(env.dir.path(), &[socket_of(&servers[0])], &[port]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

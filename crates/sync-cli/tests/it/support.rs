@@ -288,3 +288,66 @@ pub fn normalize(text: &str, env: &Env) -> String {
     }
     out
 }
+
+/// A TCP relay on a fixed loopback port to another address: an API server that can be made to
+/// go away (connections refused, open ones cut) and come back at the same address.
+pub struct Relay {
+    accept: tokio::task::JoinHandle<()>,
+    connections: std::sync::Arc<std::sync::Mutex<tokio::task::JoinSet<()>>>,
+}
+
+impl Relay {
+    /// Listens on `port` and relays every connection to `upstream`.
+    pub async fn start(port: u16, upstream: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let connections = std::sync::Arc::new(std::sync::Mutex::new(tokio::task::JoinSet::new()));
+        let tasks = connections.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                tasks.lock().unwrap().spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Self { accept, connections }
+    }
+}
+
+impl Drop for Relay {
+    /// Stops listening and cuts every relayed connection.
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.connections.lock().unwrap_or_else(std::sync::PoisonError::into_inner).abort_all();
+    }
+}
+
+/// A port on loopback that nothing listens on (bound, then released).
+pub fn unused_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `host:port` of a URL (`https://127.0.0.1:16443` → `127.0.0.1:16443`).
+pub fn socket_of(url: &str) -> std::net::SocketAddr {
+    let rest = url.split("://").nth(1).unwrap_or(url);
+    rest.split('/').next().unwrap().parse().unwrap_or_else(|e| panic!("{url}: {e}"))
+}
+
+/// Replaces every `server:` address in a kubeconfig, returning the old ones in order.
+pub fn repoint_kubeconfig(path: &Path, to: impl Fn(usize) -> String) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut old = Vec::new();
+    let lines: Vec<String> = text
+        .lines()
+        .map(|line| match line.split_once("server: ") {
+            Some((indent, url)) => {
+                old.push(url.trim().to_owned());
+                format!("{indent}server: {}", to(old.len() - 1))
+            }
+            None => line.to_owned(),
+        })
+        .collect();
+    std::fs::write(path, lines.join("\n") + "\n").unwrap();
+    old
+}

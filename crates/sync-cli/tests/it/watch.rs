@@ -28,7 +28,7 @@ fn stable(metrics: &str) -> String {
     out.join("\n")
 }
 
-fn value(metrics: &str, series: &str) -> Option<String> {
+pub fn value(metrics: &str, series: &str) -> Option<String> {
     metrics.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).map(str::to_owned))
 }
 
@@ -110,7 +110,7 @@ async fn a_poll_reads_a_fixed_number_of_times_and_never_writes() {
 }
 
 /// A free port on loopback (bound, then released for the child).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -162,6 +162,60 @@ async fn a_site_that_dies_and_comes_back_is_followed_without_a_restart() {
     let said: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("site-sync watch: ")).collect();
     assert!(said.iter().any(|l| l.contains("cannot read site-b")), "{said:#?}");
     assert!(said.last().is_some_and(|l| l.contains("healthy")), "{said:#?}");
+}
+
+/// `watch` on sites reached only through Kubernetes (credentials from a Secret, Infinispan through
+/// a port-forward) whose API servers are down when it starts, come up, go away and come back:
+/// it serves `/metrics` all along, `site_up` follows, and the connections are made again.
+/// The kubeconfig in `dir` points at `ports`, where relays to the API servers at `upstreams` are
+/// started and stopped.
+pub async fn watch_follows_api_servers_that_come_and_go(dir: &std::path::Path, upstreams: &[std::net::SocketAddr], ports: &[u16]) {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let child = site_sync(dir, &["watch", "--listen", &listen, "--interval", "1s"]).spawn().unwrap();
+    let up = |site: &str| format!(r#"site_sync_site_up{{site="{site}"}}"#);
+    let both = |m: &str, v: &str| value(m, &up("site-a")).as_deref() == Some(v) && value(m, &up("site-b")).as_deref() == Some(v);
+    let connect_errors = |m: &str| value(m, r#"site_sync_poll_errors_total{site="site-b",kind="connect"}"#);
+    let down = scrape_until(&listen, "both sites down while their API servers are", |m| {
+        both(m, "0") && connect_errors(m).is_some_and(|n| n != "0")
+    })
+    .await;
+    assert_eq!(value(&down, r#"site_sync_diagnosis{state="unreachable"}"#).as_deref(), Some("1"), "{down}");
+    let relays = |ports: &[u16]| futures::future::join_all(ports.iter().zip(upstreams).map(|(p, u)| Relay::start(*p, *u)));
+    let started = relays(ports).await;
+    scrape_until(&listen, "both sites up once their API servers are", |m| both(m, "1")).await;
+    // Gone again mid-watch (the port-forwards' connections are cut too), then back.
+    drop(started);
+    scrape_until(&listen, "both sites down again", |m| both(m, "0")).await;
+    let _again = relays(ports).await;
+    let back = scrape_until(&listen, "both sites up again, the pair healthy", |m| {
+        both(m, "1") && value(m, r#"site_sync_diagnosis{state="healthy"}"#).as_deref() == Some("1")
+    })
+    .await;
+    assert_eq!(back.lines().filter(|l| l.starts_with("site_sync_cache_entries{")).count(), 8, "{back}");
+    let out = Output::of_terminated(child).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("refused the connection"), "the API server's state is logged: {}", out.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_starts_while_the_api_servers_are_down_and_follows_them() {
+    let env = Env::start().await;
+    let identities = "credentials:\n- username: admin\n  password: password\n  roles: [admin]\n";
+    for (kube, site) in [(&env.kube_a, "site-a"), (&env.kube_b, "site-b")] {
+        let target = socket_of(&env.url(site));
+        kube.clone().secret(NS, "connect-secret", &[("identities.yaml", identities)]).forwarded_pod(
+            NS,
+            "infinispan-0",
+            &[("app", "infinispan-pod"), ("clusterName", "infinispan")],
+            target,
+        );
+    }
+    let block = |name: &str| format!("  {name}:\n    kubernetes:\n      kubeconfig: kubeconfig\n      context: {name}\n");
+    env.write_config(&format!("active: site-a\noffline: site-b\njournal: journal.json\nsites:\n{}{}", block("site-a"), block("site-b")));
+    let relay_ports = [unused_port(), unused_port()];
+    let servers = repoint_kubeconfig(&env.path("kubeconfig"), |i| format!("http://127.0.0.1:{}", relay_ports[i]));
+    let upstreams: Vec<std::net::SocketAddr> = servers.iter().map(|s| socket_of(s)).collect();
+    watch_follows_api_servers_that_come_and_go(env.dir.path(), &upstreams, &relay_ports).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,7 +302,7 @@ async fn the_kubernetes_example_matches_the_binary_and_the_documented_role() {
 }
 
 /// Scrapes `listen` until `done` holds for the metrics (30 s at most).
-async fn scrape_until(listen: &str, what: &str, done: impl Fn(&str) -> bool) -> String {
+pub async fn scrape_until(listen: &str, what: &str, done: impl Fn(&str) -> bool) -> String {
     let http = reqwest::Client::new();
     let mut metrics = String::new();
     for _ in 0..300 {
