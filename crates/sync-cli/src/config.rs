@@ -577,7 +577,7 @@ fn check_url(field: &str, text: &str) -> Result<(), CliError> {
     })?;
     if !url.username().is_empty() || url.password().is_some() {
         return Err(config_error(format!(
-            "{field}: the URL carries credentials (user:password@...), which would be shown wherever the URL is; remove them and set `user` with `password_env` or `password_file`"
+            "{field}: the URL carries credentials (a user and password before the host), which would be shown wherever the URL is; remove them and set `user` with `password_env` or `password_file`"
         )));
     }
     if !matches!(url.scheme(), "http" | "https") {

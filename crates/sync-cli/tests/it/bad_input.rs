@@ -523,8 +523,28 @@ case!(
     USAGE,
     "sites.site-b.infinispan.url \" http://127.0.0.1"
 );
-case!(url_with_a_bad_host, edited("url: http://127.0.0.1", "url: http://exa mple").await, &["diff"], USAGE, "is not a valid URL (invalid international domain name)");
-case!(url_with_a_fragment, edited("url: http://127.0.0.1", "url: http://127.0.0.1:1#").await, &["plan"], USAGE, "has a query or a fragment");
+case!(
+    url_with_a_bad_host,
+    {
+        let env = Env::start().await;
+        env.write_config(&env.config().replace(&env.url("site-a"), "http://exa mple:11222"));
+        env
+    },
+    &["diff"],
+    USAGE,
+    "is not a valid URL (invalid international domain name)"
+);
+case!(
+    url_with_a_fragment,
+    {
+        let env = Env::start().await;
+        env.write_config(&env.config().replace(&env.url("site-a"), "http://127.0.0.1:11222/#x"));
+        env
+    },
+    &["plan"],
+    USAGE,
+    "has a query or a fragment"
+);
 case!(
     keycloak_url_malformed,
     edited_offline("      keycloak: keycloak\n", "      keycloak: keycloak\n    keycloak:\n      url: keycloak.example:8080\n").await,
