@@ -96,7 +96,9 @@ impl ModelSite {
                 return Err(Error::Protocol {
                     endpoint: self.endpoint.clone(),
                     what,
-                    detail: "expected value at line 1 column 1 in \"<html><body>fake-ispn: not what was asked for</body></html>\"".to_owned(),
+                    detail:
+                        "expected value at line 1 column 1 in \"<html><body>fake-ispn: not what was asked for</body></html>\""
+                            .to_owned(),
                 });
             }
             Some(RequestFault::Timeout) => return Err(timeout()),

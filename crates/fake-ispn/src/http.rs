@@ -243,7 +243,10 @@ async fn handle(State(service): State<Arc<SiteService>>, request: axum::extract:
             return respond(Reply::Text(StatusCode::INTERNAL_SERVER_ERROR, "fake-ispn: injected 500".to_owned()));
         }
         Some(RequestFault::Garbage) => {
-            return respond(Reply::Text(StatusCode::OK, "<html><body>fake-ispn: not what was asked for</body></html>".to_owned()));
+            return respond(Reply::Text(
+                StatusCode::OK,
+                "<html><body>fake-ispn: not what was asked for</body></html>".to_owned(),
+            ));
         }
         Some(RequestFault::Timeout | RequestFault::TimeoutAfter(_)) => {
             stall(&service).await;

@@ -293,7 +293,13 @@ impl World {
         let sites = spec
             .sites
             .iter()
-            .map(|s| Site { spec: s.clone(), up: true, caches: Self::fresh_caches(s, &index), request_faults: VecDeque::new(), lasting_fault: None })
+            .map(|s| Site {
+                spec: s.clone(),
+                up: true,
+                caches: Self::fresh_caches(s, &index),
+                request_faults: VecDeque::new(),
+                lasting_fault: None,
+            })
             .collect();
         Self {
             sites,

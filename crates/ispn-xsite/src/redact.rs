@@ -52,7 +52,8 @@ fn in_urls(text: &str) -> Cow<'_, str> {
         let (head, tail) = rest.split_at(at + 3);
         out.push_str(head);
         // The authority ends where a path, query, fragment or the surrounding text begins.
-        let end = tail.find(|c: char| matches!(c, '/' | '?' | '#' | '"' | '\'' | '`' | '<' | '>' | ')' | ']') || c.is_whitespace());
+        let end =
+            tail.find(|c: char| matches!(c, '/' | '?' | '#' | '"' | '\'' | '`' | '<' | '>' | ')' | ']') || c.is_whitespace());
         let authority = &tail[..end.unwrap_or(tail.len())];
         match authority.rfind('@') {
             Some(user_end) => {

@@ -51,18 +51,14 @@ pub enum KubeError {
     },
     /// The API server could not be asked, or refused who is asking: not reachable, too slow,
     /// TLS, credentials. Named by its address, since that is what the fix touches.
-    #[error("the Kubernetes API server {server} (context {context}) {cause} (while trying to {verb} {resource} in namespace {namespace})")]
+    #[error("the Kubernetes API server {server} (context {context}) {cause} (while trying to {what})")]
     Unreachable {
-        /// The verb.
-        verb: String,
-        /// The resource.
-        resource: String,
-        /// The namespace.
-        namespace: String,
         /// The kubeconfig context.
         context: String,
         /// The API server's URL, as the kubeconfig gives it (credentials redacted).
         server: String,
+        /// What was attempted (`get secrets in namespace keycloak`).
+        what: String,
         /// What went wrong and what to check.
         cause: String,
     },
@@ -114,9 +110,8 @@ impl SiteCluster {
     /// `~/.kube/config`), in `namespace` (default: the context's).
     pub async fn from_kubeconfig(path: Option<&Path>, context: Option<&str>, namespace: Option<&str>) -> Result<Self, KubeError> {
         let kubeconfig = match path {
-            Some(path) => {
-                Kubeconfig::read_from(path).map_err(|e| KubeError::Config(format!("cannot read {}: {}", path.display(), root(&e))))?
-            }
+            Some(path) => Kubeconfig::read_from(path)
+                .map_err(|e| KubeError::Config(format!("cannot read {}: {}", path.display(), root(&e))))?,
             None => Kubeconfig::read().map_err(|e| {
                 KubeError::Config(format!("cannot read the default kubeconfig ($KUBECONFIG or ~/.kube/config): {}", root(&e)))
             })?,
@@ -184,14 +179,21 @@ impl SiteCluster {
 
     fn unreachable(&self, verb: &str, resource: &str, cause: String) -> KubeError {
         KubeError::Unreachable {
-            verb: verb.to_owned(),
-            resource: resource.to_owned(),
-            namespace: self.namespace.clone(),
             context: self.context.clone(),
             server: self.server.clone(),
+            what: format!("{verb} {resource} in namespace {}", self.namespace),
             cause,
         }
     }
+
+    /// The API server did not answer `verb resource` within `after`.
+    pub fn timed_out(&self, verb: &str, resource: &str, after: Duration) -> KubeError {
+        self.unreachable(verb, resource, timed_out(after))
+    }
+}
+
+fn timed_out(after: Duration) -> String {
+    format!("did not answer: timed out after {} s; check that it runs and is reachable from here", after.as_secs())
 }
 
 /// The innermost cause of an error (what the file system or the parser said), without the
@@ -219,8 +221,7 @@ fn transport_cause(error: &kube::Error) -> String {
     let cause = if all.contains("connection refused") {
         "refused the connection; check that it runs and the kubeconfig's server address".to_owned()
     } else if all.contains("timed out") || all.contains("timeout") || all.contains("deadline has elapsed") {
-        let after = if all.contains("connect") { CONNECT_TIMEOUT } else { ANSWER_TIMEOUT };
-        format!("did not answer: timed out after {} s; check that it runs and is reachable from here", after.as_secs())
+        timed_out(if all.contains("connect") { CONNECT_TIMEOUT } else { ANSWER_TIMEOUT })
     } else if ["certificate", "tls", "handshake", "invalidcontenttype"].iter().any(|w| all.contains(w)) {
         format!("failed the TLS handshake ({root}); check the kubeconfig's certificate-authority-data and server address")
     } else if all.contains("dns") || all.contains("lookup") || all.contains("resolve") {

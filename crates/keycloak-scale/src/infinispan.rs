@@ -144,19 +144,7 @@ impl PortForward {
         // The streams' client has no answer timeout (a forward may stay quiet); this first one does.
         let probe = match tokio::time::timeout(crate::cluster::ANSWER_TIMEOUT, api.portforward(pod, &[port])).await {
             Ok(probe) => probe.map_err(|e| cluster.error("create", "pods/portforward", pod, e))?,
-            Err(_) => {
-                return Err(KubeError::Unreachable {
-                    verb: "create".to_owned(),
-                    resource: "pods/portforward".to_owned(),
-                    namespace: cluster.namespace.clone(),
-                    context: cluster.context.clone(),
-                    server: cluster.server.clone(),
-                    cause: format!(
-                        "did not open the port-forward: timed out after {} s; check that it runs and is reachable from here",
-                        crate::cluster::ANSWER_TIMEOUT.as_secs()
-                    ),
-                });
-            }
+            Err(_) => return Err(cluster.timed_out("create", "pods/portforward", crate::cluster::ANSWER_TIMEOUT)),
         };
         probe.abort();
         let (cluster, pod) = (cluster.clone(), pod.to_owned());

@@ -328,10 +328,8 @@ async fn caches_of(resolved: &Resolved, connected: &Connected) -> Result<Vec<Cac
     }
     let (a, o) = (&resolved.active, &resolved.offline);
     let refused = |e: String| CliError::new(Exit::Refused, e);
-    let (on_active, on_offline) = tokio::join!(
-        replicated_caches(a, &connected.ports.active, o),
-        replicated_caches(o, &connected.ports.offline, a)
-    );
+    let (on_active, on_offline) =
+        tokio::join!(replicated_caches(a, &connected.ports.active, o), replicated_caches(o, &connected.ports.offline, a));
     let (mut caches, more) = both(on_active.map_err(refused), on_offline.map_err(refused))?;
     caches.extend(more);
     caches.sort();

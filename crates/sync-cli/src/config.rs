@@ -587,7 +587,9 @@ fn check_url(field: &str, text: &str) -> Result<(), CliError> {
         return Err(config_error(format!("{field} {text:?} has no host; {example}")));
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(config_error(format!("{field} {text:?} has a query or a fragment (? or #); give scheme, host and port only")));
+        return Err(config_error(format!(
+            "{field} {text:?} has a query or a fragment (? or #); give scheme, host and port only"
+        )));
     }
     Ok(())
 }

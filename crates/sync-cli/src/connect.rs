@@ -232,7 +232,7 @@ pub fn keycloak(resolved: &Resolved, offline: &Site) -> Result<AnyKeycloak, CliE
 #[derive(Debug)]
 pub enum AnyLock {
     /// A Lease in the offline site's namespace.
-    Lease(LeaseLock),
+    Lease(Box<LeaseLock>),
     /// A lock file.
     File(FileLock),
 }
@@ -271,11 +271,11 @@ impl RunLock for AnyLock {
 pub fn lock(resolved: &Resolved, offline: &Site) -> AnyLock {
     let config = &resolved.config.lock;
     match &offline.cluster {
-        Some(cluster) => AnyLock::Lease(LeaseLock::new(
+        Some(cluster) => AnyLock::Lease(Box::new(LeaseLock::new(
             cluster.clone(),
             config.lease.clone().unwrap_or_else(|| "site-sync".to_owned()),
             Duration::from_secs(60),
-        )),
+        ))),
         None => {
             let path = config.file.clone().unwrap_or_else(|| resolved.journal.with_extension("lock"));
             AnyLock::File(FileLock::new(path))
@@ -397,7 +397,10 @@ pub async fn connect(resolved: &Resolved) -> Result<Connected, CliError> {
     let (active, offline) = both(active, offline)?;
     let budget = first_answer_budget(resolved);
     let reach = async |site: &Site| {
-        first_answer(&site.name, &site.endpoint, &site.client, budget).await.map(drop).map_err(|e| CliError::new(Exit::Refused, e))
+        first_answer(&site.name, &site.endpoint, &site.client, budget)
+            .await
+            .map(drop)
+            .map_err(|e| CliError::new(Exit::Refused, e))
     };
     let (a, o) = tokio::join!(reach(&active), reach(&offline));
     both(a, o)?;

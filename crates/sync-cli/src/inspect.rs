@@ -144,7 +144,8 @@ pub async fn replicated_caches(name: &SiteName, client: &Client, other: &SiteNam
     let names = client.cache_names().await.map_err(|e| format!("{name}: cannot list its caches: {e}"))?;
     let mut out = Vec::new();
     for cache in names.into_iter().filter(|n| !n.as_str().starts_with("___")) {
-        let backups = client.cache_backups(&cache).await.map_err(|e| format!("{name}: cannot read the backups of {cache}: {e}"))?;
+        let backups =
+            client.cache_backups(&cache).await.map_err(|e| format!("{name}: cannot read the backups of {cache}: {e}"))?;
         if backups.contains_key(other) {
             out.push(cache);
         }
@@ -206,7 +207,10 @@ pub async fn look(
 }
 
 /// A read of a site that may have no client: `None` when it was not asked.
-async fn ask<'a, T>(client: Option<&'a Client>, read: impl AsyncFnOnce(&'a Client) -> ispn_xsite::Result<T>) -> Option<ispn_xsite::Result<T>> {
+async fn ask<'a, T>(
+    client: Option<&'a Client>,
+    read: impl AsyncFnOnce(&'a Client) -> ispn_xsite::Result<T>,
+) -> Option<ispn_xsite::Result<T>> {
     match client {
         Some(client) => Some(read(client).await),
         None => None,

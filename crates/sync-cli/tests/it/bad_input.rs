@@ -547,7 +547,8 @@ case!(
 );
 case!(
     keycloak_url_malformed,
-    edited_offline("      keycloak: keycloak\n", "      keycloak: keycloak\n    keycloak:\n      url: keycloak.example:8080\n").await,
+    edited_offline("      keycloak: keycloak\n", "      keycloak: keycloak\n    keycloak:\n      url: keycloak.example:8080\n")
+        .await,
     &["status"],
     USAGE,
     "sites.site-b.keycloak.url \"keycloak.example:8080\" must start with http:// or https://"
@@ -562,7 +563,13 @@ case!(
     USAGE,
     "settings.parallelism (line 6): expected a whole number, found \"four\""
 );
-case!(caches_not_a_list, edited("journal: journal.json\n", "journal: journal.json\ncaches: work\n").await, &["verify"], USAGE, "caches (line 4): expected a list");
+case!(
+    caches_not_a_list,
+    edited("journal: journal.json\n", "journal: journal.json\ncaches: work\n").await,
+    &["verify"],
+    USAGE,
+    "caches (line 4): expected a list"
+);
 case!(
     boolean_not_true_or_false,
     edited("      user: admin\n", "      user: admin\n      insecure: maybe\n").await,
@@ -703,6 +710,10 @@ async fn a_password_in_a_url_is_never_printed() {
         &["-vv", "watch", "--once"],
     ] {
         let out = env.run(args).await;
-        assert!(!out.stdout.contains("kube-s3cret") && !out.stderr.contains("kube-s3cret"), "{args:?} printed the password:\n{}", out.stderr);
+        assert!(
+            !out.stdout.contains("kube-s3cret") && !out.stderr.contains("kube-s3cret"),
+            "{args:?} printed the password:\n{}",
+            out.stderr
+        );
     }
 }

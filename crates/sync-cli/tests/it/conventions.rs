@@ -67,16 +67,25 @@ async fn summaries_say_how_many_caches_were_compared_on_each_site() {
     assert_eq!(last(&verify)["caches"], serde_json::json!({"site-a": 4, "site-b": 4}));
     assert_eq!(last(&diff)["caches"], serde_json::json!({"site-a": 4, "site-b": 4}));
     let text = env.run(&["verify"]).await;
-    assert!(text.stdout.contains("Verification passed (4 cache(s) on site-a and 4 on site-b, keys and values)."), "{}", text.stdout);
+    assert!(
+        text.stdout.contains("Verification passed (4 cache(s) on site-a and 4 on site-b, keys and values)."),
+        "{}",
+        text.stdout
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_errors_under_json_output_are_json() {
     let env = Env::start().await;
-    for args in [&["-o", "json", "frobnicate"][..], &["--output=json", "verify", "--level", "all"], &["-o", "json", "watch", "--interval", "soon"]] {
+    for args in [
+        &["-o", "json", "frobnicate"][..],
+        &["--output=json", "verify", "--level", "all"],
+        &["-o", "json", "watch", "--interval", "soon"],
+    ] {
         let out = env.run(args).await;
         assert_eq!(out.code, 2, "{args:?}");
-        let value: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{args:?}: {e}: {}", out.stdout));
+        let value: serde_json::Value =
+            serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{args:?}: {e}: {}", out.stdout));
         assert_eq!(value["type"], "error");
         assert_eq!(value["exit_code"], 2);
         assert!(!value["message"].as_str().unwrap().is_empty());
@@ -101,7 +110,9 @@ async fn logs_are_coloured_only_when_asked_or_on_a_terminal() {
 async fn the_version_names_the_commit_and_the_build_date() {
     let out = Output::of(site_sync(Path::new("."), &["--version"])).await;
     assert_eq!(out.code, 0);
-    let pattern = regex_lite::Regex::new(r"^site-sync \d+\.\d+\.\d+ \(([0-9a-f]{12}(-modified)?|unknown commit), built \d{4}-\d\d-\d\d\)$").unwrap();
+    let pattern =
+        regex_lite::Regex::new(r"^site-sync \d+\.\d+\.\d+ \(([0-9a-f]{12}(-modified)?|unknown commit), built \d{4}-\d\d-\d\d\)$")
+            .unwrap();
     assert!(pattern.is_match(out.stdout.trim()), "{:?}", out.stdout);
 }
 
@@ -135,7 +146,11 @@ async fn completions_and_the_man_page_come_from_the_command_line_definition() {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), &man.stdout).unwrap();
     // groff renders it; -ww turns on every warning, which must be none.
-    let rendered = std::process::Command::new("groff").args(["-man", "-Tutf8", "-ww"]).arg(file.path()).output().expect("groff (Debian's groff-base) renders the man page");
+    let rendered = std::process::Command::new("groff")
+        .args(["-man", "-Tutf8", "-ww"])
+        .arg(file.path())
+        .output()
+        .expect("groff (Debian's groff-base) renders the man page");
     let text = String::from_utf8_lossy(&rendered.stdout);
     assert!(rendered.status.success() && rendered.stderr.is_empty(), "{}", String::from_utf8_lossy(&rendered.stderr));
     for word in subcommands.iter().chain(&["Exit codes", "refused by a precondition"]) {
@@ -152,7 +167,8 @@ async fn paths_are_relative_to_the_configuration_file_and_tilde_is_home() {
     let home = env.path("home");
     std::fs::create_dir(&home).unwrap();
     std::fs::rename(env.path("kubeconfig"), home.join("kubeconfig")).unwrap();
-    let config = env.config().replace("journal: journal.json\n", "").replace("kubeconfig: kubeconfig", "kubeconfig: ~/kubeconfig");
+    let config =
+        env.config().replace("journal: journal.json\n", "").replace("kubeconfig: kubeconfig", "kubeconfig: ~/kubeconfig");
     env.write_config(&config);
     let elsewhere = tempfile::tempdir().unwrap();
     let run = |args: &'static [&'static str], cwd: &Path| {

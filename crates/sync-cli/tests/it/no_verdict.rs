@@ -31,8 +31,15 @@ const COMMANDS: &[&[&str]] = &[
 ];
 
 /// What each command prints when it passes; none of it may appear after a failed read.
-const PASSING: &[&str] =
-    &["Verification passed", "hold the same", "Diagnosis: healthy", "configuration OK", "Preflight passed", "\"passed\":true", "\"equal\":true"];
+const PASSING: &[&str] = &[
+    "Verification passed",
+    "hold the same",
+    "Diagnosis: healthy",
+    "configuration OK",
+    "Preflight passed",
+    "\"passed\":true",
+    "\"equal\":true",
+];
 
 fn fault() -> impl Strategy<Value = Fault> {
     prop_oneof![
@@ -64,7 +71,16 @@ async fn case(command: &[&str], site: usize, after: usize, fault: Fault) -> Resu
     let met = matches!(fault, Fault::Refused) || asked > after;
     let passed = PASSING.iter().find(|p| out.stdout.contains(*p) || out.stderr.contains(*p));
     if met {
-        prop_assert_eq!(out.code, 3, "{:?} met {:?} on {} and did not exit 3:\n{}\n{}", command, fault, name, out.stdout, out.stderr);
+        prop_assert_eq!(
+            out.code,
+            3,
+            "{:?} met {:?} on {} and did not exit 3:\n{}\n{}",
+            command,
+            fault,
+            name,
+            out.stdout,
+            out.stderr
+        );
         prop_assert!(passed.is_none(), "{:?} met {:?} on {} and said {:?}:\n{}", command, fault, name, passed, out.stdout);
     } else {
         prop_assert_eq!(out.code, 0, "{:?}: {} requests to {}, the fault never met:\n{}", command, asked, name, out.stderr);
@@ -91,4 +107,3 @@ proptest! {
         runtime.block_on(case(command, site, after, fault))?;
     }
 }
-

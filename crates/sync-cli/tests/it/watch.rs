@@ -169,7 +169,11 @@ async fn a_site_that_dies_and_comes_back_is_followed_without_a_restart() {
 /// it serves `/metrics` all along, `site_up` follows, and the connections are made again.
 /// The kubeconfig in `dir` points at `ports`, where relays to the API servers at `upstreams` are
 /// started and stopped.
-pub async fn watch_follows_api_servers_that_come_and_go(dir: &std::path::Path, upstreams: &[std::net::SocketAddr], ports: &[u16]) {
+pub async fn watch_follows_api_servers_that_come_and_go(
+    dir: &std::path::Path,
+    upstreams: &[std::net::SocketAddr],
+    ports: &[u16],
+) {
     let listen = format!("127.0.0.1:{}", free_port());
     let child = site_sync(dir, &["watch", "--listen", &listen, "--interval", "1s"]).spawn().unwrap();
     let up = |site: &str| format!(r#"site_sync_site_up{{site="{site}"}}"#);
@@ -211,7 +215,11 @@ async fn watch_starts_while_the_api_servers_are_down_and_follows_them() {
         );
     }
     let block = |name: &str| format!("  {name}:\n    kubernetes:\n      kubeconfig: kubeconfig\n      context: {name}\n");
-    env.write_config(&format!("active: site-a\noffline: site-b\njournal: journal.json\nsites:\n{}{}", block("site-a"), block("site-b")));
+    env.write_config(&format!(
+        "active: site-a\noffline: site-b\njournal: journal.json\nsites:\n{}{}",
+        block("site-a"),
+        block("site-b")
+    ));
     let relay_ports = [unused_port(), unused_port()];
     let servers = repoint_kubeconfig(&env.path("kubeconfig"), |i| format!("http://127.0.0.1:{}", relay_ports[i]));
     let upstreams: Vec<std::net::SocketAddr> = servers.iter().map(|s| socket_of(s)).collect();
