@@ -19,6 +19,8 @@ async fn errors_of(env: &Env, args: &[&str], code: i32) -> String {
     assert_eq!(out.code, code, "wrong exit code; stderr:\n{}", out.stderr);
     let errors: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("site-sync: ") || l.starts_with("error: ")).collect();
     assert!(!errors.is_empty(), "no error line in:\n{}", out.stderr);
+    // A library's own log line about the same failure ("ERROR failed with error ...") is noise.
+    assert!(!out.stderr.contains("ERROR"), "a stray log line came with the error:\n{}", out.stderr);
     assert_eq!(env.state(), before, "something changed on a site or a cluster");
     let text = errors.join("\n").replace(env.dir.path().to_str().unwrap(), "<dir>");
     regex_lite::Regex::new(r"127\.0\.0\.1:\d+").unwrap().replace_all(&text, "127.0.0.1:<port>").into_owned()
