@@ -380,9 +380,12 @@ impl Connected {
     }
 }
 
-/// How long a site's first answer may take: [`FIRST_ANSWER`], or `request_timeout` if shorter.
+/// How long a site's first answer may take: [`FIRST_ANSWER`], or, when `request_timeout` is not
+/// longer, that timeout itself (the budget then ends a second later, so that the client's own
+/// timeout, which names the request, is the one that fires).
 pub fn first_answer_budget(resolved: &Resolved) -> Duration {
-    resolved.settings.request_timeout.min(FIRST_ANSWER)
+    let timeout = resolved.settings.request_timeout;
+    if timeout <= FIRST_ANSWER { timeout + Duration::from_secs(1) } else { FIRST_ANSWER }
 }
 
 /// Both sites' connections, each on its own: one that cannot be made leaves the other usable.
