@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ispn_xsite::requests::HttpRequest;
 use ispn_xsite::{
-    BackupStatus, CacheName, CacheResults, ClearScope, ContainerInfo, ContainerSiteStatus, Entry, Error, Health, ItemStream,
+    BackupStatus, CacheName, CacheResults, CacheStats, ClearScope, ContainerInfo, ContainerSiteStatus, Entry, Error, Health, ItemStream,
     NodeStatuses, PushStatusReport, Requests, Result, ServerVersion, SiteAction, SiteApi, SiteName, Subject, TakeOfflineConfig,
 };
 
@@ -224,6 +224,10 @@ impl SiteApi for ModelSite {
 
     async fn size(&self, cache: &CacheName) -> Result<u64> {
         self.call(self.requests.size(cache), cache_subject(cache), |w, s| w.size(s, cache.as_str())).await
+    }
+
+    async fn cache_stats(&self, cache: &CacheName) -> Result<CacheStats> {
+        self.call(self.requests.cache_stats(cache), cache_subject(cache), |w, s| w.cache_stats(s, cache.as_str())).await
     }
 
     async fn clear(&self, cache: &CacheName, scope: ClearScope) -> Result<()> {

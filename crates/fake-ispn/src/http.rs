@@ -408,8 +408,9 @@ fn cache_resource(
         return forbidden(user);
     }
     match (tail, method) {
-        ([], &Method::GET) => match action(query, &["size", "keys", "entries"]) {
+        ([], &Method::GET) => match action(query, &["size", "stats", "keys", "entries"]) {
             Ok(Some("size")) => Reply::from(world.size(site, cache.as_str()), Reply::json),
+            Ok(Some("stats")) => Reply::from(world.cache_stats(site, cache.as_str()), Reply::json),
             Ok(Some("keys")) => {
                 let delay = world.listing_delay(site, cache.as_str());
                 Reply::from(world.keys(site, cache.as_str()), |keys| Reply::Keys(keys, delay))

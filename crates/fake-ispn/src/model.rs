@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ispn_xsite::{
-    BackupStatus, CacheName, CacheOutcome, CacheResults, ContainerSiteStatus, NodeStatus, NodeStatuses, PushStatus, SiteAction,
+    BackupStatus, CacheName, CacheOutcome, CacheStats, CacheResults, ContainerSiteStatus, NodeStatus, NodeStatuses, PushStatus, SiteAction,
     SiteName, TakeOfflineConfig,
 };
 use tokio::time::Instant;
@@ -113,6 +113,10 @@ pub struct CacheFaults {
     /// The server cannot stream the values (`?action=entries` fails) while it lists the keys, as
     /// 16.0.7 does with Keycloak 26.5's authentication sessions.
     pub values_unreadable: bool,
+    /// Statistics are off for the cache: its counters read -1, as on a real server.
+    pub statistics_disabled: bool,
+    /// Writes the counters show per second without any write (a server whose statistics lie).
+    pub phantom_writes_per_second: u64,
     /// Listings (`?action=keys`, `?action=entries`) answer only after this long: a large cache on
     /// a busy server.
     pub slow_listing: Duration,
@@ -232,12 +236,22 @@ struct Receive {
     written_live: HashSet<Arc<str>, Fixed>,
 }
 
+/// A cache's write counters, as a real server keeps them per node when statistics are on.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counters {
+    stores: u64,
+    remove_hits: u64,
+    /// When they were last reset (`None`: when the world began).
+    reset_at: Option<Instant>,
+}
+
 #[derive(Debug, Default)]
 struct Cache {
     /// Shared with the streams reading it: a listing of millions of entries takes a reference,
     /// not a copy, and a write during it copies the map once (the listing keeps what it started
     /// with, as a snapshot).
     entries: Arc<Entries>,
+    counters: Counters,
     backups: BTreeMap<SiteName, Backup>,
     receiving: Option<Receive>,
     faults: CacheFaults,
@@ -279,6 +293,8 @@ pub struct World {
     /// Requests addressed to a site answered by another one (`from -> to`): an endpoint that
     /// starts answering as the other site.
     redirects: BTreeMap<usize, usize>,
+    /// When the model was built: the counters' first reset.
+    began: Instant,
 }
 
 fn pair(a: usize, b: usize) -> (usize, usize) {
@@ -310,6 +326,7 @@ impl World {
             requests: Vec::new(),
             record_requests: true,
             redirects: BTreeMap::new(),
+            began: Instant::now(),
         }
     }
 
@@ -471,6 +488,10 @@ impl World {
         let index: HashMap<SiteName, usize> = self.sites.iter().enumerate().map(|(i, s)| (s.spec.name.clone(), i)).collect();
         let s = &mut self.sites[site];
         s.caches = Self::fresh_caches(&s.spec, &index);
+        // A restarted node starts its statistics afresh.
+        for cache in s.caches.values_mut() {
+            cache.counters.reset_at = Some(Instant::now());
+        }
         s.request_faults.clear();
         s.up = true;
     }
@@ -1023,6 +1044,31 @@ impl World {
         Ok(self.cache(site, cache)?.entries.len() as u64)
     }
 
+    /// The cache's write counters on the answering node: every put and every removal of an
+    /// existing entry, local or replicated from another site, since the last reset.
+    pub fn cache_stats(&self, site: usize, cache: &str) -> Outcome<CacheStats> {
+        let c = self.cache(site, cache)?;
+        if c.faults.statistics_disabled {
+            return Ok(CacheStats { stores: -1, remove_hits: -1, time_since_reset: -1 });
+        }
+        let elapsed = Instant::now().duration_since(c.counters.reset_at.unwrap_or(self.began));
+        let since = elapsed.as_secs();
+        let phantom = c.faults.phantom_writes_per_second.saturating_mul(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)) / 1000;
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        Ok(CacheStats {
+            stores: count(c.counters.stores + phantom),
+            remove_hits: count(c.counters.remove_hits),
+            time_since_reset: count(since),
+        })
+    }
+
+    /// Resets a cache's counters, as `?action=stats-reset` or a restarted node does.
+    pub fn reset_stats(&mut self, site: usize, cache: &CacheName) {
+        if let Some(c) = self.sites[site].caches.get_mut(cache) {
+            c.counters = Counters { reset_at: Some(Instant::now()), ..Counters::default() };
+        }
+    }
+
     /// One value.
     pub fn get(&self, site: usize, cache: &str, key: &str) -> Outcome<Option<String>> {
         Ok(self.cache(site, cache)?.entries.get(key).map(|v| v.to_string()))
@@ -1152,10 +1198,12 @@ impl World {
                     r.written_live.insert((*k).clone());
                 }
                 Arc::make_mut(&mut cache.entries).insert((*k).clone(), (*v).clone());
+                cache.counters.stores += 1;
             }
             Op::Delete(k) => {
                 if cache.entries.contains_key(*k) {
                     Arc::make_mut(&mut cache.entries).remove(*k);
+                    cache.counters.remove_hits += 1;
                 }
             }
             Op::Clear => cache.entries = Arc::default(),

@@ -13,7 +13,7 @@ use futures::Stream;
 
 use crate::error::Result;
 use crate::model::{
-    BackupStatus, CacheResults, ContainerInfo, ContainerSiteStatus, Health, NodeStatuses, PushStatusReport, ServerVersion,
+    BackupStatus, CacheResults, CacheStats, ContainerInfo, ContainerSiteStatus, Health, NodeStatuses, PushStatusReport, ServerVersion,
     SiteAction, TakeOfflineConfig,
 };
 use crate::names::{CacheName, SiteName};
@@ -92,6 +92,9 @@ pub trait SiteApi: Send + Sync {
 
     /// Cluster-wide number of entries.
     fn size(&self, cache: &CacheName) -> impl Future<Output = Result<u64>> + Send;
+
+    /// The cache's write counters on the node that answers.
+    fn cache_stats(&self, cache: &CacheName) -> impl Future<Output = Result<CacheStats>> + Send;
 
     /// Removes every entry.
     fn clear(&self, cache: &CacheName, scope: ClearScope) -> impl Future<Output = Result<()>> + Send;

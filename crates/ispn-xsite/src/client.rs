@@ -15,7 +15,7 @@ use crate::auth::{AuthState, Chosen, Credentials, Mechanism, NotOffered, choose}
 use crate::error::{Error, Result, Subject};
 use crate::json_stream::{ArraySplitter, decode_entry, decode_key};
 use crate::model::{
-    ApiFlavor, BackupStatus, CacheResults, ContainerInfo, ContainerSiteStatus, Health, NodeStatuses, PushStatusReport,
+    ApiFlavor, BackupStatus, CacheResults, CacheStats, ContainerInfo, ContainerSiteStatus, Health, NodeStatuses, PushStatusReport,
     ServerVersion, SiteAction, TakeOfflineConfig,
 };
 use crate::names::{CacheName, SiteName};
@@ -555,6 +555,13 @@ impl SiteApi for Client {
 
     async fn size(&self, cache: &CacheName) -> Result<u64> {
         let request = self.requests().await?.size(cache);
+        let what = Self::what(&request);
+        let body = self.send_ok(request, Subject { cache: Some(cache), site: None }).await?;
+        self.parse(&what, &body)
+    }
+
+    async fn cache_stats(&self, cache: &CacheName) -> Result<CacheStats> {
+        let request = self.requests().await?.cache_stats(cache);
         let what = Self::what(&request);
         let body = self.send_ok(request, Subject { cache: Some(cache), site: None }).await?;
         self.parse(&what, &body)

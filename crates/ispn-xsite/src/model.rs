@@ -63,6 +63,34 @@ pub enum ApiFlavor {
     Container,
 }
 
+/// `GET /rest/v2/caches/{c}?action=stats`: the counters that tell a site taking writes from a
+/// quiet one. A server answers `-1` for a counter it does not keep (statistics disabled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheStats {
+    /// Writes (puts) since the statistics were last reset.
+    #[serde(default = "not_kept")]
+    pub stores: i64,
+    /// Removals of an existing entry since then.
+    #[serde(default = "not_kept")]
+    pub remove_hits: i64,
+    /// Seconds since the statistics were last reset.
+    #[serde(default = "not_kept")]
+    pub time_since_reset: i64,
+}
+
+fn not_kept() -> i64 {
+    -1
+}
+
+impl CacheStats {
+    /// Writes and removals since the last reset; `None` when the cache keeps no statistics.
+    pub fn writes(&self) -> Option<u64> {
+        let stores = u64::try_from(self.stores).ok()?;
+        let removes = u64::try_from(self.remove_hits).ok()?;
+        Some(stores + removes)
+    }
+}
+
 /// `GET /rest/v2/container` (14: `/rest/v2/cache-managers/default`): the fields the tool reads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerInfo {

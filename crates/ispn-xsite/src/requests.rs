@@ -185,6 +185,11 @@ impl Requests {
         self.json(Method::GET, &Self::cache(cache), &[("action", "size")])
     }
 
+    /// The cache's statistics on the node that answers: writes and removals since a reset.
+    pub fn cache_stats(&self, cache: &CacheName) -> HttpRequest {
+        self.json(Method::GET, &Self::cache(cache), &[("action", "stats")])
+    }
+
     /// Removes every entry of the cache.
     pub fn clear(&self, cache: &CacheName, scope: ClearScope) -> HttpRequest {
         let mut request = self.build(Method::POST, &Self::cache(cache), &[("action", "clear")], None);

@@ -101,7 +101,7 @@ fn verify_level(text: &str) -> Result<VerifyLevel, String> {
 }
 
 /// Options of commands that change things.
-#[derive(Debug, Clone, Copy, Args)]
+#[derive(Debug, Clone, Copy, Default, Args)]
 pub struct Change {
     /// Do not ask for confirmation (required without a terminal).
     #[arg(short, long)]
@@ -113,13 +113,21 @@ pub struct Change {
     /// Force-delete Keycloak pods stuck in Terminating after the scale-down timeout.
     #[arg(long)]
     pub force_delete_stuck_pods: bool,
+    /// Go on when the direction guard finds the offline site serving users (taking writes, or in
+    /// the load balancer): it is cleared all the same, and what it took is lost.
+    #[arg(long)]
+    pub discard_offline_writes: bool,
 }
 
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Read both sites and show what a run would do (changes nothing).
-    Plan,
+    Plan {
+        /// Plan as `run --discard-offline-writes` would run.
+        #[arg(long)]
+        discard_offline_writes: bool,
+    },
     /// Synchronize the offline site from the active site.
     Run(Change),
     /// Continue the run recorded in the journal.

@@ -33,6 +33,7 @@ pub fn load(cli: &Cli, change: Option<Change>) -> Result<Resolved, CliError> {
         request_timeout: cli.request_timeout,
         verify: change.and_then(|c| c.verify),
         force_delete_stuck_pods: change.is_some_and(|c| c.force_delete_stuck_pods),
+        discard_offline_writes: change.is_some_and(|c| c.discard_offline_writes),
     };
     Config::load(&cli.config)?.resolve(&cli.config, &overrides)
 }
@@ -136,6 +137,7 @@ pub async fn run(format: Format, resolved: &Resolved, change: Change, resume: bo
     connected.check_access(&resolved.offline).await?;
     let renderer = Renderer::new(format);
     let driver = Driver::new(&connected.plan, &connected.ports, &renderer);
+    let mut direction = None;
     let question = if resume {
         let journal = connected.ports.journal.load().await.ok().flatten();
         match journal {
@@ -153,6 +155,7 @@ pub async fn run(format: Format, resolved: &Resolved, change: Change, resume: bo
                 for warning in &report.warnings {
                     eprintln!("warning: {warning}");
                 }
+                direction.clone_from(&report.direction);
                 format!("{}\nProceed?", describe_run(resolved, &connected, &report.caches))
             }
             Err(outcome) => {
@@ -166,7 +169,7 @@ pub async fn run(format: Format, resolved: &Resolved, change: Change, resume: bo
         confirm(change.yes, &question)?;
     }
     let driver = driver.with_stop(stop_on_signal());
-    let outcome = if resume { driver.resume().await } else { driver.run(run_id()).await };
+    let outcome = if resume { driver.resume().await } else { driver.run_after_preflight(run_id(), direction).await };
     let mut exit = exit_for(&outcome);
     let mut note = None;
     if let (RunOutcome::Succeeded(_), Some(command)) = (&outcome, &resolved.config.post_sync_command) {
@@ -217,7 +220,10 @@ pub async fn plan(format: Format, resolved: &Resolved) -> Result<Exit, CliError>
             "steps": steps.iter().map(|(s, d)| json!({"number": s.number(), "step": s, "description": d})).collect::<Vec<_>>(),
             "preflight": match &preflight {
                 Ok(_) if !failed_reads.is_empty() => json!({"passed": false, "reason": format!("cannot read {}", failed_reads[0])}),
-                Ok(report) => json!({"passed": true, "caches": report.caches, "keycloak_line": report.line, "warnings": report.warnings}),
+                Ok(report) => json!({
+                    "passed": true, "caches": report.caches, "keycloak_line": report.line, "warnings": report.warnings,
+                    "direction": report.direction.as_ref().map(|(_, d)| d),
+                }),
                 Err(outcome) => json!({"passed": false, "reason": outcome.summary()}),
             },
             "exit_code": exit.code(),
@@ -245,6 +251,9 @@ pub async fn plan(format: Format, resolved: &Resolved) -> Result<Exit, CliError>
         }
         Ok(report) => {
             let line = report.line.as_deref().map(|l| format!(" ({l})")).unwrap_or_default();
+            if let Some((_, direction)) = &report.direction {
+                println!("Direction: {}", direction.summary());
+            }
             println!("Preflight passed{line}: {} cache(s). Run it with: site-sync run", report.caches.len());
             for warning in &report.warnings {
                 println!("warning: {warning}");
@@ -472,7 +481,9 @@ pub async fn verify(format: Format, resolved: &Resolved, level: Option<VerifyLev
 /// `config check`.
 pub async fn check(format: Format, resolved: &Resolved) -> Result<Exit, CliError> {
     resolved.check_journal_place()?;
-    let connected = connect(resolved).await?;
+    let mut connected = connect(resolved).await?;
+    // The configuration and the sites are checked, not who serves users: that is `plan`'s.
+    connected.plan.settings.direction_guard = false;
     connected.check_access(&resolved.offline).await?;
     let outcome = preflight(&connected).await;
     let exit = if outcome.is_ok() { Exit::Success } else { Exit::Refused };

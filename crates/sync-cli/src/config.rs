@@ -209,6 +209,9 @@ pub struct SettingsConfig {
     pub drift_tolerance: Option<u64>,
     /// Force-delete Keycloak pods stuck in Terminating.
     pub force_delete_stuck_pods: Option<bool>,
+    /// How long the direction guard watches both sites' writes.
+    #[serde(default, deserialize_with = "duration")]
+    pub direction_window: Option<Duration>,
 }
 
 impl SettingsConfig {
@@ -228,6 +231,9 @@ impl SettingsConfig {
             verify: self.verify.unwrap_or(defaults.verify),
             drift_tolerance: self.drift_tolerance.unwrap_or(defaults.drift_tolerance),
             manage_keycloak,
+            direction_window: self.direction_window.unwrap_or(defaults.direction_window),
+            discard_offline_writes: false,
+            direction_guard: true,
         };
         settings.check().map_err(|e| config_error(e.to_string()))?;
         for (name, value) in [("scale_down_timeout", self.scale_down_timeout), ("scale_up_timeout", self.scale_up_timeout)] {
@@ -271,6 +277,8 @@ pub struct Overrides {
     pub verify: Option<VerifyLevel>,
     /// `--force-delete-stuck-pods`.
     pub force_delete_stuck_pods: bool,
+    /// `--discard-offline-writes`.
+    pub discard_offline_writes: bool,
 }
 
 /// A configuration with its roles resolved and checked.
@@ -489,7 +497,8 @@ impl Config {
             }
         };
         let manage_keycloak = self.sites[offline.as_str()].keycloak_mode() != Some(KeycloakMode::AlreadyStopped);
-        let settings = self.settings.resolve(manage_keycloak)?;
+        let mut settings = self.settings.resolve(manage_keycloak)?;
+        settings.discard_offline_writes = overrides.discard_offline_writes;
         let directory = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let base = std::path::absolute(directory).unwrap_or_else(|_| directory.to_path_buf());
         self.resolve_paths(&base);

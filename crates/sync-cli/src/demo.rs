@@ -93,7 +93,7 @@ pub async fn demo(format: Format, entries: usize) -> Result<Exit, CliError> {
     status(format, &resolved).await?;
 
     say(format, "running the procedure (what `site-sync run --yes` does):");
-    let change = Change { yes: true, verify: None, force_delete_stuck_pods: false };
+    let change = Change { yes: true, ..Change::default() };
     let exit = run(format, &resolved, change, false).await?;
     if exit != Exit::Success {
         return Ok(exit);

@@ -104,7 +104,10 @@ async fn dispatch(cli: &Cli) -> Result<Exit, CliError> {
     let format = cli.output;
     match &cli.command {
         Command::Demo { entries } => demo::demo(format, *entries).await,
-        Command::Plan => commands::plan(format, &commands::load(cli, None)?).await,
+        Command::Plan { discard_offline_writes } => {
+            let change = cli::Change { discard_offline_writes: *discard_offline_writes, ..cli::Change::default() };
+            commands::plan(format, &commands::load(cli, Some(change))?).await
+        }
         Command::Run(change) => commands::run(format, &commands::load(cli, Some(*change))?, *change, false).await,
         Command::Resume(change) => commands::run(format, &commands::load(cli, Some(*change))?, *change, true).await,
         Command::Status => commands::status(format, &commands::load(cli, None)?).await,

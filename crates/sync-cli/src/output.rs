@@ -93,6 +93,16 @@ pub fn event_json(event: &Event) -> Value {
         Event::LinkUp { since_ms, at_ms } => {
             json!({"type": "link_up", "since_ms": since_ms, "at_ms": at_ms, "down_ms": at_ms.saturating_sub(*since_ms)})
         }
+        Event::Direction(record) => json!({
+            "type": "direction",
+            "verdict": record.verdict,
+            "active": record.active,
+            "offline": record.offline,
+            "offline_lb_check": record.offline_lb_check,
+            "window_ms": record.window_ms,
+            "overridden": record.overridden,
+            "summary": record.summary(),
+        }),
         Event::Warning { message } => json!({"type": "warning", "message": message}),
         Event::Keycloak { message } => json!({"type": "keycloak", "message": message}),
         Event::RunFinished { outcome } => json!({"type": "run_outcome", "message": outcome.summary()}),
@@ -240,6 +250,7 @@ impl Renderer {
                 state.link = None;
                 state.shown_wait = None;
             }
+            Event::Direction(record) => self.line(&state, format!("      ⇄ direction: {}", record.summary())),
             Event::Warning { message } => self.line(&state, format!("      ! {message}")),
             Event::Keycloak { message } => self.line(&state, format!("      · Keycloak: {message}")),
             Event::RunFinished { .. } => {
@@ -346,6 +357,9 @@ pub fn finish(format: Format, outcome: &RunOutcome, exit: Exit, post_sync: Optio
             }
             if let Some(health) = &report.keycloak_health {
                 println!("{}", health_line(&report.offline, health, true));
+            }
+            if let Some(direction) = &report.direction {
+                println!("Direction: {}", direction.summary());
             }
             for warning in &report.warnings {
                 println!("warning: {warning}");

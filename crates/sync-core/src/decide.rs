@@ -8,16 +8,20 @@
 //! Every wait it asks for says what it waits for, why, and until when: past that moment the same
 //! rule ends the run instead (resumably), so no wait is open-ended.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ispn_xsite::{BackupStatus, CacheName, PushStatus, PushStatusReport, SiteName};
 
 use crate::decision::{Decision, Ending, Note, Wait};
+use crate::direction::{CacheReading, Context, judge};
 use crate::journal::{CacheProgress, Journal};
 use crate::observe::{ContentCheck, Observation, Sizes};
 use crate::outcome::{Failure, Refusal};
 use crate::plan::{CacheSelection, Plan, keycloak_line};
-use crate::vocabulary::{Action, LinkLoss, LinkView, Probe, PushPhase, Side, Step, Verdict, VerifyLevel, human_duration};
+use crate::vocabulary::{
+    Action, DirectionVerdict, LinkLoss, LinkView, Probe, PushPhase, Side, Step, Verdict, VerifyLevel, WriteSample, human_duration,
+};
 
 fn probes_for(caches: &[CacheName], make: impl Fn(CacheName) -> Probe) -> Vec<Probe> {
     caches.iter().cloned().map(make).collect()
@@ -165,8 +169,107 @@ fn preflight(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
         let line = keycloak_line(&caches).map(str::to_owned);
         return Decision::Note(vec![Note::Caches(caches, line)]);
     }
+    // The direction is judged once, before the first change: a resume past scale-down has
+    // already changed the offline site, and its evidence is in the journal.
+    if plan.settings.direction_guard
+        && resuming_at <= Step::ScaleDown
+        && let Some(decision) = direction_guard(plan, journal, obs)
+    {
+        return decision;
+    }
     Decision::Advance
 }
+
+/// The direction guard: both sites' write counters read twice, `direction_window` apart, and
+/// the offline site's Keycloak's `/lb-check`; a refusal when the evidence says the offline site
+/// serves users (unless the operator said to discard what it took). `None` once judged.
+fn direction_guard(plan: &Plan, journal: &Journal, obs: &Observation) -> Option<Decision> {
+    if let Some(record) = &journal.direction {
+        let o = &plan.offline.name;
+        let warning = match &record.verdict {
+            DirectionVerdict::Against { .. } if !record.overridden => {
+                return Some(Decision::Finish(Ending::Refused(Refusal::Direction { evidence: record.clone() })));
+            }
+            DirectionVerdict::Against { reason, .. } => format!(
+                "{reason}; --discard-offline-writes was given: {o}'s Keycloak is stopped and the users it served lose their logins in progress and lockouts"
+            ),
+            // Shown with the evidence (the event, the plan and the report): no warning besides.
+            DirectionVerdict::Inconclusive { .. } | DirectionVerdict::Agrees => return None,
+        };
+        return (!journal.warnings.contains(&warning)).then(|| Decision::Note(vec![Note::Warning(warning)]));
+    }
+    let window = plan.settings.direction_window;
+    let window_ms = window.as_millis() as u64;
+    let mut wanted: Vec<Probe> = [Side::Active, Side::Offline]
+        .into_iter()
+        .flat_map(|side| journal.caches.iter().map(move |cache| Probe::Activity { side, cache: cache.clone() }))
+        .collect();
+    let samples = |obs: &Observation| -> Vec<((Side, CacheName), WriteSample)> {
+        obs.activity.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    };
+    // A first reading older than a few windows (a run resumed after a crash) is read again.
+    let started = journal.evidence_started.as_ref().filter(|(at, _)| obs.now_ms <= at + 4 * window_ms + 60_000);
+    let Some((started_at, first)) = started else {
+        let missing = obs.missing(wanted);
+        if !missing.is_empty() {
+            return Some(Decision::Observe(missing));
+        }
+        return Some(Decision::Note(vec![Note::EvidenceStarted { samples: samples(obs), at_ms: obs.now_ms }]));
+    };
+    if obs.now_ms < started_at + window_ms {
+        let (a, o) = (&plan.active.name, &plan.offline.name);
+        return Some(Decision::Wait(Wait {
+            duration: Duration::from_millis(started_at + window_ms - obs.now_ms),
+            what: format!("writes on {a} and {o} (the direction guard's {} window)", human_duration(window)),
+            why: format!("which site serves users decides whether clearing {o} is safe"),
+            until_ms: started_at + window_ms,
+        }));
+    }
+    for cache in &journal.caches {
+        wanted.push(Probe::Status { side: Side::Active, cache: cache.clone() });
+        wanted.push(Probe::Status { side: Side::Offline, cache: cache.clone() });
+    }
+    wanted.push(Probe::KeycloakHealth);
+    let missing = obs.missing(wanted);
+    if !missing.is_empty() {
+        return Some(Decision::Observe(missing));
+    }
+    let first: BTreeMap<(Side, CacheName), WriteSample> = first.iter().cloned().collect();
+    let replicates = |side: Side, cache: &CacheName| obs.status.get(&(side, cache.clone())) == Some(&BackupStatus::Online);
+    let readings: Vec<CacheReading> = journal
+        .caches
+        .iter()
+        .filter_map(|cache| {
+            let at = |side: Side| Some((*first.get(&(side, cache.clone()))?, *obs.activity.get(&(side, cache.clone()))?));
+            Some(CacheReading {
+                cache: cache.clone(),
+                active: at(Side::Active)?,
+                offline: at(Side::Offline)?,
+                active_replicates: replicates(Side::Active, cache),
+                offline_replicates: replicates(Side::Offline, cache),
+            })
+        })
+        .collect();
+    let lb_check = obs.keycloak_health.as_ref().and_then(|h| h.as_ref()?.lb_check.as_ref()?.status);
+    let context = Context {
+        active: plan.active.name.clone(),
+        offline: plan.offline.name.clone(),
+        window: Duration::from_millis(obs.now_ms - started_at),
+        offline_lb_check: lb_check,
+        manages_offline_keycloak: plan.settings.manage_keycloak,
+        overridden: plan.settings.discard_offline_writes,
+    };
+    let record = judge(&context, &readings);
+    // Counters that went back (a restarted node) say nothing about the window: watch again, a
+    // few times, rather than judge on the sizes alone.
+    if record.counters_reset && journal.evidence_retries < EVIDENCE_RETRIES {
+        return Some(Decision::Note(vec![Note::EvidenceStarted { samples: samples(obs), at_ms: obs.now_ms }]));
+    }
+    Some(Decision::Note(vec![Note::Direction(record)]))
+}
+
+/// How many more windows the direction guard watches when counters were reset during one.
+const EVIDENCE_RETRIES: u32 = 2;
 
 fn resolve_caches(plan: &Plan, journal: &Journal, obs: &Observation) -> Result<Vec<CacheName>, Refusal> {
     let (a, o) = (&plan.active.name, &plan.offline.name);

@@ -6,7 +6,7 @@ use std::time::Duration;
 use ispn_xsite::CacheName;
 
 use crate::outcome::{Failure, Refusal};
-use crate::vocabulary::{Action, LinkLoss, Probe, Verdict};
+use crate::vocabulary::{Action, DirectionRecord, LinkLoss, Probe, Side, Verdict, WriteSample};
 
 /// What the driver must do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +82,15 @@ pub enum Note {
         /// When it was seen back.
         at_ms: u64,
     },
+    /// The direction guard read its first counters (per site and cache) at `at_ms`.
+    EvidenceStarted {
+        /// The readings.
+        samples: Vec<((Side, CacheName), WriteSample)>,
+        /// When.
+        at_ms: u64,
+    },
+    /// The direction guard judged.
+    Direction(DirectionRecord),
     /// The offline site's entry count of `cache` moved while its push reads SENDING: the push is
     /// alive.
     ReceiverMoved {

@@ -21,7 +21,7 @@ use crate::outcome::{CacheReport, Failure, Refusal, Report, RunOutcome};
 use crate::plan::Plan;
 use crate::port_types::{KeycloakError, LockError, Scaling};
 use crate::ports::{Clock, EventSink, JournalStore, Keycloak, RunLock};
-use crate::vocabulary::{Action, Probe, PushPhase, Side, Step};
+use crate::vocabulary::{Action, DirectionRecord, Probe, PushPhase, Side, Step, WriteSample};
 
 /// Tries of a read during preflight before an unanswering site refuses the run.
 const PREFLIGHT_TRIES: u32 = 3;
@@ -41,7 +41,13 @@ pub struct PreflightReport {
     pub line: Option<String>,
     /// Warnings.
     pub warnings: Vec<String>,
+    /// The direction guard's evidence and verdict, and when it judged (ms since the epoch).
+    pub direction: Option<(u64, DirectionRecord)>,
 }
+
+/// How long a preflight's direction evidence stands for the run that follows it (the operator
+/// answering the confirmation): older, the run watches again.
+pub const EVIDENCE_STANDS_MS: u64 = 30_000;
 
 /// The manual step that follows a successful run.
 pub const NEXT_STEP: &str = "add the offline site back to the load balancer (AWS Global Accelerator: the \"Bring site online\" guide); site-sync does not touch it";
@@ -220,6 +226,13 @@ where
 
     /// Starts a new run.
     pub async fn run(&self, run_id: String) -> RunOutcome {
+        self.run_after_preflight(run_id, None).await
+    }
+
+    /// [`Driver::run`], with the direction judged by the preflight just before (at `judged_at`, ms
+    /// since the epoch): the run does not watch again unless that was more than
+    /// [`EVIDENCE_STANDS_MS`] ago.
+    pub async fn run_after_preflight(&self, run_id: String, direction: Option<(u64, DirectionRecord)>) -> RunOutcome {
         if let Err(e) = self.plan.validate() {
             return self.finish_early(Refusal::InvalidPlan(e.to_string()));
         }
@@ -233,7 +246,8 @@ where
             Err(e) => return self.finish_early(Refusal::Journal(e)),
         }
         let now = self.ports.clock.now_ms();
-        let journal = Journal::new(run_id, self.plan, now);
+        let mut journal = Journal::new(run_id, self.plan, now);
+        journal.direction = direction.filter(|(at, _)| now.saturating_sub(*at) <= EVIDENCE_STANDS_MS).map(|(_, record)| record);
         self.start(journal, false).await
     }
 
@@ -289,25 +303,36 @@ where
         let mut obs = Observation::at(now);
         let mut failures = 0;
         let mut line = None;
+        let mut judged_at = 0;
         loop {
             match decide(self.plan, &journal, &obs) {
                 Decision::Observe(probes) => self.observe(&journal, &mut obs, probes, &mut failures).await?,
                 Decision::Note(notes) => {
                     for note in &notes {
-                        if let Note::Caches(_, l) = note {
-                            line.clone_from(l);
+                        match note {
+                            Note::Caches(_, l) => line.clone_from(l),
+                            // The evidence is shown once, here: the run that follows reuses it.
+                            Note::Direction(_) => {
+                                judged_at = obs.now_ms;
+                                self.announce(note);
+                            }
+                            _ => {}
                         }
                         journal.note(note);
                     }
                 }
+                // The direction guard's window: a read-only wait.
+                Decision::Wait(wait) => {
+                    self.pause(journal.step, wait.duration, (&wait.what, &wait.why, wait.until_ms)).await;
+                    obs = Observation::at(self.ports.clock.now_ms());
+                }
                 Decision::Advance | Decision::Finish(Ending::Succeeded) => {
-                    return Ok(PreflightReport { caches: journal.caches, line, warnings: journal.warnings });
+                    let direction = journal.direction.map(|record| (judged_at, record));
+                    return Ok(PreflightReport { caches: journal.caches, line, warnings: journal.warnings, direction });
                 }
                 Decision::Finish(Ending::Refused(r)) => return Err(RunOutcome::Refused(r)),
                 Decision::Finish(Ending::Failed(f)) => return Err(RunOutcome::Failed(f)),
-                Decision::Act(_) | Decision::Wait(_) => {
-                    unreachable!("preflight only reads")
-                }
+                Decision::Act(_) => unreachable!("preflight only reads"),
             }
         }
     }
@@ -486,7 +511,8 @@ where
             }),
             Note::LinkLost { loss, until_ms } => self.emit(Event::LinkDown { loss: loss.clone(), until_ms: *until_ms }),
             Note::LinkBack { since_ms, at_ms } => self.emit(Event::LinkUp { since_ms: *since_ms, at_ms: *at_ms }),
-            Note::PushOk(_) | Note::PushDone(_) | Note::ReceiverMoved { .. } => {}
+            Note::Direction(record) => self.emit(Event::Direction(record.clone())),
+            Note::PushOk(_) | Note::PushDone(_) | Note::ReceiverMoved { .. } | Note::EvidenceStarted { .. } => {}
         }
     }
 
@@ -506,6 +532,7 @@ where
             keycloak_instances: journal.keycloak_original_instances,
             keycloak_health: None,
             warnings: journal.warnings.clone(),
+            direction: journal.direction.clone(),
             elapsed: Duration::from_millis(self.ports.clock.now_ms().saturating_sub(journal.started_at_ms)),
             next_step: NEXT_STEP.to_owned(),
         }
@@ -642,6 +669,23 @@ where
                         .map_err(|(side, e)| Unread::Site(side, e))?,
                 )
             }
+            Probe::Activity { side, cache } => {
+                let site = self.site(*side);
+                let stats = match site.cache_stats(cache).await {
+                    Ok(stats) => Some(stats),
+                    // A server that keeps no statistics for the cache, or cannot say: counted by
+                    // its size alone.
+                    Err(Error::Server { status: 400 | 404 | 405 | 501, .. }) => None,
+                    Err(e) => return Err(Unread::Site(*side, e)),
+                };
+                let size = site.size(cache).await.map_err(on(*side))?;
+                Fact::Activity(WriteSample {
+                    writes: stats.and_then(|s| s.writes()),
+                    since_reset_s: stats.and_then(|s| u64::try_from(s.time_since_reset).ok()),
+                    size,
+                })
+            }
+            Probe::KeycloakHealth => Fact::KeycloakHealth(self.ports.keycloak.health().await),
             Probe::Keycloak => Fact::Keycloak(
                 self.ports
                     .keycloak
@@ -856,6 +900,8 @@ enum Fact {
     Sizes(Sizes),
     Content(ContentCheck),
     Keycloak(Option<crate::ports::KeycloakState>),
+    Activity(WriteSample),
+    KeycloakHealth(Option<crate::ports::KeycloakHealth>),
 }
 
 fn record(obs: &mut Observation, probe: Probe, fact: Fact) {
@@ -882,6 +928,10 @@ fn record(obs: &mut Observation, probe: Probe, fact: Fact) {
             obs.content.insert(cache, check);
         }
         (Probe::Keycloak, Fact::Keycloak(state)) => obs.keycloak = Some(state),
+        (Probe::Activity { side, cache }, Fact::Activity(sample)) => {
+            obs.activity.insert((side, cache), sample);
+        }
+        (Probe::KeycloakHealth, Fact::KeycloakHealth(health)) => obs.keycloak_health = Some(health),
         _ => {}
     }
 }

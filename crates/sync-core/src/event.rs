@@ -6,7 +6,7 @@ use std::time::Duration;
 use ispn_xsite::{CacheName, SiteName};
 
 use crate::outcome::RunOutcome;
-use crate::vocabulary::{LinkLoss, Side, Step, Verdict};
+use crate::vocabulary::{DirectionRecord, LinkLoss, Side, Step, Verdict};
 
 /// One event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,6 +117,8 @@ pub enum Event {
         /// When it was seen back.
         at_ms: u64,
     },
+    /// The direction guard judged which site serves users.
+    Direction(DirectionRecord),
     /// Something the operator should know but that does not stop the run.
     Warning {
         /// The text.

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::decision::Note;
 use crate::plan::{Plan, SiteRef};
 use crate::port_types::JournalError;
-use crate::vocabulary::{Action, PushPhase, Step, Verdict};
+use crate::vocabulary::{Action, DirectionRecord, PushPhase, Side, Step, Verdict, WriteSample};
 
 /// One cache's progress.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,6 +123,15 @@ pub struct Journal {
     /// Since when (ms since the epoch) the cross-site link is lost, while it is.
     #[serde(default)]
     pub link_down_since_ms: Option<u64>,
+    /// The direction guard's first counters, while it watches (per site and cache).
+    #[serde(default)]
+    pub evidence_started: Option<(u64, Vec<((Side, CacheName), WriteSample)>)>,
+    /// The direction guard's evidence and verdict, once judged.
+    #[serde(default)]
+    pub direction: Option<DirectionRecord>,
+    /// Windows the direction guard watched again because counters were reset during one.
+    #[serde(default)]
+    pub evidence_retries: u32,
     /// How the last attempt ended; `None` while running.
     pub finished: Option<Finished>,
 }
@@ -145,6 +154,9 @@ impl Journal {
             per_cache: BTreeMap::new(),
             warnings: Vec::new(),
             link_down_since_ms: None,
+            evidence_started: None,
+            direction: None,
+            evidence_retries: 0,
             finished: None,
         }
     }
@@ -316,6 +328,16 @@ impl Journal {
             }
             Note::LinkLost { loss, .. } => self.link_down_since_ms = Some(loss.since_ms),
             Note::LinkBack { .. } => self.link_down_since_ms = None,
+            Note::EvidenceStarted { samples, at_ms } => {
+                if self.evidence_started.is_some() {
+                    self.evidence_retries += 1;
+                }
+                self.evidence_started = Some((*at_ms, samples.clone()));
+            }
+            Note::Direction(record) => {
+                self.evidence_started = None;
+                self.direction = Some(record.clone());
+            }
             Note::ReceiverMoved { cache, entries, at_ms } => {
                 let p = self.cache_mut(cache);
                 p.receiver_entries = Some(*entries);

@@ -10,6 +10,7 @@
 //! - [`outcome`]: refusals, failures and the report.
 //! - [`decision`]: what `decide` answers: [`Decision`], [`Note`], [`Ending`].
 //! - [`observe`]: what the driver read since its last action.
+//! - [`direction`]: the direction guard's judgement: which site is serving users.
 //! - [`journal`]: the journal that records a run's progress.
 //! - [`event`]: what the driver reports while it works.
 //! - [`ports`]: the traits the driver works through, and in-memory implementations.
@@ -35,6 +36,8 @@ pub mod outcome;
 pub mod decision;
 
 pub mod observe;
+
+pub mod direction;
 
 pub mod journal;
 

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use ispn_xsite::{BackupStatus, CacheName, ContainerInfo, NodeStatuses, PushStatusReport, SiteName};
 use serde::{Deserialize, Serialize};
 
-use crate::port_types::KeycloakState;
-use crate::vocabulary::{Probe, Side, VerifyLevel};
+use crate::port_types::{KeycloakHealth, KeycloakState};
+use crate::vocabulary::{Probe, Side, VerifyLevel, WriteSample};
 
 /// A site's identity and view, from its container info.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +108,10 @@ pub struct Observation {
     pub content: BTreeMap<CacheName, ContentCheck>,
     /// The offline site's Keycloak: `Some(None)` when read and not managed.
     pub keycloak: Option<Option<KeycloakState>>,
+    /// Per site and cache: write counters and size.
+    pub activity: BTreeMap<(Side, CacheName), WriteSample>,
+    /// The offline site's Keycloak's health: `Some(None)` when read and nothing is configured.
+    pub keycloak_health: Option<Option<KeycloakHealth>>,
 }
 
 impl Observation {
@@ -127,6 +131,8 @@ impl Observation {
             Probe::Sizes { cache } => self.sizes.contains_key(cache),
             Probe::Content { cache } => self.content.contains_key(cache),
             Probe::Keycloak => self.keycloak.is_some(),
+            Probe::Activity { side, cache } => self.activity.contains_key(&(*side, cache.clone())),
+            Probe::KeycloakHealth => self.keycloak_health.is_some(),
         }
     }
 

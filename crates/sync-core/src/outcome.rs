@@ -7,7 +7,7 @@ use ispn_xsite::{CacheName, SiteName};
 use serde::{Deserialize, Serialize};
 
 use crate::port_types::{JournalError, KeycloakError, KeycloakHealth, LockError, LockHolder};
-use crate::vocabulary::{LinkLoss, Side, Step, Verdict, clock_time, human_duration};
+use crate::vocabulary::{DirectionRecord, LinkLoss, Side, Step, Verdict, clock_time, human_duration};
 
 /// A precondition or interlock said no. Nothing unsafe was done; fix the cause and run again.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -76,6 +76,18 @@ pub enum Refusal {
         from: SiteName,
         /// The site it does not see.
         to: SiteName,
+    },
+    /// The direction guard: the offline site serves users (it took writes, or its Keycloak is in
+    /// the load balancer while site-sync does not manage it).
+    #[error(
+        "{}; nothing was changed. If {offline} is the live site, synchronize {active} from it (--active {offline} --offline {active}); to clear {offline} anyway, losing what it took, pass --discard-offline-writes",
+        .evidence.summary(),
+        offline = .evidence.offline.site,
+        active = .evidence.active.site
+    )]
+    Direction {
+        /// What the guard read and concluded.
+        evidence: DirectionRecord,
     },
     /// Keycloak is being updated by its operator.
     #[error("Keycloak ({what}) is in a rolling update; wait until it finishes")]
@@ -268,6 +280,9 @@ pub struct Report {
     pub keycloak_health: Option<KeycloakHealth>,
     /// Warnings collected on the way.
     pub warnings: Vec<String>,
+    /// The direction guard's evidence and verdict (and whether it was overridden).
+    #[serde(default)]
+    pub direction: Option<DirectionRecord>,
     /// How long the run took, resumes included.
     #[serde(rename = "elapsed_ms", with = "millis")]
     pub elapsed: Duration,

@@ -82,6 +82,15 @@ pub struct Settings {
     pub drift_tolerance: u64,
     /// Whether the tool scales Keycloak (false when the operator stopped it by other means).
     pub manage_keycloak: bool,
+    /// How long the direction guard watches both sites' write counters before anything changes
+    /// (every run pays it once).
+    pub direction_window: Duration,
+    /// Go on when the evidence says the offline site is serving users, losing what it took
+    /// (`--discard-offline-writes`).
+    pub discard_offline_writes: bool,
+    /// Whether the preflight judges the direction at all (`config check` checks the configuration
+    /// and the sites, not who serves users).
+    pub direction_guard: bool,
 }
 
 impl Default for Settings {
@@ -103,6 +112,11 @@ impl Default for Settings {
             verify: VerifyLevel::Entries,
             drift_tolerance: 0,
             manage_keycloak: true,
+            // Long enough that a site with a few logins a second shows them, short enough to
+            // stay a small part of a run (budget: 3 s).
+            direction_window: Duration::from_secs(2),
+            discard_offline_writes: false,
+            direction_guard: true,
         }
     }
 }
@@ -141,7 +155,7 @@ const fn seconds(n: u64) -> Value {
 }
 
 /// Every numeric setting's allowed range (the user guide lists the same).
-pub const RANGES: [Range; 9] = [
+pub const RANGES: [Range; 10] = [
     Range { name: "poll_interval", min: Value::Duration(Duration::from_millis(10)), max: seconds(60) },
     Range { name: "take_offline_attempts", min: Value::Count(1), max: Value::Count(100) },
     Range { name: "push_attempts", min: Value::Count(1), max: Value::Count(100) },
@@ -151,11 +165,12 @@ pub const RANGES: [Range; 9] = [
     Range { name: "link_wait", min: seconds(0), max: seconds(24 * 3600) },
     Range { name: "request_timeout", min: seconds(1), max: seconds(600) },
     Range { name: "parallelism", min: Value::Count(1), max: Value::Count(64) },
+    Range { name: "direction_window", min: Value::Duration(Duration::from_millis(500)), max: seconds(60) },
 ];
 
 impl Settings {
     /// The value of each setting that has a range, by name.
-    fn ranged(&self) -> [(&'static str, Value); 9] {
+    fn ranged(&self) -> [(&'static str, Value); 10] {
         [
             ("poll_interval", Value::Duration(self.poll_interval)),
             ("take_offline_attempts", Value::Count(u64::from(self.take_offline_attempts))),
@@ -166,6 +181,7 @@ impl Settings {
             ("link_wait", Value::Duration(self.link_wait)),
             ("request_timeout", Value::Duration(self.request_timeout)),
             ("parallelism", Value::Count(self.parallelism as u64)),
+            ("direction_window", Value::Duration(self.direction_window)),
         ]
     }
 

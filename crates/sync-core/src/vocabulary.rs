@@ -79,6 +79,130 @@ pub enum Probe {
     },
     /// The offline site's Keycloak.
     Keycloak,
+    /// The write counters and size of `cache` on `side` (the direction evidence).
+    Activity {
+        /// Which site.
+        side: Side,
+        /// The cache.
+        cache: CacheName,
+    },
+    /// What the offline site's Keycloak answers on `/lb-check` and `/health/ready`.
+    KeycloakHealth,
+}
+
+/// One read of a cache's write counters on one site: two of them, a window apart, tell a site
+/// that takes writes from one that does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteSample {
+    /// Writes and removals since the counters were last reset; `None` when the cache keeps no
+    /// statistics (or they could not be read).
+    pub writes: Option<u64>,
+    /// Seconds since that reset, when kept.
+    pub since_reset_s: Option<u64>,
+    /// Entries.
+    pub size: u64,
+}
+
+/// What one site did during the evidence window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteActivity {
+    /// The site.
+    pub site: SiteName,
+    /// Its own writes per cache (those replicated from the other site taken out), for every cache
+    /// that took some. Keycloak's own bookkeeping (`work`) is not counted: an idle Keycloak writes
+    /// there.
+    pub writes: Vec<(CacheName, u64)>,
+    /// What could not be told, per cache (statistics off or reset, replication both ways).
+    pub unknown: Vec<(CacheName, String)>,
+}
+
+impl SiteActivity {
+    /// Every own write counted, across caches.
+    pub fn total(&self) -> u64 {
+        self.writes.iter().map(|(_, n)| n).sum()
+    }
+
+    /// `site-b took 212 writes to authenticationSessions and 3 to loginFailures`, or `site-b took
+    /// none`.
+    pub fn describe(&self) -> String {
+        if self.writes.is_empty() {
+            return format!("{} took none", self.site);
+        }
+        let parts: Vec<String> = self
+            .writes
+            .iter()
+            .enumerate()
+            .map(|(i, (cache, n))| if i == 0 { format!("{n} writes to {cache}") } else { format!("{n} to {cache}") })
+            .collect();
+        format!("{} took {}", self.site, join_words(&parts))
+    }
+}
+
+fn join_words(parts: &[String]) -> String {
+    match parts {
+        [] => String::new(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
+/// Whether the evidence supports the declared direction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "kebab-case")]
+pub enum DirectionVerdict {
+    /// The active site took writes and the offline site none: the direction fits.
+    Agrees,
+    /// Nothing tells: no user writes anywhere, or writes that cannot be told apart. A warning,
+    /// never a refusal.
+    Inconclusive {
+        /// Why.
+        reason: String,
+    },
+    /// The offline site is serving users: it took writes, or its Keycloak answers the load
+    /// balancer while site-sync does not manage it. Clearing it loses what they wrote.
+    Against {
+        /// Why, with the evidence.
+        reason: String,
+        /// Whether the active site was quiet meanwhile (the direction is then likely backwards).
+        active_quiet: bool,
+    },
+}
+
+/// The direction guard's evidence and verdict, as the journal and the report keep it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectionRecord {
+    /// How long the counters were watched.
+    pub window_ms: u64,
+    /// What the active site did.
+    pub active: SiteActivity,
+    /// What the offline site did.
+    pub offline: SiteActivity,
+    /// What the offline site's Keycloak answered on `/lb-check`, when configured.
+    pub offline_lb_check: Option<u16>,
+    /// The verdict.
+    pub verdict: DirectionVerdict,
+    /// Whether the run went on against the evidence (`--discard-offline-writes`).
+    pub overridden: bool,
+    /// Whether a site's counters were reset during the window (a restarted node): the guard then
+    /// watches again.
+    #[serde(default)]
+    pub counters_reset: bool,
+}
+
+impl DirectionRecord {
+    /// One line: the evidence and what it means.
+    pub fn summary(&self) -> String {
+        let seconds = human_duration(Duration::from_millis(self.window_ms));
+        let evidence = format!("in {seconds}, {}; {}", self.active.describe(), self.offline.describe());
+        match &self.verdict {
+            DirectionVerdict::Agrees => format!("{evidence}: {} is the live site, as declared", self.active.site),
+            DirectionVerdict::Inconclusive { reason } => format!("{evidence}: cannot tell which site is live ({reason})"),
+            DirectionVerdict::Against { reason, .. } if self.overridden => {
+                format!("{reason}; overridden with --discard-offline-writes: what {} took is lost", self.offline.site)
+            }
+            DirectionVerdict::Against { reason, .. } => reason.clone(),
+        }
+    }
 }
 
 /// The steps, in the order of Keycloak's "Synchronize Sites" guide, plus the checks around them.

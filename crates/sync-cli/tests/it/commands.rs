@@ -31,7 +31,10 @@ async fn run_emits_json_lines_with_a_schema_version() {
     let lines: Vec<serde_json::Value> = out.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert!(lines.iter().all(|l| l["schema_version"] == 1));
     let kinds: Vec<&str> = lines.iter().map(|l| l["type"].as_str().unwrap()).collect();
-    assert_eq!(kinds.first(), Some(&"run_started"));
+    // What the preflight before the confirmation showed (the direction guard's window and
+    // verdict), then the run.
+    let started = kinds.iter().position(|k| *k == "run_started").expect("run_started");
+    assert_eq!(kinds[..started], ["waiting", "direction"], "{kinds:?}");
     assert_eq!(kinds.last(), Some(&"run_finished"));
     assert_eq!(lines.last().unwrap()["exit_code"], 0);
     assert_eq!(kinds.iter().filter(|k| **k == "step_finished").count(), 11);

@@ -273,12 +273,13 @@ impl Env {
 /// Replaces what changes from run to run: ports, temp paths, times, run ids.
 pub fn normalize(text: &str, env: &Env) -> String {
     let mut out = text.replace(env.dir.path().to_str().unwrap(), "<dir>");
-    let patterns: [(&str, &str); 8] = [
+    let patterns: [(&str, &str); 9] = [
         (r"127\.0\.0\.1:\d+", "127.0.0.1:<port>"),
         (r"\d\d:\d\d:\d\d UTC", "<clock>"),
         (r#""(until|since|at)_ms":\d+"#, r#""${1}_ms":<ms>"#),
         (r"\d+(\.\d+)? (ms|s)\b", "<time>"),
         (r#""elapsed_ms":\d+"#, r#""elapsed_ms":<ms>"#),
+        (r#""window_ms":\d+"#, r#""window_ms":<ms>"#),
         (r#""elapsed":\{"secs":\d+,"nanos":\d+\}"#, r#""elapsed":<time>"#),
         (r"run \d+-\d+", "run <id>"),
         (r#""run_id":"\d+-\d+""#, r#""run_id":"<id>""#),

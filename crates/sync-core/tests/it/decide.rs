@@ -3,13 +3,15 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ispn_xsite::{BackupStatus, NodeStatus, NodeStatuses, PushStatus, PushStatusReport};
+use ispn_xsite::{BackupStatus, CacheName, NodeStatus, NodeStatuses, PushStatus, PushStatusReport};
 use sync_core::decide::decide;
 use sync_core::decision::{Decision, Ending, Note};
 use sync_core::journal::{CacheProgress, Journal};
 use sync_core::observe::{ContentCheck, Observation, SiteFacts, Sizes};
 use sync_core::ports::KeycloakState;
-use sync_core::vocabulary::{Action, Probe, PushPhase, Side, Step, Verdict, VerifyLevel};
+use sync_core::vocabulary::{
+    Action, DirectionRecord, DirectionVerdict, Probe, PushPhase, Side, SiteActivity, Step, Verdict, VerifyLevel, WriteSample,
+};
 use sync_core::{CacheSelection, Failure, Plan, Refusal};
 
 use crate::support::{cache, plan, site};
@@ -38,7 +40,22 @@ fn journal_at(step: Step) -> Journal {
         journal.per_cache.insert(cache(c), CacheProgress::default());
     }
     journal.keycloak_original_instances = Some(3);
+    // Past its first reading the direction is judged; the guard's own tests start without.
+    journal.direction = Some(agreeing());
     journal
+}
+
+fn agreeing() -> DirectionRecord {
+    let activity = |name: &str, writes: Vec<(CacheName, u64)>| SiteActivity { site: site(name), writes, unknown: Vec::new() };
+    DirectionRecord {
+        window_ms: 2000,
+        active: activity("site-a", vec![(cache("authenticationSessions"), 40)]),
+        offline: activity("site-b", Vec::new()),
+        offline_lb_check: None,
+        verdict: DirectionVerdict::Agrees,
+        overridden: false,
+        counters_reset: false,
+    }
 }
 
 fn progress<'j>(journal: &'j mut Journal, c: &str) -> &'j mut CacheProgress {
@@ -105,6 +122,131 @@ fn acts(decision: Decision) -> Vec<Action> {
 }
 
 // ----- preflight --------------------------------------------------------------------------------
+
+/// Counters of every cache on both sites: `writes` per (side, cache), sizes 10.
+fn counters(obs: &mut Observation, writes: &[(Side, &str, u64)]) {
+    for side in [Side::Active, Side::Offline] {
+        for c in CACHES {
+            let n = writes.iter().find(|(s, name, _)| *s == side && *name == c).map_or(0, |(_, _, n)| *n);
+            obs.activity.insert((side, cache(c)), WriteSample { writes: Some(1000 + n), since_reset_s: Some(600), size: 10 });
+        }
+    }
+}
+
+/// The guard's second reading `window` after its first (all counters at 1000), with the backups
+/// offline both ways and nothing configured for Keycloak's health.
+fn guard_at_end(plan: &Plan, writes: &[(Side, &str, u64)]) -> Decision {
+    let mut journal = journal_at(Step::Preflight);
+    journal.direction = None;
+    let mut first = healthy();
+    counters(&mut first, &[]);
+    journal.evidence_started = Some((NOW, first.activity.into_iter().collect()));
+    let mut obs = healthy();
+    obs.now_ms = NOW + 2000;
+    counters(&mut obs, writes);
+    for c in CACHES {
+        obs.status.insert((Side::Active, cache(c)), BackupStatus::Offline);
+        obs.status.insert((Side::Offline, cache(c)), BackupStatus::Offline);
+    }
+    obs.keycloak_health = Some(None);
+    decide(plan, &journal, &obs)
+}
+
+fn judged(decision: Decision) -> DirectionRecord {
+    match decision {
+        Decision::Note(notes) => match &notes[..] {
+            [Note::Direction(record)] => record.clone(),
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_direction_guard_reads_every_cache_twice_a_window_apart_before_anything_changes() {
+    let mut journal = journal_at(Step::Preflight);
+    journal.direction = None;
+    let Decision::Observe(probes) = decide(&plan(), &journal, &healthy()) else { panic!() };
+    assert_eq!(probes.len(), 8, "{probes:?}");
+    assert!(probes.contains(&Probe::Activity { side: Side::Offline, cache: cache("authenticationSessions") }));
+    let mut obs = healthy();
+    counters(&mut obs, &[]);
+    let Decision::Note(notes) = decide(&plan(), &journal, &obs) else { panic!() };
+    assert!(matches!(&notes[..], [Note::EvidenceStarted { at_ms: NOW, samples }] if samples.len() == 8), "{notes:?}");
+    journal.evidence_started = Some((NOW, obs.activity.clone().into_iter().collect()));
+    let mut later = healthy();
+    later.now_ms = NOW + 500;
+    let Decision::Wait(wait) = decide(&plan(), &journal, &later) else { panic!() };
+    assert_eq!((wait.until_ms, wait.duration), (NOW + 2000, Duration::from_millis(1500)));
+    assert!(wait.what.contains("writes on site-a and site-b"), "{}", wait.what);
+    later.now_ms = NOW + 2000;
+    let Decision::Observe(second) = decide(&plan(), &journal, &later) else { panic!() };
+    assert!(second.contains(&Probe::KeycloakHealth) && second.contains(&Probe::Status { side: Side::Active, cache: cache("work") }));
+}
+
+#[test]
+fn the_offline_site_taking_writes_while_the_active_one_is_quiet_is_refused_with_the_evidence() {
+    let record = judged(guard_at_end(&plan(), &[(Side::Offline, "authenticationSessions", 212)]));
+    assert_eq!(record.verdict, DirectionVerdict::Against {
+        reason: "site-b took 212 writes to authenticationSessions in 2.00 s; site-a took none: site-b looks like the live site".to_owned(),
+        active_quiet: true,
+    });
+    let mut journal = journal_at(Step::Preflight);
+    journal.direction = Some(record);
+    let refusal = refused(decide(&plan(), &journal, &healthy()));
+    assert_eq!(
+        refusal.to_string(),
+        "site-b took 212 writes to authenticationSessions in 2.00 s; site-a took none: site-b looks like the live site; nothing was changed. If site-b is the live site, synchronize site-a from it (--active site-b --offline site-a); to clear site-b anyway, losing what it took, pass --discard-offline-writes"
+    );
+}
+
+#[test]
+fn users_on_both_sites_are_refused_too_and_the_override_goes_on_with_a_warning() {
+    let writes = [(Side::Active, "loginFailures", 3), (Side::Offline, "authenticationSessions", 5)];
+    let record = judged(guard_at_end(&plan(), &writes));
+    assert!(matches!(&record.verdict, DirectionVerdict::Against { active_quiet: false, reason } if reason.contains("site-b is serving users")));
+    let mut overriding = plan();
+    overriding.settings.discard_offline_writes = true;
+    let record = judged(guard_at_end(&overriding, &writes));
+    assert!(record.overridden);
+    let mut journal = journal_at(Step::Preflight);
+    journal.direction = Some(record);
+    let Decision::Note(notes) = decide(&overriding, &journal, &healthy()) else { panic!() };
+    assert!(matches!(&notes[..], [Note::Warning(w)] if w.contains("--discard-offline-writes was given")), "{notes:?}");
+    if let [Note::Warning(w)] = &notes[..] {
+        journal.warnings.push(w.clone());
+    }
+    assert_eq!(decide(&overriding, &journal, &healthy()), Decision::Advance);
+}
+
+#[test]
+fn only_the_active_site_writing_agrees_and_the_run_goes_on() {
+    let record = judged(guard_at_end(&plan(), &[(Side::Active, "authenticationSessions", 40), (Side::Offline, "work", 3)]));
+    assert_eq!(record.verdict, DirectionVerdict::Agrees, "the offline site's work cache is Keycloak's own bookkeeping");
+    assert_eq!(record.summary(), "in 2.00 s, site-a took 40 writes to authenticationSessions; site-b took none: site-a is the live site, as declared");
+    let mut journal = journal_at(Step::Preflight);
+    journal.direction = Some(record);
+    assert_eq!(decide(&plan(), &journal, &healthy()), Decision::Advance);
+}
+
+#[test]
+fn no_traffic_anywhere_is_inconclusive_never_a_refusal() {
+    let record = judged(guard_at_end(&plan(), &[]));
+    assert!(matches!(&record.verdict, DirectionVerdict::Inconclusive { reason } if reason.contains("no user wrote to either site")));
+    let mut journal = journal_at(Step::Preflight);
+    journal.direction = Some(record);
+    assert_eq!(decide(&plan(), &journal, &healthy()), Decision::Advance);
+}
+
+#[test]
+fn a_resume_past_the_scale_down_does_not_judge_again() {
+    let mut journal = journal_at(Step::Preflight);
+    journal.direction = None;
+    journal.resume_from = Some(Step::ClearCaches);
+    assert_eq!(decide(&plan(), &journal, &healthy()), Decision::Advance);
+    journal.resume_from = Some(Step::ScaleDown);
+    assert!(matches!(decide(&plan(), &journal, &healthy()), Decision::Observe(_)));
+}
 
 #[test]
 fn preflight_reads_both_sites_their_backups_and_keycloak_first() {

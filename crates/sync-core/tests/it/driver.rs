@@ -150,8 +150,9 @@ async fn a_stop_request_ends_at_a_safe_point_and_resume_finishes() {
     let plan = plan();
     let driver = Driver::new(&plan, &ports, &events).with_stop(stopped);
     let run = driver.run("interrupted".to_owned());
+    // Past the preflight (with the direction guard's two-second window) and the scale-down.
     let interrupt = async {
-        tokio::time::sleep(Duration::from_millis(2500)).await;
+        tokio::time::sleep(Duration::from_millis(4500)).await;
         stop.send(true).unwrap();
     };
     let (outcome, ()) = tokio::join!(run, interrupt);

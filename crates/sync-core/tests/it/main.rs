@@ -3,6 +3,7 @@
 
 mod compare;
 mod decide;
+mod direction;
 mod driver;
 mod heal;
 mod journal;

@@ -14,13 +14,22 @@
 //! 7. no wait passes silently: while a run is on, no 10 simulated seconds go by without an event,
 //!    and every pause longer than 3 s begins with one that names what is awaited and until when;
 //! 8. no run outlives its deadlines: no step runs longer than `step_deadline`, and no lost link
-//!    is waited for longer than `link_wait` (give or take a poll).
+//!    is waited for longer than `link_wait` (give or take a poll);
+//! 9. no clear of the offline site follows a direction judgement whose window held a write by
+//!    the offline site's users, unless the operator overrode it;
+//! 10. no direction refusal without such a write: the declared direction is never refused while
+//!    the active site is the only one its users write to.
+//!
+//! Schedules also put users on the offline site (its Keycloak serving them, until it is scaled
+//! down or until a moment, sometimes mid-window), an operator who overrides the guard, and
+//! statistics that are off or reset on a site.
 //!
 //! Every case is a seed. A failure prints the command that replays it. Each invariant is shown
 //! to bite by a fault planted in the harness that it must catch: a server that lies about its
 //! backups and ignores `SKIP_XSITE_BACKUP` (3), one that reads a push OK while it runs, under a
 //! plan that trusts it (4), a clock at half speed (8), an event sink that swallows announcements
-//! (7). Product code carries no test hooks; `cargo xtask mutants` shows the same for the
+//! (7), a guard overridden behind the checker's back (9), and an offline site whose counters
+//! climb without a write (10). Product code carries no test hooks; `cargo xtask mutants` shows the same for the
 //! interlock lines themselves.
 
 use std::collections::BTreeMap;
@@ -33,6 +42,7 @@ use ispn_xsite::{CacheName, PushStatus, SiteAction, SiteApi};
 use proptest::prelude::*;
 use sync_core::ports::JournalError;
 use sync_core::vocabulary::VerifyLevel;
+use sync_core::vocabulary::{DirectionRecord, DirectionVerdict};
 use sync_core::{Driver, Event, Failure, RunOutcome};
 
 use crate::support::*;
@@ -75,6 +85,26 @@ enum Plant {
     SlowClock,
     /// The event sink drops every announcement of a wait.
     SilentWaits,
+    /// The run overrides the direction guard, and the checker is not told.
+    GuardOverridden,
+    /// The offline site's counters climb by 5 writes a second without any write.
+    PhantomWrites,
+}
+
+/// Users of the offline site's Keycloak: a write every `every`, while it is up, or until `until`.
+#[derive(Debug, Clone, Copy)]
+struct OfflineUsers {
+    every: Duration,
+    until: Option<Duration>,
+}
+
+/// Statistics trouble on a site.
+#[derive(Debug, Clone, Copy)]
+enum StatsFault {
+    /// Off on every cache: counters read -1.
+    Disabled,
+    /// Reset on every cache at this moment.
+    Reset(Duration),
 }
 
 #[derive(Debug, Clone)]
@@ -103,6 +133,10 @@ struct Schedule {
     /// What happens between a stopped run and the operator's resume.
     between_runs: Option<Chaos>,
     instances: u32,
+    offline_users: Option<OfflineUsers>,
+    /// Whether the operator passes `--discard-offline-writes`.
+    discard_offline_writes: bool,
+    stats_fault: Option<(usize, StatsFault)>,
 }
 
 const CACHES: [&str; 4] = fake_ispn::KEYCLOAK_26_CACHES;
@@ -168,6 +202,15 @@ impl Schedule {
                 _ => None,
             },
             instances: 1 + rng.below(4) as u32,
+            offline_users: rng.chance(20).then(|| OfflineUsers {
+                every: Duration::from_millis(50 + rng.below(700)),
+                until: rng.chance(40).then(|| rng.millis(6000)),
+            }),
+            discard_offline_writes: rng.chance(30),
+            stats_fault: rng.chance(15).then(|| {
+                let fault = if rng.chance(50) { StatsFault::Disabled } else { StatsFault::Reset(rng.millis(5000)) };
+                (rng.below(2) as usize, fault)
+            }),
         }
     }
 }
@@ -243,6 +286,59 @@ async fn simulate(schedule: Schedule, plant: Option<Plant>) -> Result<(), String
         }
     }
 
+    // Statistics trouble, merged into whatever faults the schedule gave each cache.
+    let faults_of = |side: usize, index: usize| -> CacheFaults {
+        let mut faults =
+            if side < 2 { schedule.cache_faults.iter().find(|(i, _)| *i == index).map(|(_, f)| f.clone()) } else { None }
+                .unwrap_or_default();
+        if matches!(schedule.stats_fault, Some((s, StatsFault::Disabled)) if s == side) {
+            faults.statistics_disabled = true;
+        }
+        if plant == Some(Plant::PhantomWrites) && side == 1 {
+            faults.phantom_writes_per_second = 5;
+        }
+        faults
+    };
+    if plant.is_none() || plant == Some(Plant::PhantomWrites) || plant == Some(Plant::GuardOverridden) {
+        for side in 0..2 {
+            for (index, c) in caches.iter().enumerate() {
+                fake.world().set_cache_faults(side, c, faults_of(side, index));
+            }
+        }
+    }
+    let collected = Events::default();
+    let stats_reset = match schedule.stats_fault {
+        Some((side, StatsFault::Reset(at))) => {
+            let (fake, caches) = (fake.clone(), caches.clone());
+            Some(tokio::spawn(async move {
+                tokio::time::sleep(at).await;
+                for c in &caches {
+                    fake.world().reset_stats(side, c);
+                }
+            }))
+        }
+        _ => None,
+    };
+    // The offline site's users: its Keycloak writes their logins while it is up.
+    let offline_writes = Arc::new(std::sync::Mutex::new(Vec::<Duration>::new()));
+    let offline_users = schedule.offline_users.map(|users| {
+        let (fake, writes, keycloak, events) = (fake.clone(), offline_writes.clone(), ports.keycloak.clone(), collected.clone());
+        tokio::spawn(async move {
+            let offline = fake.site("site-b");
+            let sessions = cache("authenticationSessions");
+            for i in 0u64.. {
+                tokio::time::sleep(users.every).await;
+                let now = events.start().elapsed();
+                if keycloak.instances().1 == 0 || users.until.is_some_and(|until| now >= until) {
+                    break;
+                }
+                if offline.put(&sessions, &format!("user-{i}"), "login in progress").await.is_ok() {
+                    writes.lock().unwrap().push(now);
+                }
+            }
+        })
+    });
+
     let chaos = {
         let fake = fake.clone();
         let events = schedule.chaos.clone();
@@ -292,16 +388,19 @@ async fn simulate(schedule: Schedule, plant: Option<Plant>) -> Result<(), String
         plan.settings.verify = VerifyLevel::Sizes;
         plan.settings.drift_tolerance = u64::MAX / 4;
     }
-    let collected = Events::default();
+    plan.settings.discard_offline_writes = schedule.discard_offline_writes || plant == Some(Plant::GuardOverridden);
     let events = Sink { events: &collected, silent: plant == Some(Plant::SilentWaits) };
     ports.journal.crash_after(schedule.crash_after_saves);
     let mut log = String::new();
     let mut outcome = Driver::new(&plan, &ports, &events).run(format!("sim-{}", schedule.seed)).await;
     let _ = writeln!(log, "first attempt: {}", outcome.summary());
 
-    // The faults go away (the link heals, injected faults are dropped), the writer keeps going
-    // for a while, and the operator resumes until done.
+    // The faults go away (the link heals, injected faults are dropped, the offline site's users
+    // are sent elsewhere), the writer keeps going for a while, and the operator resumes until done.
     chaos.abort();
+    for task in [offline_users, stats_reset].into_iter().flatten() {
+        task.abort();
+    }
     fake.heal_link("site-a", "site-b");
     if !fake.world().is_up(1) {
         fake.world().restart(1);
@@ -396,7 +495,39 @@ async fn simulate(schedule: Schedule, plant: Option<Plant>) -> Result<(), String
     let timed = collected.timed();
     let mut violations = silent_waits(&timed);
     violations.extend(outlived_deadlines(&plan, &timed));
+    let offline_clears: Vec<Duration> =
+        clears.iter().filter(|c| c.origin == "site-b").map(|c| c.at.duration_since(collected.start())).collect();
+    violations.extend(direction_violations(&timed, &offline_clears, &offline_writes.lock().unwrap(), schedule.discard_offline_writes));
     check(violations.is_empty(), &violations.join("\n"))
+}
+
+/// Invariants 9 and 10: each direction judgement against what the offline site's users really
+/// wrote during its window (`writes`, times as in `timed`).
+fn direction_violations(timed: &[(Duration, Event)], clears: &[Duration], writes: &[Duration], overridden: bool) -> Vec<String> {
+    let judgements: Vec<(Duration, &DirectionRecord)> =
+        timed.iter().filter_map(|(at, e)| if let Event::Direction(record) = e { Some((*at, record)) } else { None }).collect();
+    let window = |end: Duration, record: &DirectionRecord| (end.saturating_sub(Duration::from_millis(record.window_ms)), end);
+    // Writes strictly inside the window were certainly counted; one at its very edge may or may
+    // not have been (the reading and the write happen at the same virtual moment).
+    let surely_seen = |(start, end): (Duration, Duration)| writes.iter().any(|w| *w > start && *w < end);
+    let maybe_seen = |(start, end): (Duration, Duration)| writes.iter().any(|w| *w >= start && *w <= end);
+    let mut violations = Vec::new();
+    for clear in clears {
+        match judgements.iter().rev().find(|(at, _)| at <= clear) {
+            None => violations.push(format!("9: site-b was cleared at {clear:?} without a direction judgement before")),
+            Some((at, record)) if surely_seen(window(*at, record)) && !overridden => violations.push(format!(
+                "9: site-b was cleared at {clear:?} after a judgement at {at:?} whose window held its users' writes: {}",
+                record.summary()
+            )),
+            Some(_) => {}
+        }
+    }
+    for (at, record) in &judgements {
+        if matches!(record.verdict, DirectionVerdict::Against { .. }) && !maybe_seen(window(*at, record)) {
+            violations.push(format!("10: the judgement at {at:?} went against the direction without a write by site-b's users: {}", record.summary()));
+        }
+    }
+    violations
 }
 
 /// Invariant 7, over every run in the timeline.
@@ -516,6 +647,18 @@ fn scaling_keycloak_up_before_the_push_is_caught() {
 fn waits_nobody_announces_are_caught() {
     let caught = caught_within(Plant::SilentWaits, &[7], 200);
     assert!(caught.is_some(), "the simulation did not notice waits without announcements");
+}
+
+#[test]
+fn a_clear_against_the_evidence_is_caught() {
+    let caught = caught_within(Plant::GuardOverridden, &[9], 400);
+    assert!(caught.is_some(), "the simulation did not notice a clear of a site its users were writing to");
+}
+
+#[test]
+fn a_refusal_without_writes_on_the_offline_site_is_caught() {
+    let caught = caught_within(Plant::PhantomWrites, &[10], 50);
+    assert!(caught.is_some(), "the simulation did not notice a refusal of the right direction");
 }
 
 #[test]

@@ -190,6 +190,11 @@ impl Events {
         self.events.lock().unwrap().clone()
     }
 
+    /// When the collector was made: the zero of [`Events::timed`].
+    pub fn start(&self) -> tokio::time::Instant {
+        self.start
+    }
+
     /// One line per event, with its time, for failure messages.
     pub fn timeline(&self) -> String {
         self.events
