@@ -499,6 +499,7 @@ fn keycloak_downtime(sessions: usize) -> Result<Measured> {
     let version = VERSIONS[0];
     let pair = start(PairSpec { keycloak: true, ..PairSpec::plain(version, 1) }, Lifetime::ThisProcess)?;
     let keycloaks = Keycloaks::start(&pair)?;
+    let keycloaks_version = keycloaks.version;
     let dir = scratch_dir()?;
     let password = dir.join("password");
     std::fs::write(&password, format!("{}\n", ADMIN.1))?;
@@ -597,7 +598,7 @@ fn keycloak_downtime(sessions: usize) -> Result<Measured> {
     let _ = std::fs::remove_dir_all(dir);
     Ok(Measured {
         json: json!({
-            "server": version, "keycloak": crate::keycloak::VERSION, "auth_sessions": sessions,
+            "server": version, "keycloak": keycloaks_version, "auth_sessions": sessions,
             "downtime_seconds": downtime, "lb_check_refused_seconds": outage,
             "stop_seconds": tool_stop, "infinispan_work_seconds": work, "start_seconds": tool_start,
             "floor_seconds": floor, "floor_stop_seconds": stop, "floor_transfer_seconds": transfer, "floor_start_seconds": start,
@@ -611,7 +612,7 @@ fn keycloak_downtime(sessions: usize) -> Result<Measured> {
              start {tool_start:.1} (`/lb-check` refused {outage:.1} s); floor {floor:.1} s = stop {stop:.1} + transfer {transfer:.2} + \
              start {start:.1} | {:.2} | `site-sync -o json run --yes` (`commands` backend) vs `keycloak.sh stop`, `bench_tool push-floor`, \
              `keycloak.sh start` until ready |",
-            crate::keycloak::VERSION,
+            keycloaks_version,
             downtime / floor
         )],
     })

@@ -28,7 +28,7 @@ pub const ADMIN: (&str, &str) = ("admin", "password");
 /// User without the admin role (for 403 checks).
 pub const OBSERVER: (&str, &str) = ("observer", "password");
 
-fn resolve(version: &str) -> Result<&'static str> {
+pub fn resolve(version: &str) -> Result<&'static str> {
     VERSIONS
         .iter()
         .find(|v| **v == version || v.starts_with(&format!("{version}.")))
@@ -794,7 +794,7 @@ fn keycloak_suite(version: &'static str) -> Result<String> {
     let ready = t.elapsed();
     let memory = crate::keycloak::Keycloaks::jvm_memory();
     let mut command = cargo();
-    command.args(["test", "--workspace", "--test", "it", "--", "--exact", "--test-threads", "1"]);
+    command.args(["test", "--workspace", "--test", "it", "--", "--exact", "--test-threads", "1", "--nocapture"]);
     // By exact name: only the tests that need the servers.
     command.args(crate::keycloak::TESTS.map(|test| format!("keycloak::{test}")));
     for (k, v) in pair.env().into_iter().chain(keycloaks.env()) {

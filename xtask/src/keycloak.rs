@@ -21,9 +21,12 @@ use anyhow::{Context, Result, bail};
 use crate::ispn::{ADMIN, RunningPair, start_timeout};
 use crate::{project_root, run};
 
-/// The Keycloak release: 26.5.6 bundles the Infinispan 15.0.19 Hot Rod client, which speaks to
-/// both server lines of the harness (15.0 and 16.0), and runs on Java 17.
-pub const VERSION: &str = "26.5.6";
+/// The Keycloak release of each Infinispan line: 26.5.6 (Infinispan 15.0.19 Hot Rod client) on
+/// the 15.0 line, and the newest release that resolves from Maven Central here, 26.7.0 (16.0.12
+/// Hot Rod client), on the 16.0 line. Both run on Java 17.
+pub fn version_for(infinispan: &str) -> &'static str {
+    if infinispan.starts_with("15.") { "26.5.6" } else { "26.7.0" }
+}
 
 pub const SITES: [&str; 2] = ["site-a", "site-b"];
 pub const HTTP_PORTS: [u16; 2] = [8080, 8081];
@@ -32,7 +35,11 @@ const HTTPS_PORTS: [u16; 2] = [8443, 8444];
 const POSTGRES_PORT: u16 = 15432;
 /// The tests of the Keycloak suite (`crates/sync-cli/tests/it/keycloak.rs`); each leaves
 /// `<name>.passed` in the run directory.
-pub const TESTS: [&str; 2] = ["synchronized_stale_site_serves_the_active_sites_login_state", "the_naive_order_logs_everyone_out"];
+pub const TESTS: [&str; 3] = [
+    "synchronized_stale_site_serves_the_active_sites_login_state",
+    "the_naive_order_logs_everyone_out",
+    "the_direction_guard_keeps_the_site_users_log_in_to",
+];
 
 /// Keycloak's bootstrap administrator (test servers only).
 pub const KEYCLOAK_ADMIN: (&str, &str) = ("admin", "admin");
@@ -45,22 +52,22 @@ fn script() -> PathBuf {
     project_root().join("testenv").join("keycloak").join("keycloak.sh")
 }
 
-/// Downloads (once) the distribution, unpacks it for `site` and builds it (once).
-fn ensure_server(site: &str) -> Result<PathBuf> {
-    let home = root().join(VERSION).join(site);
-    let server = home.join(format!("keycloak-{VERSION}"));
+/// Downloads (once) the distribution of `version`, unpacks it for `site` and builds it (once).
+fn ensure_server(version: &str, site: &str) -> Result<PathBuf> {
+    let home = root().join(version).join(site);
+    let server = home.join(format!("keycloak-{version}"));
     let build_options = ["--db=postgres", "--features=multi-site", "--health-enabled=true"];
     let marker = home.join(".built");
     if std::fs::read_to_string(&marker).is_ok_and(|m| m == build_options.join(" ")) {
         return Ok(server);
     }
     let dist = root().join("dist");
-    let zip = dist.join(format!("keycloak-quarkus-dist-{VERSION}.zip"));
+    let zip = dist.join(format!("keycloak-quarkus-dist-{version}.zip"));
     if !zip.exists() {
-        eprintln!("downloading Keycloak {VERSION} from Maven Central (cached afterwards)");
+        eprintln!("downloading Keycloak {version} from Maven Central (cached afterwards)");
         run(Command::new("mvn")
             .args(["-B", "-q", "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy"])
-            .arg(format!("-Dartifact=org.keycloak:keycloak-quarkus-dist:{VERSION}:zip"))
+            .arg(format!("-Dartifact=org.keycloak:keycloak-quarkus-dist:{version}:zip"))
             .arg(format!("-DoutputDirectory={}", dist.display())))?;
     }
     if home.exists() {
@@ -71,7 +78,7 @@ fn ensure_server(site: &str) -> Result<PathBuf> {
         .context("unpacking Keycloak needs `unzip` (Debian: apt-get install unzip)")?;
     let started = Instant::now();
     run(Command::new(server.join("bin").join("kc.sh")).arg("build").args(build_options))?;
-    eprintln!("Keycloak {VERSION} for {site} built in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!("Keycloak {version} for {site} built in {:.1} s", started.elapsed().as_secs_f64());
     std::fs::write(marker, build_options.join(" "))?;
     Ok(server)
 }
@@ -173,6 +180,8 @@ impl Drop for Postgres {
 #[derive(Debug)]
 pub struct Keycloaks {
     pub run: PathBuf,
+    /// The Keycloak release.
+    pub version: &'static str,
     postgres: Postgres,
     /// Seconds each Keycloak took from its start to ready.
     pub ready_after: Vec<(String, f64)>,
@@ -204,14 +213,15 @@ impl Keycloaks {
                 bail!("port {port} is already in use on 127.0.0.1 (a Keycloak of an earlier run? `cargo xtask keycloak down`)");
             }
         }
-        let servers: Vec<PathBuf> = SITES.iter().map(|s| ensure_server(s)).collect::<Result<_>>()?;
+        let version = version_for(pair.spec.version);
+        let servers: Vec<PathBuf> = SITES.iter().map(|s| ensure_server(version, s)).collect::<Result<_>>()?;
         let run_dir = root().join("run").join(pair.spec.variant());
         if run_dir.exists() {
             std::fs::remove_dir_all(&run_dir)?;
         }
         std::fs::create_dir_all(&run_dir)?;
         let postgres = Postgres::start(&run_dir)?;
-        let mut keycloaks = Self { run: run_dir.clone(), postgres, ready_after: Vec::new() };
+        let mut keycloaks = Self { run: run_dir.clone(), version, postgres, ready_after: Vec::new() };
         for (index, site) in SITES.iter().enumerate() {
             let infinispan_port = if index == 0 { 11222 } else { 11322 };
             let args = [
@@ -243,7 +253,7 @@ impl Keycloaks {
             run(&mut keycloak_script("start", &run_dir, site))?;
             keycloaks.wait_ready(index)?;
             let seconds = started.elapsed().as_secs_f64();
-            eprintln!("Keycloak {VERSION} on {site} ready in {seconds:.1} s (http://127.0.0.1:{})", HTTP_PORTS[index]);
+            eprintln!("Keycloak {version} on {site} ready in {seconds:.1} s (http://127.0.0.1:{})", HTTP_PORTS[index]);
             keycloaks.ready_after.push(((*site).to_owned(), seconds));
         }
         Ok(keycloaks)
@@ -280,7 +290,7 @@ impl Keycloaks {
         let mut env = vec![
             ("SITE_SYNC_KEYCLOAK_RUN".to_owned(), self.run.display().to_string()),
             ("SITE_SYNC_KEYCLOAK_SCRIPT".to_owned(), script().display().to_string()),
-            ("SITE_SYNC_KEYCLOAK_VERSION".to_owned(), VERSION.to_owned()),
+            ("SITE_SYNC_KEYCLOAK_VERSION".to_owned(), self.version.to_owned()),
             ("SITE_SYNC_KEYCLOAK_ADMIN".to_owned(), format!("{}:{}", KEYCLOAK_ADMIN.0, KEYCLOAK_ADMIN.1)),
         ];
         for (index, side) in ["A", "B"].iter().enumerate() {

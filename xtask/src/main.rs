@@ -15,6 +15,7 @@ mod bench;
 mod ispn;
 mod keycloak;
 mod kube;
+mod lab;
 mod mutants;
 mod tidy;
 
@@ -41,6 +42,9 @@ tasks:
                                    the Keycloak suite only; --kube: the Kubernetes-backed suites
                                    only, on the newest version, reusing a `kube up` harness)
   keycloak down                    stop Keycloaks and PostgreSQL an interrupted Keycloak suite left
+  lab up [--version V]             a real lab left running: an Infinispan pair with Keycloak's caches,
+                                   PostgreSQL and a Keycloak per site, and a ready site-sync.yaml
+  lab down                         stop it
   kube build                       build kube-apiserver, etcd and kwok from the Go module proxy (cached)
   kube up                          start a real API server (etcd, kwok) on 127.0.0.1:16443 with the
                                    Keycloak CRD and a namespace per site; prints the kubeconfig
@@ -64,6 +68,7 @@ fn main() -> Result<()> {
         ["ispn", rest @ ..] => ispn::command(rest),
         ["e2e", rest @ ..] => ispn::e2e(rest),
         ["keycloak", "down"] => keycloak::down(),
+        ["lab", rest @ ..] => lab::command(rest),
         ["kube", rest @ ..] => kube::command(rest),
         ["bench", rest @ ..] => bench::bench(rest),
         ["mutants", rest @ ..] => mutants::mutants(rest),

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use ispn_xsite::requests::HttpRequest;
 use ispn_xsite::{
-    BackupStatus, CacheName, CacheResults, CacheStats, ClearScope, ContainerInfo, ContainerSiteStatus, Entry, Error, Health, ItemStream,
-    NodeStatuses, PushStatusReport, Requests, Result, ServerVersion, SiteAction, SiteApi, SiteName, Subject, TakeOfflineConfig,
+    BackupStatus, CacheName, CacheResults, CacheStats, ClearScope, ContainerInfo, ContainerSiteStatus, Entry, Error, Health,
+    ItemStream, NodeStatuses, PushStatusReport, Requests, Result, ServerVersion, SiteAction, SiteApi, SiteName, Subject,
+    TakeOfflineConfig,
 };
 
 use crate::model::{Failure, Outcome, RequestFault, World};

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ispn_xsite::{
-    BackupStatus, CacheName, CacheOutcome, CacheStats, CacheResults, ContainerSiteStatus, NodeStatus, NodeStatuses, PushStatus, SiteAction,
-    SiteName, TakeOfflineConfig,
+    BackupStatus, CacheName, CacheOutcome, CacheResults, CacheStats, ContainerSiteStatus, NodeStatus, NodeStatuses, PushStatus,
+    SiteAction, SiteName, TakeOfflineConfig,
 };
 use tokio::time::Instant;
 
@@ -1053,7 +1053,8 @@ impl World {
         }
         let elapsed = Instant::now().duration_since(c.counters.reset_at.unwrap_or(self.began));
         let since = elapsed.as_secs();
-        let phantom = c.faults.phantom_writes_per_second.saturating_mul(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)) / 1000;
+        let phantom =
+            c.faults.phantom_writes_per_second.saturating_mul(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)) / 1000;
         let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         Ok(CacheStats {
             stores: count(c.counters.stores + phantom),

@@ -13,8 +13,8 @@ use futures::Stream;
 
 use crate::error::Result;
 use crate::model::{
-    BackupStatus, CacheResults, CacheStats, ContainerInfo, ContainerSiteStatus, Health, NodeStatuses, PushStatusReport, ServerVersion,
-    SiteAction, TakeOfflineConfig,
+    BackupStatus, CacheResults, CacheStats, ContainerInfo, ContainerSiteStatus, Health, NodeStatuses, PushStatusReport,
+    ServerVersion, SiteAction, TakeOfflineConfig,
 };
 use crate::names::{CacheName, SiteName};
 use crate::requests::ClearScope;

@@ -15,8 +15,8 @@ use crate::auth::{AuthState, Chosen, Credentials, Mechanism, NotOffered, choose}
 use crate::error::{Error, Result, Subject};
 use crate::json_stream::{ArraySplitter, decode_entry, decode_key};
 use crate::model::{
-    ApiFlavor, BackupStatus, CacheResults, CacheStats, ContainerInfo, ContainerSiteStatus, Health, NodeStatuses, PushStatusReport,
-    ServerVersion, SiteAction, TakeOfflineConfig,
+    ApiFlavor, BackupStatus, CacheResults, CacheStats, ContainerInfo, ContainerSiteStatus, Health, NodeStatuses,
+    PushStatusReport, ServerVersion, SiteAction, TakeOfflineConfig,
 };
 use crate::names::{CacheName, SiteName};
 use crate::requests::{ClearScope, HttpRequest, Requests};

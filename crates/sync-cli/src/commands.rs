@@ -20,7 +20,7 @@ use crate::cli::{Change, Cli};
 use crate::config::{Config, KeycloakMode, Overrides, Resolved};
 use crate::connect::{Connected, Site, connect, connect_each, first_answer_budget, health_probe, keycloak};
 use crate::exit::{CliError, Exit, both};
-use crate::inspect::{Diagnosis, KeycloakView, Reach, diagnose, look, render, replicated_caches};
+use crate::inspect::{Diagnosis, KeycloakView, Reach, activity, diagnose, look, recommend, render, replicated_caches};
 use crate::output::{Format, Renderer, finish, json_line};
 
 /// Reads and resolves the configuration named on the command line.
@@ -308,18 +308,36 @@ pub async fn status(format: Format, resolved: &Resolved) -> Result<Exit, CliErro
             view.keycloak_health.push((site.clone(), probe.check().await));
         }
     }
-    let diagnosis = diagnose(&view);
+    let mut diagnosis = diagnose(&view);
+    // Which site takes its users' writes, watched as the direction guard does (site names as
+    // configured, the active one first).
+    if !matches!(diagnosis, Diagnosis::Unreachable { .. })
+        && let (Ok(first), Ok(second)) = (&active, &offline)
+    {
+        match activity(&view, (&first.client, &second.client), resolved.settings.direction_window).await {
+            Ok(record) => view.activity = Some(record),
+            Err(error) => {
+                view.errors.push(error.clone());
+                diagnosis = diagnose(&view);
+            }
+        }
+    }
+    let recommendation = recommend(&view, &diagnosis);
     let unread = matches!(diagnosis, Diagnosis::Unreachable { .. }) || matches!(view.keycloak, Some(KeycloakView::Error { .. }));
     let exit = if unread { Exit::Refused } else { Exit::Success };
     if format == Format::Json {
         json_line(json!({
-            "type": "status", "view": view, "diagnosis": diagnosis, "summary": diagnosis.text(a, o), "exit_code": exit.code(),
+            "type": "status", "view": view, "diagnosis": diagnosis, "summary": diagnosis.text(a, o),
+            "recommendation": recommendation, "exit_code": exit.code(),
         }));
     } else {
         for line in render(&view) {
             println!("{line}");
         }
         println!("Diagnosis: {}", diagnosis.text(a, o));
+        if let Some(recommendation) = &recommendation {
+            println!("Recommendation: {recommendation}");
+        }
         // What could not be read, where errors go, for whoever reads only stderr or the exit code.
         for error in view.failed_reads() {
             eprintln!("site-sync: {error}");

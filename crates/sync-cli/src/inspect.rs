@@ -5,9 +5,11 @@
 use futures::StreamExt;
 use std::time::Duration;
 
-use ispn_xsite::{BackupStatus, CacheName, Client, ContainerInfo, PushStatus, SiteApi, SiteName};
+use ispn_xsite::{BackupStatus, CacheName, CacheStats, Client, ContainerInfo, PushStatus, SiteApi, SiteName};
 use serde::Serialize;
+use sync_core::direction::{CacheReading, Context, judge};
 use sync_core::ports::{Keycloak, KeycloakHealth, KeycloakState};
+use sync_core::vocabulary::{DirectionRecord, DirectionVerdict, WriteSample, human_duration};
 
 /// One site.
 #[derive(Debug, Clone, Serialize)]
@@ -62,6 +64,81 @@ pub struct PairView {
     pub keycloak: Option<KeycloakView>,
     /// What each site's Keycloak says about itself, where its URLs are configured.
     pub keycloak_health: Vec<(SiteName, KeycloakHealth)>,
+    /// Which site took its users' writes while the view was read (the direction guard's
+    /// evidence, with the first site as the active one).
+    pub activity: Option<DirectionRecord>,
+}
+
+/// One reading of every cache's write counters on both sites; `None` for a site not asked.
+type Readings = Vec<(CacheName, Option<WriteSample>, Option<WriteSample>)>;
+
+/// A cache's write counters; `None` from a server that keeps or serves none for it.
+pub async fn stats_of(client: &Client, cache: &CacheName) -> ispn_xsite::Result<Option<CacheStats>> {
+    match client.cache_stats(cache).await {
+        Ok(stats) => Ok(Some(stats)),
+        Err(ispn_xsite::Error::Server { status: 400 | 404 | 405 | 501, .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// One reading of a cache's counters and size.
+pub fn write_sample(stats: Option<CacheStats>, size: u64) -> WriteSample {
+    WriteSample {
+        writes: stats.and_then(|s| s.writes()),
+        since_reset_s: stats.and_then(|s| u64::try_from(s.time_since_reset).ok()),
+        size,
+    }
+}
+
+async fn sample(client: &Client, cache: &CacheName) -> ispn_xsite::Result<WriteSample> {
+    let stats = stats_of(client, cache).await?;
+    Ok(write_sample(stats, client.size(cache).await?))
+}
+
+async fn readings(first: &Client, second: &Client, caches: &[CacheName]) -> Result<Readings, String> {
+    let mut out = Vec::new();
+    for cache in caches {
+        let (a, b) = tokio::join!(sample(first, cache), sample(second, cache));
+        let a = a.map_err(|e| format!("cannot read the write counters of {cache}: {e}"))?;
+        let b = b.map_err(|e| format!("cannot read the write counters of {cache}: {e}"))?;
+        out.push((cache.clone(), Some(a), Some(b)));
+    }
+    Ok(out)
+}
+
+/// Watches both sites' write counters for `window` (the direction guard's evidence, as `status`
+/// shows it): which site takes its users' writes, with the first site in the active role.
+pub async fn activity(view: &PairView, (first, second): (&Client, &Client), window: Duration) -> Result<DirectionRecord, String> {
+    let caches: Vec<CacheName> = view.caches.iter().map(|c| c.cache.clone()).collect();
+    let started = std::time::Instant::now();
+    let before = readings(first, second, &caches).await?;
+    tokio::time::sleep(window.saturating_sub(started.elapsed())).await;
+    let elapsed = started.elapsed();
+    let after = readings(first, second, &caches).await?;
+    let replicates = |status: &Option<String>| status.as_deref() == Some("online");
+    let rows: Vec<CacheReading> = before
+        .into_iter()
+        .zip(after)
+        .zip(&view.caches)
+        .filter_map(|(((cache, a0, b0), (_, a1, b1)), row)| {
+            Some(CacheReading {
+                cache,
+                active: (a0?, a1?),
+                offline: (b0?, b1?),
+                active_replicates: replicates(&row.forward),
+                offline_replicates: replicates(&row.backward),
+            })
+        })
+        .collect();
+    let context = Context {
+        active: view.first.name.clone(),
+        offline: view.second.name.clone(),
+        window: elapsed,
+        offline_lb_check: None,
+        manages_offline_keycloak: true,
+        overridden: false,
+    };
+    Ok(judge(&context, &rows))
 }
 
 /// What was read of Keycloak.
@@ -203,7 +280,15 @@ pub async fn look(
         }),
         None => None,
     };
-    PairView { first: first_view, second: second_view, caches: rows, errors, keycloak, keycloak_health: Vec::new() }
+    PairView {
+        first: first_view,
+        second: second_view,
+        caches: rows,
+        errors,
+        keycloak,
+        keycloak_health: Vec::new(),
+        activity: None,
+    }
 }
 
 /// A read of a site that may have no client: `None` when it was not asked.
@@ -334,6 +419,36 @@ impl Diagnosis {
     }
 }
 
+/// After a split brain, which site to keep, by which site took its users' writes (`first` in the
+/// active role); or why that cannot be told.
+pub fn recommend(view: &PairView, diagnosis: &Diagnosis) -> Option<String> {
+    if *diagnosis != Diagnosis::SplitBrain {
+        return None;
+    }
+    let record = view.activity.as_ref()?;
+    let (a, b) = (&view.first.name, &view.second.name);
+    Some(match &record.verdict {
+        DirectionVerdict::Agrees => format!(
+            "{a} is the live site ({}; {}): synchronize {b} from it: `site-sync run --active {a} --offline {b}`",
+            record.active.describe(),
+            record.offline.describe()
+        ),
+        DirectionVerdict::Against { active_quiet: true, .. } => format!(
+            "{b} is the live site ({}; {}): synchronize {a} from it: `site-sync run --active {b} --offline {a}`",
+            record.offline.describe(),
+            record.active.describe()
+        ),
+        DirectionVerdict::Against { .. } => format!(
+            "both sites take their users' writes ({}; {}): fence one out of the load balancer first; the other is the one to keep",
+            record.active.describe(),
+            record.offline.describe()
+        ),
+        DirectionVerdict::Inconclusive { reason } => {
+            format!("cannot tell which site is live ({reason}); keep the one the load balancer sends users to")
+        }
+    })
+}
+
 /// Diagnoses a view.
 pub fn diagnose(view: &PairView) -> Diagnosis {
     let sites = [&view.first, &view.second];
@@ -413,6 +528,17 @@ pub fn render(view: &PairView) -> Vec<String> {
             cell(&row.size_first),
             cell(&row.size_second)
         ));
+    }
+    if let Some(record) = &view.activity {
+        let seconds = human_duration(Duration::from_millis(record.window_ms));
+        for site in [&record.active, &record.offline] {
+            let (word, reason) = match (site.writes.is_empty(), site.unknown.first()) {
+                (false, _) => ("live", format!("{} in {seconds}", site.describe())),
+                (true, Some((cache, why))) => ("?", format!("writes to {cache} cannot be counted: {why}")),
+                (true, None) => ("quiet", format!("no user write in {seconds}")),
+            };
+            lines.push(format!("  {:<10} {word:<6} {reason}", site.site.as_str()));
+        }
     }
     for error in view.errors.iter().chain(view.caches.iter().flat_map(|c| &c.errors)) {
         lines.push(format!("  ! {error}"));

@@ -22,15 +22,17 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use sync_core::direction::{CacheReading, Context, judge};
 use sync_core::heal::{HealMemory, HealPolicy, HealVerdict, LastRun, PairState, heal_verdict};
 use sync_core::journal::{Finished, Journal};
 use sync_core::ports::JournalStore;
+use sync_core::vocabulary::{DirectionRecord, DirectionVerdict, WriteSample};
 
 use crate::cli::Cli;
 use crate::config::Resolved;
 use crate::connect::{FileJournal, Site, first_answer_budget, site};
 use crate::exit::{CliError, Exit};
-use crate::inspect::{Diagnosis, PairView, Reach, diagnose, look};
+use crate::inspect::{Diagnosis, PairView, Reach, diagnose, look, stats_of, write_sample};
 
 /// Every diagnosis, as the `state` label of `site_sync_diagnosis`.
 pub const DIAGNOSES: [&str; 7] = ["unreachable", "link-down", "split-brain", "one-sided", "syncing", "healthy", "diverged"];
@@ -106,6 +108,7 @@ struct Metrics {
     last_sync_caches: Gauge,
     poll_errors: Family<ErrorLabels, Counter>,
     heals: Family<StatusLabels, Counter>,
+    user_writes: Family<SiteLabels, Gauge>,
     heal_running: Gauge,
     heal_blocked: Gauge,
     polls: Counter,
@@ -154,6 +157,11 @@ impl Metrics {
         r.register("poll_errors", "Failed reads during polls, by site and kind", self.poll_errors.clone());
         r.register("polls", "Polls completed", self.polls.clone());
         r.register("heals", "Heals by `watch --heal`: started, succeeded, failed", self.heals.clone());
+        r.register(
+            "site_user_writes",
+            "Writes the site's users made between the last two polls (its own: replicated ones and Keycloak's bookkeeping left out)",
+            self.user_writes.clone(),
+        );
         r.register("heal_running", "Whether a heal started by this watcher is running", self.heal_running.clone());
         r.register(
             "heal_blocked",
@@ -432,6 +440,9 @@ struct Slot {
     failed: Option<String>,
 }
 
+/// Each cache's write counters on the active and the offline site.
+type Counters = Vec<(CacheName, WriteSample, WriteSample)>;
+
 /// The watcher's state between polls.
 struct Watcher<'a> {
     resolved: &'a Resolved,
@@ -441,9 +452,57 @@ struct Watcher<'a> {
     caches: Option<Vec<CacheName>>,
     polls: u64,
     last_run: LastRun,
+    /// The last poll's write counters per cache (active site, offline site), and when.
+    counters: Option<(Instant, Counters)>,
 }
 
 impl Watcher<'_> {
+    /// Reads each cache's write counters on both sites and judges, against the last poll's
+    /// reading, which site took its users' writes in between: the direction guard's evidence,
+    /// with the poll interval as its window. `None` on the first poll or after a failed read.
+    async fn activity(&mut self, view: &PairView) -> Option<DirectionRecord> {
+        let (Some(first), Some(second)) = (self.slots[0].connection.as_ref(), self.slots[1].connection.as_ref()) else {
+            self.counters = None;
+            return None;
+        };
+        let mut now = Vec::new();
+        for row in &view.caches {
+            let (Some(size_a), Some(size_b)) = (row.size_first, row.size_second) else { continue };
+            let (a, b) = tokio::join!(stats_of(&first.client, &row.cache), stats_of(&second.client, &row.cache));
+            let (Ok(a), Ok(b)) = (a, b) else {
+                self.counters = None;
+                return None;
+            };
+            now.push((row.cache.clone(), write_sample(a, size_a), write_sample(b, size_b)));
+        }
+        let at = Instant::now();
+        let (then, before) = self.counters.replace((at, now.clone()))?;
+        let replicates = |status: &Option<String>| status.as_deref() == Some("online");
+        let readings: Vec<CacheReading> = before
+            .into_iter()
+            .filter_map(|(cache, a0, b0)| {
+                let (_, a1, b1) = now.iter().find(|(c, ..)| *c == cache)?;
+                let row = view.caches.iter().find(|r| r.cache == cache)?;
+                Some(CacheReading {
+                    cache,
+                    active: (a0, *a1),
+                    offline: (b0, *b1),
+                    active_replicates: replicates(&row.forward),
+                    offline_replicates: replicates(&row.backward),
+                })
+            })
+            .collect();
+        let context = Context {
+            active: view.first.name.clone(),
+            offline: view.second.name.clone(),
+            window: at.duration_since(then),
+            offline_lb_check: None,
+            manages_offline_keycloak: true,
+            overridden: false,
+        };
+        Some(judge(&context, &readings))
+    }
+
     /// Connects every site that has no connection. A site whose API server, credentials Secret or
     /// port-forward cannot be had now is a state (`site_up 0`), tried again at the next poll; a
     /// configuration error at the first attempt ends the watcher before it serves anything.
@@ -510,12 +569,22 @@ impl Watcher<'_> {
             site.sites_view.as_ref().is_some_and(|v| v.iter().any(|s| s == other.as_str()))
         };
         let link_up = sees(&view.first, &view.second.name) && sees(&view.second, &view.first.name);
+        let activity = self.activity(&view).await;
+        let offline_serving = activity.as_ref().is_some_and(|r| matches!(r.verdict, DirectionVerdict::Against { .. }));
         let pair = match (&diagnosis, link_up) {
+            (Diagnosis::SplitBrain, true) if offline_serving => PairState::SplitBrainOfflineServing,
             (Diagnosis::SplitBrain, true) => PairState::SplitBrainLinkUp,
             (Diagnosis::SplitBrain, false) => PairState::SplitBrainLinkDown,
             _ => PairState::Other,
         };
         let complete = self.metrics.record(&view, &diagnosis);
+        self.metrics.user_writes.clear();
+        if let Some(record) = &activity {
+            for site in [&record.active, &record.offline] {
+                let writes = i64::try_from(site.total()).unwrap_or(i64::MAX);
+                self.metrics.user_writes.get_or_create(&SiteLabels { site: site.site.to_string() }).set(writes);
+            }
+        }
         let said = diagnosis.text(a, o);
         // Keep the cache list only from a poll that read both sites.
         self.caches = complete.then(|| view.caches.iter().map(|c| c.cache.clone()).collect());
@@ -567,6 +636,7 @@ pub async fn watch(resolved: &Resolved, options: Options) -> Result<Exit, CliErr
         caches: None,
         polls: 0,
         last_run: LastRun::None,
+        counters: None,
     };
     watcher.connect(true).await?;
     if once {

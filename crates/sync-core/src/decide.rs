@@ -188,7 +188,7 @@ fn direction_guard(plan: &Plan, journal: &Journal, obs: &Observation) -> Option<
         let o = &plan.offline.name;
         let warning = match &record.verdict {
             DirectionVerdict::Against { .. } if !record.overridden => {
-                return Some(Decision::Finish(Ending::Refused(Refusal::Direction { evidence: record.clone() })));
+                return Some(Decision::Finish(Ending::Refused(Refusal::Direction { evidence: Box::new(record.clone()) })));
             }
             DirectionVerdict::Against { reason, .. } => format!(
                 "{reason}; --discard-offline-writes was given: {o}'s Keycloak is stopped and the users it served lose their logins in progress and lockouts"

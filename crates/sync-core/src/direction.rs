@@ -69,9 +69,10 @@ fn writes(first: WriteSample, second: WriteSample) -> Result<(u64, Option<&'stat
     let size_grew = second.size.saturating_sub(first.size);
     match counted {
         Some(n) => Ok((n, None)),
-        None if size_grew > 0 => {
-            Ok((size_grew, Some(if first.writes.is_none() || second.writes.is_none() { "no statistics" } else { "statistics reset" })))
-        }
+        None if size_grew > 0 => Ok((
+            size_grew,
+            Some(if first.writes.is_none() || second.writes.is_none() { "no statistics" } else { "statistics reset" }),
+        )),
         None if first.writes.is_none() || second.writes.is_none() => Err("its statistics are off, and its size did not grow"),
         None => Err("its statistics were reset during the window, and its size did not grow"),
     }
@@ -144,7 +145,9 @@ pub fn judge(context: &Context, readings: &[CacheReading]) -> DirectionRecord {
     } else if active.total() > 0 {
         DirectionVerdict::Agrees
     } else {
-        DirectionVerdict::Inconclusive { reason: format!("no user wrote to either site; make sure {o} is out of the load balancer") }
+        DirectionVerdict::Inconclusive {
+            reason: format!("no user wrote to either site; make sure {o} is out of the load balancer"),
+        }
     };
     DirectionRecord {
         window_ms: u64::try_from(context.window.as_millis()).unwrap_or(u64::MAX),

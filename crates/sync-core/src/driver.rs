@@ -532,7 +532,7 @@ where
             keycloak_instances: journal.keycloak_original_instances,
             keycloak_health: None,
             warnings: journal.warnings.clone(),
-            direction: journal.direction.clone(),
+            direction: journal.direction.clone().map(Box::new),
             elapsed: Duration::from_millis(self.ports.clock.now_ms().saturating_sub(journal.started_at_ms)),
             next_step: NEXT_STEP.to_owned(),
         }

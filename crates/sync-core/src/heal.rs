@@ -2,8 +2,9 @@
 //! observed, so that the simulation can check it over every schedule.
 //!
 //! A heal starts only when the pair has read "split brain" with the cross-site link up on every
-//! poll for `hold`; never while a heal runs, never over an unfinished journal or after a run that
-//! did not succeed (a human looks first), and at most once per `min_interval`.
+//! poll for `hold`; never while a heal runs, never while the offline site takes its users' writes
+//! (the direction guard's evidence), never over an unfinished journal or after a run that did not
+//! succeed (a human looks first), and at most once per `min_interval`.
 
 /// How patient the policy is, in milliseconds of the watcher's clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +22,9 @@ pub enum PairState {
     SplitBrainLinkUp,
     /// Each site has the other offline but the link is down: a run would only wait for it.
     SplitBrainLinkDown,
+    /// Each site has the other offline, and the declared offline site takes its users' writes:
+    /// a heal from the active site would discard them (the direction may be wrong).
+    SplitBrainOfflineServing,
     /// Anything else (healthy, one-sided, syncing, unreachable...).
     Other,
 }
@@ -78,6 +82,11 @@ pub fn heal_verdict(
     match pair {
         PairState::Other => return HealVerdict::Wait("no split brain"),
         PairState::SplitBrainLinkDown => return HealVerdict::Wait("split brain, but the cross-site link is down"),
+        PairState::SplitBrainOfflineServing => {
+            return HealVerdict::Blocked(
+                "split brain, but the offline site takes its users' writes: a heal would discard them; `site-sync status` shows which site is live",
+            );
+        }
         PairState::SplitBrainLinkUp => {}
     }
     match last {

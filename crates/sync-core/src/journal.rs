@@ -87,6 +87,10 @@ pub enum Finished {
     Interrupted,
 }
 
+/// The direction guard's first reading: when (ms since the epoch), and each site's counters per
+/// cache.
+pub type EvidenceStart = (u64, Vec<((Side, CacheName), WriteSample)>);
+
 /// The journal's schema version. Bump it on any incompatible change; older journals stay readable.
 pub const JOURNAL_SCHEMA: u32 = 1;
 
@@ -125,7 +129,7 @@ pub struct Journal {
     pub link_down_since_ms: Option<u64>,
     /// The direction guard's first counters, while it watches (per site and cache).
     #[serde(default)]
-    pub evidence_started: Option<(u64, Vec<((Side, CacheName), WriteSample)>)>,
+    pub evidence_started: Option<EvidenceStart>,
     /// The direction guard's evidence and verdict, once judged.
     #[serde(default)]
     pub direction: Option<DirectionRecord>,

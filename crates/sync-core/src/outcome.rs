@@ -87,7 +87,7 @@ pub enum Refusal {
     )]
     Direction {
         /// What the guard read and concluded.
-        evidence: DirectionRecord,
+        evidence: Box<DirectionRecord>,
     },
     /// Keycloak is being updated by its operator.
     #[error("Keycloak ({what}) is in a rolling update; wait until it finishes")]
@@ -282,7 +282,7 @@ pub struct Report {
     pub warnings: Vec<String>,
     /// The direction guard's evidence and verdict (and whether it was overridden).
     #[serde(default)]
-    pub direction: Option<DirectionRecord>,
+    pub direction: Option<Box<DirectionRecord>>,
     /// How long the run took, resumes included.
     #[serde(rename = "elapsed_ms", with = "millis")]
     pub elapsed: Duration,

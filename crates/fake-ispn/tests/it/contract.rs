@@ -322,6 +322,31 @@ contract! {
         assert_eq!(pair.a.container_site_status(&pair.b_name).await.unwrap(), ContainerSiteStatus::Online);
     };
 
+    write_counters_count_local_and_replicated_writes_and_removals => |pair| async move {
+        let work = pair.work();
+        let (a0, b0) = (pair.a.cache_stats(work).await.unwrap(), pair.b.cache_stats(work).await.unwrap());
+        for i in 0..3 {
+            pair.a.put(work, &format!("counted-{i}"), "v").await.unwrap();
+        }
+        assert!(pair.a.delete(work, "counted-0").await.unwrap());
+        let (a1, b1) = (pair.a.cache_stats(work).await.unwrap(), pair.b.cache_stats(work).await.unwrap());
+        assert_eq!((a1.stores - a0.stores, a1.remove_hits - a0.remove_hits), (3, 1), "{a0:?} {a1:?}");
+        // What the backup replicates is counted on the site that receives it too: the direction
+        // guard takes it out of that site's own writes.
+        assert_eq!((b1.stores - b0.stores, b1.remove_hits - b0.remove_hits), (3, 1), "{b0:?} {b1:?}");
+        assert!(a1.time_since_reset >= a0.time_since_reset && a1.writes().is_some());
+    };
+
+    write_counters_stay_still_where_the_backup_does_not_replicate => |pair| async move {
+        let work = pair.work();
+        pair.a.cache_site_action(work, &pair.b_name, SiteAction::TakeOffline).await.unwrap();
+        let b0 = pair.b.cache_stats(work).await.unwrap();
+        pair.a.put(work, "unreplicated", "v").await.unwrap();
+        let b1 = pair.b.cache_stats(work).await.unwrap();
+        assert_eq!(b1.writes(), b0.writes(), "{b0:?} {b1:?}");
+        pair.a.cache_site_action(work, &pair.b_name, SiteAction::BringOnline).await.unwrap();
+    };
+
     write_replicates_to_the_peer => |pair| async move {
         pair.a.put(pair.work(), "k1", "v1").await.unwrap();
         assert_eq!(pair.b.get(pair.work(), "k1").await.unwrap().as_deref(), Some("v1"));

@@ -101,7 +101,7 @@ case!(
     edited("sites:\n", "sites:\n  - [\n").await,
     &["plan"],
     USAGE,
-    "sites (line 8): expected a mapping"
+    "sites (line 9): expected a mapping"
 );
 case!(
     parallelism_zero,
@@ -577,7 +577,7 @@ case!(
     edited("      user: admin\n", "      user: admin\n      insecure: maybe\n").await,
     &["plan"],
     USAGE,
-    "sites.site-a.infinispan.insecure (line 12): expected true or false, found \"maybe\""
+    "sites.site-a.infinispan.insecure (line 13): expected true or false, found \"maybe\""
 );
 case!(
     duplicate_key,

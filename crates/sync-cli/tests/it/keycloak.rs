@@ -77,20 +77,33 @@ impl Servers {
     /// The configuration site-sync runs with: site-b's Keycloak stopped and started by the
     /// harness's script, both Keycloaks' health endpoints known.
     fn config(&self, dir: &std::path::Path) {
-        let keycloak = |k: &Keycloak| format!("url: {}\n      management_url: {}\n", k.url, k.management);
-        let script = format!("sh {} {{}} {} site-b", self.script, self.run.display());
+        self.config_with(dir, "site-a", "site-b");
+    }
+
+    /// The configuration for a run from `active` to `offline`: the offline site's Keycloak
+    /// stopped and started by the harness's script, both Keycloaks' health endpoints known.
+    fn config_with(&self, dir: &std::path::Path, active: &str, offline: &str) {
+        let mut sites = String::new();
+        for (index, name) in ["site-a", "site-b"].into_iter().enumerate() {
+            let k = &self.keycloak[index];
+            let mode = if name == offline {
+                let script = format!("sh {} {{}} {} {name}", self.script, self.run.display());
+                format!(
+                    "mode: commands\n      stop: {}\n      start: {}\n      is_stopped: {}",
+                    script.replace("{}", "stop"),
+                    script.replace("{}", "start"),
+                    script.replace("{}", "is-stopped")
+                )
+            } else {
+                "mode: already-stopped".to_owned()
+            };
+            sites.push_str(&format!(
+                "  {name}:\n    infinispan: {{ url: \"{}\", user: admin, password_file: password }}\n    keycloak:\n      {mode}\n      url: {}\n      management_url: {}\n",
+                self.infinispan_urls[index], k.url, k.management
+            ));
+        }
         let text = format!(
-            "active: site-a\noffline: site-b\njournal: journal.json\nsettings:\n  poll_interval: 200ms\n  scale_down_timeout: 2m\nsites:\n\
-             \x20 site-a:\n    infinispan: {{ url: \"{}\", user: admin, password_file: password }}\n    keycloak:\n      mode: already-stopped\n      {}\
-             \x20 site-b:\n    infinispan: {{ url: \"{}\", user: admin, password_file: password }}\n    keycloak:\n      mode: commands\n\
-             \x20     stop: {}\n      start: {}\n      is_stopped: {}\n      {}",
-            self.infinispan_urls[0],
-            keycloak(&self.keycloak[0]),
-            self.infinispan_urls[1],
-            script.replace("{}", "stop"),
-            script.replace("{}", "start"),
-            script.replace("{}", "is-stopped"),
-            keycloak(&self.keycloak[1]),
+            "active: {active}\noffline: {offline}\njournal: journal.json\nsettings:\n  poll_interval: 200ms\n  scale_down_timeout: 2m\nsites:\n{sites}"
         );
         std::fs::write(dir.join("site-sync.yaml"), text).unwrap();
         std::fs::write(dir.join("password"), "password\n").unwrap();
@@ -190,7 +203,7 @@ impl Keycloak {
     }
 
     /// A realm with brute-force detection that counts every failure (no lockout within the
-    /// test), a public client with direct grants and the code flow, and two users.
+    /// test), a public client with direct grants and the code flow, and three users.
     async fn create_realm(&self, realm: &str) -> BTreeMap<String, String> {
         let settings = json!({
             "realm": realm, "enabled": true, "bruteForceProtected": true, "failureFactor": 30,
@@ -203,7 +216,7 @@ impl Keycloak {
             "standardFlowEnabled": true, "redirectUris": ["*"]});
         assert_eq!(self.admin(reqwest::Method::POST, &format!("/{realm}/clients"), Some(client)).await.status(), 201);
         let mut ids = BTreeMap::new();
-        for user in ["alice", "bob"] {
+        for user in ["alice", "bob", "carol"] {
             let body = json!({"username": user, "enabled": true, "firstName": user, "lastName": "Tester",
                 "email": format!("{user}@example.com"), "emailVerified": true,
                 "credentials": [{"type": "password", "value": "pw", "temporary": false}]});
@@ -215,7 +228,7 @@ impl Keycloak {
         ids
     }
 
-    /// `times` wrong-password logins (direct grant), each answered 401 and each waited for until
+    /// `times` wrong-password logins (direct grant), each refused and each waited for until
     /// this site counts it: Keycloak records a failure after answering, and two records in
     /// flight at once can lose one (seen with a 16.0.7 server).
     async fn fail_logins(&self, realm: &str, (user, user_id): (&str, &str), times: u64) {
@@ -228,7 +241,10 @@ impl Keycloak {
                 .send()
                 .await
                 .unwrap();
-            assert_eq!(response.status(), 401);
+            // 26.5.6 answers 401, 26.7.0 400 (OAuth 2's status for invalid_grant); both say why.
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap_or_default();
+            assert!(matches!(status, 400 | 401) && body["error"] == "invalid_grant", "{status} {body}");
             self.wait_failures(realm, user_id, before + n).await;
         }
     }
@@ -255,22 +271,29 @@ impl Keycloak {
 
     /// Opens the login form: an authentication session, and the browser's cookies for it.
     async fn start_login(&self, realm: &str) -> Login {
+        self.try_start_login(realm).await.unwrap_or_else(|why| panic!("no login form: {why}"))
+    }
+
+    /// [`Keycloak::start_login`], or why not (a Keycloak that is stopping, say).
+    async fn try_start_login(&self, realm: &str) -> Result<Login, String> {
         let url = format!(
             "{}/realms/{realm}/protocol/openid-connect/auth?client_id=cli&response_type=code&scope=openid&redirect_uri={REDIRECT}&state=s",
             self.url
         );
-        let response = self.http.get(url).send().await.unwrap();
-        assert_eq!(response.status(), 200);
+        let response = self.http.get(url).send().await.map_err(|e| e.to_string())?;
+        if response.status() != 200 {
+            return Err(format!("{}", response.status()));
+        }
         let mut jar = Jar::default();
         jar.take(&response);
-        let html = response.text().await.unwrap();
+        let html = response.text().await.map_err(|e| e.to_string())?;
         let action = html
             .split("action=\"")
             .nth(1)
             .and_then(|rest| rest.split('"').next())
-            .unwrap_or_else(|| panic!("no login form in {html}"))
+            .ok_or_else(|| format!("no login form in {html}"))?
             .replace("&amp;", "&");
-        Login { action, jar }
+        Ok(Login { action, jar })
     }
 
     /// Posts the password to a login form (on this site, whichever site opened it); the code
@@ -284,7 +307,7 @@ impl Keycloak {
             .form(&[("username", user), ("password", "pw")])
             .send()
             .await
-            .unwrap();
+            .map_err(|e| format!("no answer: {e}"))?;
         let location = response.headers().get("location").and_then(|l| l.to_str().ok()).unwrap_or_default().to_owned();
         let code = location.split("code=").nth(1).map(|c| c.split('&').next().unwrap_or_default().to_owned());
         match (response.status().as_u16(), code) {
@@ -445,5 +468,119 @@ async fn the_naive_order_logs_everyone_out() {
     let offline = SiteName::new("site-b").unwrap();
     for c in CACHES {
         servers.infinispan[0].cache_site_action(&cache(c), &offline, SiteAction::BringOnline).await.unwrap();
+    }
+}
+
+/// Users logging in on one site while site-sync looks at it: a complete login (the form, then the
+/// password: an authentication session, then a code) every 300 ms, until `stop`; how many.
+fn keep_logging_in(keycloak: Keycloak, realm: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let mut logins = 0;
+        while !stop.load(Ordering::Relaxed) {
+            // Once site-sync stops this Keycloak, its users get nothing: they try again.
+            if let Ok(login) = keycloak.try_start_login(&realm).await
+                && keycloak.finish_login(&login, "carol").await.is_ok()
+            {
+                logins += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        logins
+    })
+}
+
+/// Everything site-sync could change, read on both sites: per cache the active site's size and
+/// both backup statuses, whether site-b's Keycloak serves, and both sites' lockout counts of
+/// alice and bob as each Keycloak reads them. (site-b's own sizes move with its users.)
+async fn what_site_sync_could_change(servers: &Servers, state: &State) -> String {
+    let mut seen = Vec::new();
+    for c in CACHES {
+        let c = cache(c);
+        let statuses =
+            (servers.infinispan[0].cache_backups(&c).await.unwrap(), servers.infinispan[1].cache_backups(&c).await.unwrap());
+        seen.push(format!("{c}: site-a {} entries, backups {statuses:?}", servers.infinispan[0].size(&c).await.unwrap()));
+    }
+    seen.push(format!("site-b lb-check {:?}", servers.keycloak[1].lb_check().await));
+    for (site, keycloak) in ["site-a", "site-b"].iter().zip(&servers.keycloak) {
+        for user in ["alice", "bob"] {
+            seen.push(format!("{site} {user} {} failures", keycloak.failures(&state.realm, &state.ids[user]).await));
+        }
+    }
+    seen.join("\n")
+}
+
+/// The direction guard on real Keycloak: users log in on site-b after the split, and site-sync is
+/// told that site-a is the active site. It refuses, with the evidence, and changes nothing. Told
+/// the right direction, it synchronizes site-a from site-b, and site-b's logins in progress and
+/// lockouts are on site-a afterwards. The control: with the override, the wrong direction does
+/// lose site-b's state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::print_stderr)] // the refusal, status and report on real servers, for the record (`--nocapture`)
+async fn the_direction_guard_keeps_the_site_users_log_in_to() {
+    let Some(servers) = Servers::from_env() else { return };
+    let _serial = SERIAL.lock().await;
+    let [a, b] = &servers.keycloak;
+    let state = split_with_login_state(&servers, "direction").await;
+    let realm = state.realm.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let users = keep_logging_in(b.clone(), realm.clone(), stop.clone());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Told site-a: refused before anything changes.
+    let before = what_site_sync_could_change(&servers, &state).await;
+    servers.config_with(dir.path(), "site-a", "site-b");
+    let out = crate::support::Output::of(site_sync(dir.path(), &["run", "--yes"])).await;
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    let refusal = out.last_error_line();
+    eprintln!("refusal on the real pair: {refusal}");
+    assert!(refusal.contains("site-b took") && refusal.contains(" to authenticationSessions"), "{refusal}");
+    assert!(refusal.contains("site-a took none") && refusal.contains("--discard-offline-writes"), "{refusal}");
+    assert_eq!(what_site_sync_could_change(&servers, &state).await, before, "the refused run changed something");
+    let status = crate::support::Output::of(site_sync(dir.path(), &["status"])).await;
+    eprintln!("status on the real pair:\n{}", status.stdout);
+    assert!(status.stdout.contains("Recommendation: site-b is the live site"), "{}", status.stdout);
+
+    // Told the right direction, with users still logging in on site-b: a login started there
+    // completes on site-a afterwards, and site-a reads site-b's lockouts.
+    let started_on_b = b.start_login(&realm).await;
+    servers.config_with(dir.path(), "site-b", "site-a");
+    let out = crate::support::Output::of(site_sync(dir.path(), &["run", "--yes"])).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("site-b is the live site, as declared"), "{}", out.stdout);
+    a.wait_ready().await;
+    assert_eq!(a.failures(&realm, &state.ids["bob"]).await, 2, "site-b's lockout of bob is on site-a");
+    assert_eq!(a.failures(&realm, &state.ids["alice"]).await, 1, "site-a's count of alice is site-b's now");
+    assert!(a.finish_login(&started_on_b, "alice").await.is_ok(), "a login started on site-b does not complete on site-a");
+    stop.store(true, Ordering::Relaxed);
+    assert!(users.await.unwrap() > 3, "the users' logins on site-b");
+
+    // The control: a fresh split with users on site-b, the wrong direction and the override.
+    let state = split_with_login_state(&servers, "override").await;
+    let realm = state.realm.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let users = keep_logging_in(b.clone(), realm.clone(), stop.clone());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let started_on_b = b.start_login(&realm).await;
+    servers.config_with(dir.path(), "site-a", "site-b");
+    let _ = std::fs::remove_file(dir.path().join("journal.json"));
+    let out = crate::support::Output::of(site_sync(dir.path(), &["run", "--yes", "--discard-offline-writes"])).await;
+    stop.store(true, Ordering::Relaxed);
+    let _ = users.await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let direction = out.stdout.lines().find(|l| l.starts_with("Direction: ")).unwrap_or_default().to_owned();
+    eprintln!("the override's report on the real pair: {direction}");
+    assert!(direction.contains("overridden with --discard-offline-writes"), "{}", out.stdout);
+    b.wait_ready().await;
+    assert_eq!(b.failures(&realm, &state.ids["bob"]).await, 0, "site-b kept its lockout of bob: the override lost nothing");
+    assert!(b.finish_login(&started_on_b, "alice").await.is_err(), "site-b's login in progress survived the override");
+    servers.passed("the_direction_guard_keeps_the_site_users_log_in_to");
+
+    // Leave the pair replicating both ways for whatever runs next.
+    for (me, other) in [(0, "site-b"), (1, "site-a")] {
+        let other = SiteName::new(other).unwrap();
+        for c in CACHES {
+            servers.infinispan[me].cache_site_action(&cache(c), &other, SiteAction::BringOnline).await.unwrap();
+        }
     }
 }

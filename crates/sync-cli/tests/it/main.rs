@@ -5,6 +5,7 @@
 mod bad_input;
 mod commands;
 mod conventions;
+mod direction;
 mod keycloak;
 mod link;
 mod no_verdict;

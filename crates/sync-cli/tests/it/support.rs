@@ -226,7 +226,7 @@ impl Env {
     /// The default configuration text.
     pub fn config(&self) -> String {
         format!(
-            "active: site-a\noffline: site-b\njournal: journal.json\nsettings:\n  poll_interval: 50ms\n  request_timeout: 5s\nsites:\n{}{}",
+            "active: site-a\noffline: site-b\njournal: journal.json\nsettings:\n  poll_interval: 50ms\n  request_timeout: 5s\n  direction_window: 500ms\nsites:\n{}{}",
             site_block("site-a", &self.url("site-a")),
             site_block("site-b", &self.url("site-b"))
         )

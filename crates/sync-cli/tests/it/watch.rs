@@ -104,9 +104,10 @@ async fn a_poll_reads_a_fixed_number_of_times_and_never_writes() {
     assert!(requests.iter().all(|r| r.starts_with("GET ")), "{requests:#?}");
     // Per site, as docs/user-guide.md counts them: the server's version, asked once per process
     // (1); the container (1); cache discovery, on the first and every 10th poll (the list, then
-    // each cache's backups: 1 + 4); per replicated cache its backups, push status and size (3 × 4).
+    // each cache's backups: 1 + 4); per replicated cache its backups, push status, size and write
+    // counters (4 × 4).
     let caches = 4;
-    assert_eq!(requests.len(), 2 * (1 + 1 + (1 + caches) + 3 * caches), "{requests:#?}");
+    assert_eq!(requests.len(), 2 * (1 + 1 + (1 + caches) + 4 * caches), "{requests:#?}");
 }
 
 /// A free port on loopback (bound, then released for the child).

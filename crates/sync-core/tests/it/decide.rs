@@ -181,16 +181,23 @@ fn the_direction_guard_reads_every_cache_twice_a_window_apart_before_anything_ch
     assert!(wait.what.contains("writes on site-a and site-b"), "{}", wait.what);
     later.now_ms = NOW + 2000;
     let Decision::Observe(second) = decide(&plan(), &journal, &later) else { panic!() };
-    assert!(second.contains(&Probe::KeycloakHealth) && second.contains(&Probe::Status { side: Side::Active, cache: cache("work") }));
+    assert!(
+        second.contains(&Probe::KeycloakHealth) && second.contains(&Probe::Status { side: Side::Active, cache: cache("work") })
+    );
 }
 
 #[test]
 fn the_offline_site_taking_writes_while_the_active_one_is_quiet_is_refused_with_the_evidence() {
     let record = judged(guard_at_end(&plan(), &[(Side::Offline, "authenticationSessions", 212)]));
-    assert_eq!(record.verdict, DirectionVerdict::Against {
-        reason: "site-b took 212 writes to authenticationSessions in 2.00 s; site-a took none: site-b looks like the live site".to_owned(),
-        active_quiet: true,
-    });
+    assert_eq!(
+        record.verdict,
+        DirectionVerdict::Against {
+            reason:
+                "site-b took 212 writes to authenticationSessions in 2.00 s; site-a took none: site-b looks like the live site"
+                    .to_owned(),
+            active_quiet: true,
+        }
+    );
     let mut journal = journal_at(Step::Preflight);
     journal.direction = Some(record);
     let refusal = refused(decide(&plan(), &journal, &healthy()));
@@ -204,7 +211,9 @@ fn the_offline_site_taking_writes_while_the_active_one_is_quiet_is_refused_with_
 fn users_on_both_sites_are_refused_too_and_the_override_goes_on_with_a_warning() {
     let writes = [(Side::Active, "loginFailures", 3), (Side::Offline, "authenticationSessions", 5)];
     let record = judged(guard_at_end(&plan(), &writes));
-    assert!(matches!(&record.verdict, DirectionVerdict::Against { active_quiet: false, reason } if reason.contains("site-b is serving users")));
+    assert!(
+        matches!(&record.verdict, DirectionVerdict::Against { active_quiet: false, reason } if reason.contains("site-b is serving users"))
+    );
     let mut overriding = plan();
     overriding.settings.discard_offline_writes = true;
     let record = judged(guard_at_end(&overriding, &writes));
@@ -223,7 +232,10 @@ fn users_on_both_sites_are_refused_too_and_the_override_goes_on_with_a_warning()
 fn only_the_active_site_writing_agrees_and_the_run_goes_on() {
     let record = judged(guard_at_end(&plan(), &[(Side::Active, "authenticationSessions", 40), (Side::Offline, "work", 3)]));
     assert_eq!(record.verdict, DirectionVerdict::Agrees, "the offline site's work cache is Keycloak's own bookkeeping");
-    assert_eq!(record.summary(), "in 2.00 s, site-a took 40 writes to authenticationSessions; site-b took none: site-a is the live site, as declared");
+    assert_eq!(
+        record.summary(),
+        "in 2.00 s, site-a took 40 writes to authenticationSessions; site-b took none: site-a is the live site, as declared"
+    );
     let mut journal = journal_at(Step::Preflight);
     journal.direction = Some(record);
     assert_eq!(decide(&plan(), &journal, &healthy()), Decision::Advance);
@@ -232,7 +244,9 @@ fn only_the_active_site_writing_agrees_and_the_run_goes_on() {
 #[test]
 fn no_traffic_anywhere_is_inconclusive_never_a_refusal() {
     let record = judged(guard_at_end(&plan(), &[]));
-    assert!(matches!(&record.verdict, DirectionVerdict::Inconclusive { reason } if reason.contains("no user wrote to either site")));
+    assert!(
+        matches!(&record.verdict, DirectionVerdict::Inconclusive { reason } if reason.contains("no user wrote to either site"))
+    );
     let mut journal = journal_at(Step::Preflight);
     journal.direction = Some(record);
     assert_eq!(decide(&plan(), &journal, &healthy()), Decision::Advance);

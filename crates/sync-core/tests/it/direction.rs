@@ -54,7 +54,10 @@ fn replication_both_ways_cannot_be_told_apart_and_is_inconclusive() {
     r.active_replicates = true;
     r.offline_replicates = true;
     let record = judge(&context(), &[r]);
-    assert!(matches!(&record.verdict, DirectionVerdict::Inconclusive { reason } if reason.contains("replicates both ways")), "{record:?}");
+    assert!(
+        matches!(&record.verdict, DirectionVerdict::Inconclusive { reason } if reason.contains("replicates both ways")),
+        "{record:?}"
+    );
 }
 
 #[test]
@@ -76,7 +79,10 @@ fn counters_reset_during_the_window_say_nothing_but_sizes_still_do() {
     // Reset between the readings: the counter went from 100 to 4, and time since reset back to 1 s.
     let reset = (sample(Some(100), 60, 50), sample(Some(4), 1, 50));
     let record = judge(&context(), &[reading(steady(9), reset)]);
-    assert!(matches!(&record.verdict, DirectionVerdict::Inconclusive { reason } if reason.contains("reset during the window")), "{record:?}");
+    assert!(
+        matches!(&record.verdict, DirectionVerdict::Inconclusive { reason } if reason.contains("reset during the window")),
+        "{record:?}"
+    );
     let reset_and_grown = (sample(Some(100), 60, 50), sample(Some(4), 1, 53));
     let record = judge(&context(), &[reading(steady(9), reset_and_grown)]);
     assert_eq!(record.offline.writes, vec![(cache("authenticationSessions"), 3)]);

@@ -34,6 +34,7 @@ fn pair_state() -> impl Strategy<Value = PairState> {
     prop_oneof![
         6 => Just(PairState::SplitBrainLinkUp),
         2 => Just(PairState::SplitBrainLinkDown),
+        1 => Just(PairState::SplitBrainOfflineServing),
         3 => Just(PairState::Other),
     ]
 }
@@ -102,6 +103,9 @@ fn violations(history: &[Poll], config: HealPolicy) -> Vec<String> {
             if poll.pair == PairState::SplitBrainLinkDown {
                 broken.push(format!("healed at {} ms while the link was down", poll.now_ms));
             }
+            if poll.pair == PairState::SplitBrainOfflineServing {
+                broken.push(format!("healed at {} ms while the offline site took its users' writes", poll.now_ms));
+            }
             if poll.running {
                 broken.push(format!("healed at {} ms while a heal was running", poll.now_ms));
             }
@@ -154,8 +158,16 @@ fn the_checker_catches_planted_bad_policies() {
     fn ignores_the_journal(p: HealPolicy, m: &mut HealMemory, now: u64, pair: PairState, _: LastRun, r: bool) -> HealVerdict {
         heal_verdict(p, m, now, pair, LastRun::Succeeded, r)
     }
-    let planted: [(&str, Policy); 3] =
-        [("running", ignores_running), ("link", ignores_the_link), ("journal", ignores_the_journal)];
+    fn ignores_the_evidence(p: HealPolicy, m: &mut HealMemory, now: u64, pair: PairState, last: LastRun, r: bool) -> HealVerdict {
+        let pair = if pair == PairState::SplitBrainOfflineServing { PairState::SplitBrainLinkUp } else { pair };
+        heal_verdict(p, m, now, pair, last, r)
+    }
+    let planted: [(&str, Policy); 4] = [
+        ("running", ignores_running),
+        ("link", ignores_the_link),
+        ("journal", ignores_the_journal),
+        ("evidence", ignores_the_evidence),
+    ];
     let mut runner = proptest::test_runner::TestRunner::new_with_rng(
         ProptestConfig { cases: 2_000, failure_persistence: None, ..ProptestConfig::default() },
         proptest::test_runner::TestRng::deterministic_rng(proptest::test_runner::RngAlgorithm::ChaCha),

@@ -18,7 +18,7 @@
 //! 9. no clear of the offline site follows a direction judgement whose window held a write by
 //!    the offline site's users, unless the operator overrode it;
 //! 10. no direction refusal without such a write: the declared direction is never refused while
-//!    the active site is the only one its users write to.
+//!     the active site is the only one its users write to.
 //!
 //! Schedules also put users on the offline site (its Keycloak serving them, until it is scaled
 //! down or until a moment, sometimes mid-window), an operator who overrides the guard, and
@@ -497,7 +497,12 @@ async fn simulate(schedule: Schedule, plant: Option<Plant>) -> Result<(), String
     violations.extend(outlived_deadlines(&plan, &timed));
     let offline_clears: Vec<Duration> =
         clears.iter().filter(|c| c.origin == "site-b").map(|c| c.at.duration_since(collected.start())).collect();
-    violations.extend(direction_violations(&timed, &offline_clears, &offline_writes.lock().unwrap(), schedule.discard_offline_writes));
+    violations.extend(direction_violations(
+        &timed,
+        &offline_clears,
+        &offline_writes.lock().unwrap(),
+        schedule.discard_offline_writes,
+    ));
     check(violations.is_empty(), &violations.join("\n"))
 }
 
@@ -524,7 +529,10 @@ fn direction_violations(timed: &[(Duration, Event)], clears: &[Duration], writes
     }
     for (at, record) in &judgements {
         if matches!(record.verdict, DirectionVerdict::Against { .. }) && !maybe_seen(window(*at, record)) {
-            violations.push(format!("10: the judgement at {at:?} went against the direction without a write by site-b's users: {}", record.summary()));
+            violations.push(format!(
+                "10: the judgement at {at:?} went against the direction without a write by site-b's users: {}",
+                record.summary()
+            ));
         }
     }
     violations
