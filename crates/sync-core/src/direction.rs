@@ -46,12 +46,13 @@ pub struct Context {
     pub overridden: bool,
 }
 
-/// Whether counters went back between the readings: a reset or a restarted node.
+/// Whether counters went back between the readings: a reset or a restarted node. Without
+/// statistics, a size that shrank may be a restarted node too, and hides whatever was written.
 fn reset(first: WriteSample, second: WriteSample) -> bool {
     match (first.writes, second.writes, first.since_reset_s, second.since_reset_s) {
         (Some(a), Some(b), _, _) if b < a => true,
         (Some(_), Some(_), Some(ra), Some(rb)) => rb < ra,
-        _ => false,
+        _ => second.size < first.size,
     }
 }
 
