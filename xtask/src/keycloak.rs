@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::ispn::{ADMIN, RunningPair, start_timeout};
+use crate::ispn::{ADMIN, RunningPair};
+use crate::process::{port_in_use, start_timeout};
 use crate::{project_root, run};
 
 /// The Keycloak release of each Infinispan line: 26.5.6 (Infinispan 15.0.19 Hot Rod client) on
@@ -125,7 +126,7 @@ impl Postgres {
 
     /// Creates and starts a fresh cluster in `dir`.
     pub fn start(dir: &Path) -> Result<Self> {
-        if crate::ispn::port_in_use(POSTGRES_PORT) {
+        if port_in_use(POSTGRES_PORT) {
             bail!(
                 "port {POSTGRES_PORT} is already in use on 127.0.0.1 (a PostgreSQL of an earlier run? `cargo xtask keycloak down`)"
             );
@@ -209,7 +210,7 @@ impl Keycloaks {
     /// administrator), then on site-b, each on its site of `pair`.
     pub fn start(pair: &RunningPair) -> Result<Self> {
         for port in HTTP_PORTS.iter().chain(&MANAGEMENT_PORTS) {
-            if crate::ispn::port_in_use(*port) {
+            if port_in_use(*port) {
                 bail!("port {port} is already in use on 127.0.0.1 (a Keycloak of an earlier run? `cargo xtask keycloak down`)");
             }
         }

@@ -31,7 +31,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::ispn::{ADMIN, Lifetime, port_in_use, start_timeout};
+use crate::ispn::{ADMIN, Lifetime};
+use crate::process::{port_in_use, start_timeout};
 use crate::project_root;
 
 pub const KUBERNETES: &str = "v1.37.2";

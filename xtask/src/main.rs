@@ -12,11 +12,13 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench;
+mod e2e;
 mod ispn;
 mod keycloak;
 mod kube;
 mod lab;
 mod mutants;
+mod process;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -66,7 +68,7 @@ fn main() -> Result<()> {
     match args.as_slice() {
         ["ci", rest @ ..] => ci(rest),
         ["ispn", rest @ ..] => ispn::command(rest),
-        ["e2e", rest @ ..] => ispn::e2e(rest),
+        ["e2e", rest @ ..] => e2e::e2e(rest),
         ["keycloak", "down"] => keycloak::down(),
         ["lab", rest @ ..] => lab::command(rest),
         ["kube", rest @ ..] => kube::command(rest),
@@ -150,7 +152,7 @@ fn ci(args: &[&str]) -> Result<()> {
         waited.elapsed().as_secs_f64(),
         go_log.display()
     );
-    ispn::e2e(&[])?;
+    e2e::e2e(&[])?;
     eprintln!("ci: everything passed in {:.0?}", started.elapsed());
     Ok(())
 }

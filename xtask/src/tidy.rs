@@ -72,6 +72,7 @@ pub fn tidy(args: &[&str]) -> Result<()> {
     }
 
     problems.extend(module_layers(&core_src)?);
+    problems.extend(xtask_cycles(&project_root().join("xtask/src"))?);
 
     let readme = std::fs::read_to_string(project_root().join("README.md")).context("cannot read README.md")?;
     problems.extend(readme_first_commands(&readme));
@@ -157,6 +158,52 @@ fn module_layers(src: &std::path::Path) -> Result<Vec<String>> {
     Ok(problems)
 }
 
+/// The xtask's modules must not import each other in a circle: a harness (ispn, keycloak, kube)
+/// never reaches for the suites that use it, which live in `e2e`, `bench` and `lab`.
+fn xtask_cycles(src: &std::path::Path) -> Result<Vec<String>> {
+    let main = std::fs::read_to_string(src.join("main.rs")).context("cannot read xtask's main.rs")?;
+    let modules = declared_modules(&main);
+    let mut uses = std::collections::BTreeMap::new();
+    for module in &modules {
+        let text = std::fs::read_to_string(src.join(format!("{module}.rs")))?;
+        let code: String = text.lines().map(|l| l.split("//").next().unwrap_or_default()).collect::<Vec<_>>().join("\n");
+        let used: Vec<&String> =
+            modules.iter().filter(|other| *other != module && code.contains(&format!("crate::{other}::"))).collect();
+        uses.insert(module.clone(), used);
+    }
+    Ok(cycles(&uses))
+}
+
+/// Each circle in a module graph, once, as `a -> b -> a`.
+fn cycles(uses: &std::collections::BTreeMap<String, Vec<&String>>) -> Vec<String> {
+    fn walk<'a>(
+        at: &'a String,
+        uses: &'a std::collections::BTreeMap<String, Vec<&'a String>>,
+        path: &mut Vec<&'a String>,
+        found: &mut BTreeSet<String>,
+    ) {
+        if let Some(start) = path.iter().position(|m| *m == at) {
+            let mut circle: Vec<&String> = path[start..].to_vec();
+            // The same circle from any of its modules is reported once, from its smallest name.
+            let smallest = (0..circle.len()).min_by_key(|i| circle[*i]).unwrap_or(0);
+            circle.rotate_left(smallest);
+            let names: Vec<&str> = circle.iter().chain(circle.first()).map(|m| m.as_str()).collect();
+            found.insert(format!("xtask's modules import each other in a circle: {}", names.join(" -> ")));
+            return;
+        }
+        path.push(at);
+        for next in uses.get(at).into_iter().flatten() {
+            walk(next, uses, path, found);
+        }
+        path.pop();
+    }
+    let mut found = BTreeSet::new();
+    for module in uses.keys() {
+        walk(module, uses, &mut Vec::new(), &mut found);
+    }
+    found.into_iter().collect()
+}
+
 fn declared_modules(lib: &str) -> Vec<String> {
     lib.lines()
         .filter_map(|l| l.trim().strip_prefix("pub mod ").or_else(|| l.trim().strip_prefix("mod ")))
@@ -205,6 +252,15 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_circle_of_modules_is_found_once() {
+        let (a, b, c) = ("ispn".to_owned(), "keycloak".to_owned(), "kube".to_owned());
+        let uses = std::collections::BTreeMap::from([(a.clone(), vec![&b]), (b.clone(), vec![&c]), (c.clone(), vec![&a])]);
+        assert_eq!(cycles(&uses), ["xtask's modules import each other in a circle: ispn -> keycloak -> kube -> ispn"]);
+        let acyclic = std::collections::BTreeMap::from([(a.clone(), vec![&b]), (b.clone(), vec![&c]), (c.clone(), vec![])]);
+        assert!(cycles(&acyclic).is_empty());
+    }
 
     #[test]
     fn a_crate_outside_the_room_using_kube_is_named() {
