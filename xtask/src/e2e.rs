@@ -72,6 +72,9 @@ pub fn e2e(args: &[&str]) -> Result<()> {
                 // The Prometheus test holds a split brain for its alert's 2 minutes: once, on the
                 // newest line, is enough to prove the alert path.
                 real_only(&pair, kube, version == VERSIONS[VERSIONS.len() - 1])?;
+                if version == VERSIONS[VERSIONS.len() - 1] {
+                    image_against(&pair)?;
+                }
             }
             if spec.tls {
                 // Operators run the CLI with --trustall: the insecure mode must work too.
@@ -185,4 +188,52 @@ fn contract(pair: &RunningPair, overrides: &[(&str, &str)]) -> Result<()> {
         command.env(k, v);
     }
     run(&mut command).with_context(|| format!("the contract suite failed against the real {} pair", pair.spec.variant()))
+}
+
+/// The container image, run as it runs in a cluster (non-root, read-only root filesystem), on the
+/// host's network against the real pair: one poll of `watch --once` must read both sites.
+fn image_against(pair: &RunningPair) -> Result<()> {
+    let tag = crate::image::build_image(crate::dist::Build::Tested)?;
+    let dir = crate::project_root().join("target/image/run");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("password"), format!("{}\n", crate::ispn::ADMIN.1))?;
+    let site = |name: &str| {
+        format!(
+            "  {name}:\n    infinispan: {{ url: \"{}\", user: {}, password_file: password }}\n    keycloak: {{ mode: already-stopped }}\n",
+            pair.url(name),
+            crate::ispn::ADMIN.0
+        )
+    };
+    std::fs::write(
+        dir.join("site-sync.yaml"),
+        format!("active: site-a\noffline: site-b\nsites:\n{}{}", site("site-a"), site("site-b")),
+    )?;
+    // The mounted directory is read by the image's user, 65532.
+    for file in ["", "password", "site-sync.yaml"] {
+        let path = dir.join(file);
+        let mode = if file.is_empty() { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+    }
+    let started = Instant::now();
+    let output = crate::image::podman()
+        .args(crate::image::run_flags())
+        .arg("-v")
+        .arg(format!("{}:/config:ro", dir.display()))
+        .arg(&tag)
+        .args(["--config", "/config/site-sync.yaml", "watch", "--once"])
+        .output()?;
+    let metrics = String::from_utf8_lossy(&output.stdout);
+    let up = |site: &str| metrics.lines().any(|l| l == format!("site_sync_site_up{{site=\"{site}\"}} 1"));
+    if !output.status.success() || !up("site-a") || !up("site-b") {
+        bail!("the image's watch --once did not read both real sites:\n{metrics}\n{}", String::from_utf8_lossy(&output.stderr));
+    }
+    eprintln!(
+        "e2e: the image {tag} read both sites of the real {} pair in {:.1} s (watch --once, user 65532, read-only root)",
+        pair.spec.variant(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }

@@ -40,6 +40,7 @@ const API_PORT: u16 = 16443;
 const ETCD_PORT: u16 = 23790;
 const ETCD_PEER_PORT: u16 = 23800;
 const KWOK_PORT: u16 = 10250;
+const CONTROLLER_PORT: u16 = 10257;
 /// The node kwok plays; every pod of the tests is bound to it.
 pub const NODE: &str = "kwok-node-0";
 pub const SITES: [&str; 2] = ["site-a", "site-b"];
@@ -67,7 +68,7 @@ struct Program {
     ldflags: String,
 }
 
-fn programs() -> [Program; 3] {
+fn programs() -> [Program; 5] {
     let version = |package: &str| {
         format!(
             "-s -w -X {package}.gitVersion={KUBERNETES} -X {package}.gitMajor=1 -X {package}.gitMinor={}",
@@ -83,6 +84,21 @@ fn programs() -> [Program; 3] {
             ldflags: version("k8s.io/component-base/version"),
         },
         Program { name: "kwok", module: "kwok", package: "sigs.k8s.io/kwok/cmd/kwok", ldflags: "-s -w".to_owned() },
+        // Only its ServiceAccount token controller runs: it fills the long-lived token Secrets of
+        // deploy/kubernetes's credentials recipe.
+        Program {
+            name: "kube-controller-manager",
+            module: "apiserver",
+            package: "k8s.io/kubernetes/cmd/kube-controller-manager",
+            ldflags: version("k8s.io/component-base/version"),
+        },
+        // The recipe's script and `kubectl apply -k deploy/kubernetes`.
+        Program {
+            name: "kubectl",
+            module: "apiserver",
+            package: "k8s.io/kubernetes/cmd/kubectl",
+            ldflags: version("k8s.io/component-base/version"),
+        },
     ]
 }
 
@@ -224,6 +240,7 @@ impl RunningKube {
         vec![
             (KUBECONFIG_VAR.to_owned(), self.kubeconfig().display().to_string()),
             ("SITE_SYNC_KUBE_AUDIT_LOG".to_owned(), self.dir.join("audit.log").display().to_string()),
+            ("SITE_SYNC_KUBECTL".to_owned(), root().join("bin/kubectl").display().to_string()),
         ]
     }
 
@@ -447,7 +464,7 @@ pub fn attach_or_start() -> Result<RunningKube> {
 
 pub fn start(lifetime: Lifetime) -> Result<RunningKube> {
     let bin = ensure_binaries()?;
-    for port in [API_PORT, ETCD_PORT, ETCD_PEER_PORT, KWOK_PORT] {
+    for port in [API_PORT, ETCD_PORT, ETCD_PEER_PORT, KWOK_PORT, CONTROLLER_PORT] {
         if port_in_use(port) {
             bail!(
                 "port {port} is already in use on 127.0.0.1: a Kubernetes harness is still running (stop it with `cargo xtask kube down`)"
@@ -520,6 +537,24 @@ pub fn start(lifetime: Lifetime) -> Result<RunningKube> {
     ));
     wait_for(&mut kube, "kube-apiserver", |k| k.api("GET", "/readyz", None).is_ok_and(|(code, _)| code == 200))?;
     kube.ready_after.push(("kube-apiserver".to_owned(), started.elapsed().as_secs_f64()));
+
+    let controller_args: Vec<String> = vec![
+        format!("--kubeconfig={}", path("kubeconfig")),
+        "--controllers=serviceaccount-token".to_owned(),
+        format!("--service-account-private-key-file={}", path("pki/sa.key")),
+        format!("--root-ca-file={}", path("pki/ca.crt")),
+        "--use-service-account-credentials=false".to_owned(),
+        "--leader-elect=false".to_owned(),
+        "--bind-address=127.0.0.1".to_owned(),
+        format!("--secure-port={CONTROLLER_PORT}"),
+        format!("--cert-dir={}", path("controller-certs")),
+    ];
+    kube.children.push((
+        "kube-controller-manager".to_owned(),
+        spawn(&dir, "kube-controller-manager", &bin.join("kube-controller-manager"), &controller_args, lifetime)?,
+    ));
+    wait_for(&mut kube, "kube-controller-manager", |_| port_in_use(CONTROLLER_PORT))?;
+    kube.ready_after.push(("kube-controller-manager".to_owned(), started.elapsed().as_secs_f64()));
 
     kube.create(
         "/api/v1/nodes",

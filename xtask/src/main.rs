@@ -12,7 +12,9 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench;
+mod dist;
 mod e2e;
+mod image;
 mod ispn;
 mod keycloak;
 mod kube;
@@ -47,6 +49,11 @@ tasks:
   lab up [--version V]             a real lab left running: an Infinispan pair with Keycloak's caches,
                                    PostgreSQL and a Keycloak per site, and a ready site-sync.yaml
   lab down                         stop it
+  dist [--tested]                  the release tarball (binary, completions, man page, license,
+                                   checksums) in target/packages, checked outside the checkout
+                                   (--tested: the test build's binary, as CI packs it)
+  image [--tested]                 the container image (podman, nothing pulled), run as it runs
+                                   in a cluster
   kube build                       build kube-apiserver, etcd and kwok from the Go module proxy (cached)
   kube up                          start a real API server (etcd, kwok) on 127.0.0.1:16443 with the
                                    Keycloak CRD and a namespace per site; prints the kubeconfig
@@ -71,6 +78,8 @@ fn main() -> Result<()> {
         ["e2e", rest @ ..] => e2e::e2e(rest),
         ["keycloak", "down"] => keycloak::down(),
         ["lab", rest @ ..] => lab::command(rest),
+        ["dist", rest @ ..] => dist::dist(rest),
+        ["image", rest @ ..] => image::image(rest),
         ["kube", rest @ ..] => kube::command(rest),
         ["bench", rest @ ..] => bench::bench(rest),
         ["mutants", rest @ ..] => mutants::mutants(rest),
@@ -102,6 +111,31 @@ fn alerts(args: &[&str]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// What a user installs, checked on the tree the tests built: `cargo install --path` (in the test
+/// profile, into a scratch root, on the same target directory: no second full build), and the
+/// release tarball's packing (of the test build's binary: `cargo xtask dist` makes the release).
+fn install_and_pack() -> Result<()> {
+    let started = std::time::Instant::now();
+    let root = project_root().join("target/install-check");
+    let _ = std::fs::remove_dir_all(&root);
+    run(cargo()
+        .args(["install", "--locked", "--debug", "--path", "crates/sync-cli", "--root"])
+        .arg(&root)
+        .arg("--target-dir")
+        .arg(project_root().join("target")))?;
+    let version = Command::new(root.join("bin/site-sync")).arg("--version").output()?;
+    if !version.status.success() {
+        bail!("the installed site-sync does not run");
+    }
+    eprintln!(
+        "ci: `cargo install --path crates/sync-cli` works ({}) in {:.0} s",
+        String::from_utf8_lossy(&version.stdout).trim(),
+        started.elapsed().as_secs_f64()
+    );
+    let tarball = dist::pack(dist::Build::Tested)?;
+    dist::check(&tarball)
 }
 
 /// The workspace root (the parent of this crate's manifest directory).
@@ -144,6 +178,7 @@ fn ci(args: &[&str]) -> Result<()> {
     alerts(&[])?;
     run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     run(cargo().args(["test", "--workspace", "--all-targets"]))?;
+    install_and_pack()?;
     let waited = std::time::Instant::now();
     let built = go_build.join().map_err(|_| anyhow::anyhow!("the Kubernetes build thread panicked"))??;
     eprintln!(

@@ -9,8 +9,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 /// A failed Kubernetes call, named by what was attempted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KubeError {
-    /// The kubeconfig or context cannot be used.
-    #[error("kubeconfig: {0}")]
+    /// The kubeconfig, its context, or the pod's ServiceAccount cannot be used.
+    #[error("{0}")]
     Config(String),
     /// RBAC refused the call.
     #[error(
@@ -111,21 +111,65 @@ impl SiteCluster {
     pub async fn from_kubeconfig(path: Option<&Path>, context: Option<&str>, namespace: Option<&str>) -> Result<Self, KubeError> {
         let kubeconfig = match path {
             Some(path) => Kubeconfig::read_from(path)
-                .map_err(|e| KubeError::Config(format!("cannot read {}: {}", path.display(), root(&e))))?,
+                .map_err(|e| KubeError::Config(format!("kubeconfig: cannot read {}: {}", path.display(), root(&e))))?,
             None => Kubeconfig::read().map_err(|e| {
-                KubeError::Config(format!("cannot read the default kubeconfig ($KUBECONFIG or ~/.kube/config): {}", root(&e)))
+                KubeError::Config(format!(
+                    "kubeconfig: cannot read the default kubeconfig ($KUBECONFIG or ~/.kube/config): {}",
+                    root(&e)
+                ))
             })?,
         };
         let name = context.map(str::to_owned).or_else(|| kubeconfig.current_context.clone()).unwrap_or_default();
         if !kubeconfig.contexts.iter().any(|c| c.name == name) {
             let known: Vec<&str> = kubeconfig.contexts.iter().map(|c| c.name.as_str()).collect();
-            return Err(KubeError::Config(format!("context {name:?} is not in the kubeconfig (it has: {})", known.join(", "))));
+            return Err(KubeError::Config(format!(
+                "kubeconfig: context {name:?} is not in the kubeconfig (it has: {})",
+                known.join(", ")
+            )));
         }
         let options = KubeConfigOptions { context: Some(name.clone()), ..KubeConfigOptions::default() };
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
             .await
-            .map_err(|e| KubeError::Config(format!("context {name:?}: {e}")))?;
+            .map_err(|e| KubeError::Config(format!("kubeconfig: context {name:?}: {e}")))?;
         Self::from_config(config, &name, namespace)
+    }
+
+    /// The cluster site-sync runs in, as its pod's ServiceAccount: the API server from
+    /// `KUBERNETES_SERVICE_HOST` and `KUBERNETES_SERVICE_PORT`, the token, CA and namespace from
+    /// the mounted `dir` (normally `/var/run/secrets/kubernetes.io/serviceaccount`). The token is
+    /// re-read as the kubelet rotates it.
+    pub fn in_cluster(dir: &Path, namespace: Option<&str>) -> Result<Self, KubeError> {
+        let variable = |name: &str| {
+            std::env::var(name).map_err(|_| {
+                KubeError::Config(format!(
+                    "in_cluster: {name} is not set, so site-sync is not running in a pod; give this site a kubeconfig and a context instead"
+                ))
+            })
+        };
+        let (host, port) = (variable("KUBERNETES_SERVICE_HOST")?, variable("KUBERNETES_SERVICE_PORT")?);
+        let host = if host.contains(':') { format!("[{host}]") } else { host };
+        let url: http::Uri = format!("https://{host}:{port}")
+            .parse()
+            .map_err(|e| KubeError::Config(format!("in_cluster: https://{host}:{port} is not a URL: {e}")))?;
+        for file in ["token", "ca.crt"] {
+            if !dir.join(file).is_file() {
+                return Err(KubeError::Config(format!(
+                    "in_cluster: {} is missing: the pod's ServiceAccount token is not mounted (automountServiceAccountToken)",
+                    dir.join(file).display()
+                )));
+            }
+        }
+        let namespace = match namespace {
+            Some(namespace) => namespace.to_owned(),
+            None => std::fs::read_to_string(dir.join("namespace"))
+                .map(|n| n.trim().to_owned())
+                .map_err(|e| KubeError::Config(format!("in_cluster: cannot read {}: {e}", dir.join("namespace").display())))?,
+        };
+        let mut config = kube::Config::new(url);
+        config.default_namespace = namespace.clone();
+        config.root_cert_file = Some(dir.join("ca.crt"));
+        config.auth_info.token_file = Some(dir.join("token").display().to_string());
+        Self::from_config(config, "in-cluster", Some(&namespace))
     }
 
     /// A client for an already resolved configuration (a kubeconfig context, or in-cluster).

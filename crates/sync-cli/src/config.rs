@@ -110,6 +110,10 @@ fn default_keycloak() -> String {
     "keycloak".to_owned()
 }
 
+fn default_service_account_dir() -> PathBuf {
+    PathBuf::from("/var/run/secrets/kubernetes.io/serviceaccount")
+}
+
 fn default_infinispan() -> String {
     "infinispan".to_owned()
 }
@@ -118,6 +122,13 @@ fn default_infinispan() -> String {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KubernetesConfig {
+    /// The cluster site-sync runs in, through the pod's own ServiceAccount (instead of a
+    /// kubeconfig and a context).
+    #[serde(default)]
+    pub in_cluster: bool,
+    /// Where the pod's ServiceAccount is mounted (with `in_cluster`).
+    #[serde(default = "default_service_account_dir")]
+    pub service_account_dir: PathBuf,
     /// The kubeconfig file (default: `$KUBECONFIG` or `~/.kube/config`).
     pub kubeconfig: Option<PathBuf>,
     /// The context for this site's cluster.
@@ -527,6 +538,7 @@ impl Config {
             fix(&mut site.infinispan.password_file);
             if let Some(kubernetes) = site.kubernetes.as_mut() {
                 fix(&mut kubernetes.kubeconfig);
+                kubernetes.service_account_dir = resolve_path(base, &kubernetes.service_account_dir);
             }
         }
     }
@@ -624,6 +636,14 @@ impl SiteConfig {
         } else if self.kubernetes.is_none() {
             return Err(config_error(format!(
                 "sites.{name}: no infinispan.url and no kubernetes section; give the URL, or the kubeconfig context to discover it"
+            )));
+        }
+        if let Some(k) = &self.kubernetes
+            && k.in_cluster
+            && (k.kubeconfig.is_some() || k.context.is_some())
+        {
+            return Err(config_error(format!(
+                "sites.{name}.kubernetes: in_cluster uses the pod's ServiceAccount; drop kubeconfig and context, or in_cluster"
             )));
         }
         if ispn.insecure && ispn.ca_file.is_some() {

@@ -48,12 +48,12 @@ pub async fn site(resolved: &Resolved, name: &SiteName) -> Result<Site, CliError
     let ispn = &config.infinispan;
     let cluster = match &config.kubernetes {
         Some(k) => {
-            let kubeconfig = k.kubeconfig.clone();
-            Some(
-                SiteCluster::from_kubeconfig(kubeconfig.as_deref(), k.context.as_deref(), k.namespace.as_deref())
-                    .await
-                    .map_err(|e| CliError::new(e_exit(&e), format!("{name}: {e}")))?,
-            )
+            let cluster = if k.in_cluster {
+                SiteCluster::in_cluster(&k.service_account_dir, k.namespace.as_deref())
+            } else {
+                SiteCluster::from_kubeconfig(k.kubeconfig.as_deref(), k.context.as_deref(), k.namespace.as_deref()).await
+            };
+            Some(cluster.map_err(|e| CliError::new(e_exit(&e), format!("{name}: {e}")))?)
         }
         None => None,
     };

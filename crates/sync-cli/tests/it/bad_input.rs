@@ -632,6 +632,21 @@ case!(
     "refused the credentials (401 Unauthorized)"
 );
 
+case!(
+    in_cluster_outside_a_pod,
+    edited_offline("      kubeconfig: kubeconfig\n      context: site-b\n", "      in_cluster: true\n").await,
+    &["plan"],
+    USAGE,
+    "in_cluster: KUBERNETES_SERVICE_HOST is not set, so site-sync is not running in a pod"
+);
+case!(
+    in_cluster_with_a_context,
+    edited_offline("      context: site-b\n", "      context: site-b\n      in_cluster: true\n").await,
+    &["plan"],
+    USAGE,
+    "sites.site-b.kubernetes: in_cluster uses the pod's ServiceAccount; drop kubeconfig and context"
+);
+
 trait TapCr {
     fn tap_cr(self, name: &str) -> Self;
 }

@@ -338,3 +338,130 @@ async fn each_verb_taken_from_the_role_stops_the_run_before_anything_changes_and
         println!("{line}");
     }
 }
+
+/// `kubectl` as the harness builds it, as the harness's administrator.
+fn kubectl(real: &RealKube) -> std::process::Command {
+    let path = std::env::var("SITE_SYNC_KUBECTL").expect("SITE_SYNC_KUBECTL: cargo xtask e2e --kube builds kubectl");
+    let mut command = std::process::Command::new(path);
+    command.env("KUBECONFIG", real.kubeconfig_path());
+    command
+}
+
+fn deploy_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes")
+}
+
+fn succeeded(output: &std::process::Output, what: &str) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{what} failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs cargo xtask e2e --kube"]
+async fn the_kustomization_is_accepted_by_the_real_api_server_as_written() {
+    let real = RealKube::from_env().await.expect(NEEDS);
+    let _ = kubectl(&real).args(["create", "namespace", "keycloak"]).output();
+    let rendered = succeeded(&kubectl(&real).arg("kustomize").arg(deploy_dir()).output().unwrap(), "kubectl kustomize");
+    assert_eq!(rendered.matches("image: ghcr.io/example/site-sync:0.1.0").count(), 2, "the image, set in one place:\n{rendered}");
+    let applied = kubectl(&real).args(["apply", "--server-side", "--dry-run=server", "-k"]).arg(deploy_dir()).output().unwrap();
+    let applied = succeeded(&applied, "kubectl apply -k deploy/kubernetes --server-side --dry-run=server");
+    for object in [
+        "serviceaccount/site-sync",
+        "role.rbac.authorization.k8s.io/site-sync",
+        "rolebinding.rbac.authorization.k8s.io/site-sync",
+        "secret/site-sync-token",
+        "configmap/site-sync",
+        "persistentvolumeclaim/site-sync-journal",
+        "deployment.apps/site-sync-watch",
+        "job.batch/site-sync-run",
+    ] {
+        assert!(applied.contains(&format!("{object} serverside-applied (server dry run)")), "{object} not accepted:\n{applied}");
+    }
+}
+
+/// The credentials recipe, end to end on the real API server: each site's long-lived token Secret
+/// filled by the token controller, make-kubeconfig.sh's kubeconfig from them, and `plan` with
+/// exactly that kubeconfig under the documented Role; then the in-cluster way for one site (the
+/// pod's ServiceAccount: the variables and the mounted token, CA and namespace).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs cargo xtask e2e --kube"]
+async fn a_plan_runs_with_the_long_lived_kubeconfig_of_the_recipe_and_in_cluster() {
+    let env = KubeEnv::start(&documented_role()).await;
+    env.pair.split_brain().await;
+    let token_secret = deploy_dir().join("site/token.yaml");
+    for namespace in &env.namespaces {
+        succeeded(
+            &kubectl(&env.real).args(["apply", "-n", namespace, "-f"]).arg(&token_secret).output().unwrap(),
+            "apply token.yaml",
+        );
+    }
+    let field = |namespace: &str, path: &str| -> String {
+        let output = kubectl(&env.real)
+            .args(["get", "secret", "site-sync-token", "-n", namespace, "-o", &format!("jsonpath={{{path}}}")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    for namespace in &env.namespaces {
+        let mut waited = 0;
+        while field(namespace, ".data.token").is_empty() {
+            waited += 1;
+            assert!(waited < 300, "the token controller did not fill site-sync-token in {namespace} within 30 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let context = String::from_utf8_lossy(&kubectl(&env.real).args(["config", "current-context"]).output().unwrap().stdout)
+        .trim()
+        .to_owned();
+    let script = deploy_dir().join("make-kubeconfig.sh");
+    let kubectl_dir = std::path::Path::new(&std::env::var("SITE_SYNC_KUBECTL").unwrap()).parent().unwrap().to_path_buf();
+    let path = format!("{}:{}", kubectl_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let made = std::process::Command::new("sh")
+        .arg(&script)
+        .args(["-n", &env.namespaces[0], &format!("site-a={context}"), "-n", &env.namespaces[1], &format!("site-b={context}")])
+        .env("KUBECONFIG", env.real.kubeconfig_path())
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    let kubeconfig = succeeded(&made, "make-kubeconfig.sh");
+    std::fs::write(env.dir.path().join("kubeconfig"), &kubeconfig).unwrap();
+    let before = env.observe().await;
+    let plan = env.run(&["plan"]).await;
+    assert_eq!(plan.code, 0, "plan with the recipe's kubeconfig: {}\n{}", plan.stdout, plan.stderr);
+    assert!(plan.stdout.contains("Preflight passed"), "{}", plan.stdout);
+    assert_eq!(env.observe().await, before, "plan changed something");
+    let used = env.real.requests(&env.namespaces[1], &env.account(1)).await;
+    assert!(!used.is_empty(), "site-b was not reached as its ServiceAccount");
+
+    // In-cluster for site-b: the pod's variables, and its ServiceAccount mounted in a directory.
+    let mounted = tempfile::tempdir().unwrap();
+    let decoded = |key: &str| -> Vec<u8> {
+        let template = format!("go-template={{{{index .data \"{key}\" | base64decode}}}}");
+        let output = kubectl(&env.real)
+            .args(["get", "secret", "site-sync-token", "-n", &env.namespaces[1], "-o", &template])
+            .output()
+            .unwrap();
+        assert!(output.status.success() && !output.stdout.is_empty(), "{}", String::from_utf8_lossy(&output.stderr));
+        output.stdout
+    };
+    std::fs::write(mounted.path().join("token"), decoded("token")).unwrap();
+    std::fs::write(mounted.path().join("ca.crt"), decoded("ca.crt")).unwrap();
+    std::fs::write(mounted.path().join("namespace"), &env.namespaces[1]).unwrap();
+    let config = std::fs::read_to_string(env.dir.path().join("site-sync.yaml")).unwrap();
+    let in_cluster = config.replace(
+        "  site-b:\n    kubernetes:\n      kubeconfig: kubeconfig\n      context: site-b\n",
+        &format!("  site-b:\n    kubernetes:\n      in_cluster: true\n      service_account_dir: {}\n", mounted.path().display()),
+    );
+    assert_ne!(in_cluster, config, "the site-b block is where the test expects it");
+    std::fs::write(env.dir.path().join("site-sync.yaml"), in_cluster).unwrap();
+    let server = socket_of(&kubeconfig.lines().find_map(|l| l.trim().strip_prefix("server: ")).unwrap().to_owned());
+    let plan = Output::of({
+        let mut command = site_sync(env.dir.path(), &["plan"]);
+        command.env("KUBERNETES_SERVICE_HOST", server.ip().to_string()).env("KUBERNETES_SERVICE_PORT", server.port().to_string());
+        command
+    })
+    .await;
+    assert_eq!(plan.code, 0, "plan in-cluster: {}\n{}", plan.stdout, plan.stderr);
+    assert!(plan.stdout.contains("Preflight passed"), "{}", plan.stdout);
+}

@@ -187,6 +187,7 @@ pub fn site_sync(dir: &Path, args: &[&str]) -> tokio::process::Command {
         .current_dir(dir)
         .env_remove("RUST_LOG")
         .env_remove("SITE_SYNC_CONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

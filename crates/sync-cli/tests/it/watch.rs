@@ -252,16 +252,20 @@ fn args(container: &serde_json::Value) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kubernetes_example_matches_the_binary_and_the_documented_role() {
     // The Role: docs/rbac.md's, with the additions this example uses (all but force-delete).
-    let rbac = manifest("rbac.yaml");
-    let kinds: Vec<&str> = rbac["items"].as_array().unwrap().iter().map(|i| i["kind"].as_str().unwrap()).collect();
+    let path = format!("{}/../../deploy/kubernetes/site/rbac.yaml", env!("CARGO_MANIFEST_DIR"));
+    let rbac: Vec<serde_json::Value> = serde_saphyr::from_multiple(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let kinds: Vec<&str> = rbac.iter().map(|i| i["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["ServiceAccount", "Role", "RoleBinding"]);
     let expected: Vec<serde_json::Value> = crate::rbac::documented_role()
         .into_iter()
         .filter(|rule| !(rule["resources"] == serde_json::json!(["pods"]) && rule["verbs"] == serde_json::json!(["delete"])))
         .collect();
-    assert_eq!(rbac["items"][1]["rules"].as_array().unwrap(), &expected, "deploy/kubernetes/rbac.yaml drifted from docs/rbac.md");
-    assert_eq!(rbac["items"][2]["roleRef"]["name"], rbac["items"][1]["metadata"]["name"]);
-    assert_eq!(rbac["items"][2]["subjects"][0]["name"], rbac["items"][0]["metadata"]["name"]);
+    assert_eq!(rbac[1]["rules"].as_array().unwrap(), &expected, "deploy/kubernetes/site/rbac.yaml drifted from docs/rbac.md");
+    assert_eq!(rbac[2]["roleRef"]["name"], rbac[1]["metadata"]["name"]);
+    assert_eq!(rbac[2]["subjects"][0]["name"], rbac[0]["metadata"]["name"]);
+    let token = manifest("site/token.yaml");
+    assert_eq!(token["type"], "kubernetes.io/service-account-token");
+    assert_eq!(token["metadata"]["annotations"]["kubernetes.io/service-account.name"], rbac[0]["metadata"]["name"]);
 
     // The configuration loads: the binary gets past it to its own check of --interval.
     let config = manifest("config.yaml");
@@ -293,6 +297,19 @@ async fn the_kubernetes_example_matches_the_binary_and_the_documented_role() {
     let parsed = std::process::Command::new(binary).args(&job_args).arg("--help").output().unwrap();
     assert!(parsed.status.success(), "the Job's args do not parse: {}", String::from_utf8_lossy(&parsed.stderr));
     assert_eq!(job["spec"]["backoffLimit"], 0, "a failed run wants a human, not a retry");
+
+    // Both run the kustomization's image (set in one place), as the image's non-root user on a
+    // read-only root filesystem.
+    let kustomization = manifest("kustomization.yaml");
+    assert_eq!(kustomization["images"][0]["name"], "site-sync");
+    for container in [container, job_container] {
+        assert_eq!(container["image"], "site-sync", "the image is set in kustomization.yaml only");
+        let security = &container["securityContext"];
+        assert_eq!(
+            (&security["runAsNonRoot"], &security["readOnlyRootFilesystem"]),
+            (&serde_json::json!(true), &serde_json::json!(true))
+        );
+    }
 
     // Both mount the configuration, the kubeconfig and the journal where the configuration says.
     let claim = manifest("journal.yaml")["metadata"]["name"].clone();
