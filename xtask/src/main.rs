@@ -48,6 +48,7 @@ tasks:
   keycloak down                    stop Keycloaks and PostgreSQL an interrupted Keycloak suite left
   lab up [--version V]             a real lab left running: an Infinispan pair with Keycloak's caches,
                                    PostgreSQL and a Keycloak per site, and a ready site-sync.yaml
+  lab split                        a real split brain with login state on both sites of the lab
   lab down                         stop it
   dist [--tested]                  the release tarball (binary, completions, man page, license,
                                    checksums) in target/packages, checked outside the checkout
