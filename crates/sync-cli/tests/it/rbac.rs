@@ -455,7 +455,7 @@ async fn a_plan_runs_with_the_long_lived_kubeconfig_of_the_recipe_and_in_cluster
     );
     assert_ne!(in_cluster, config, "the site-b block is where the test expects it");
     std::fs::write(env.dir.path().join("site-sync.yaml"), in_cluster).unwrap();
-    let server = socket_of(&kubeconfig.lines().find_map(|l| l.trim().strip_prefix("server: ")).unwrap().to_owned());
+    let server = socket_of(kubeconfig.lines().find_map(|l| l.trim().strip_prefix("server: ")).unwrap());
     let plan = Output::of({
         let mut command = site_sync(env.dir.path(), &["plan"]);
         command.env("KUBERNETES_SERVICE_HOST", server.ip().to_string()).env("KUBERNETES_SERVICE_PORT", server.port().to_string());
