@@ -1171,9 +1171,11 @@ impl World {
                 }
             }
         }
-        Self::apply(self.sites[site].caches.get_mut(cache), op, false);
+        Self::apply(self.sites[site].caches.get_mut(cache), op, false, true);
         for target in &reached {
-            Self::apply(self.sites[*target].caches.get_mut(cache), op, true);
+            // A replicated write is counted on the site master that received it only.
+            let counted = self.sites[*target].spec.answering_node_is_relay;
+            Self::apply(self.sites[*target].caches.get_mut(cache), op, true, counted);
         }
         Ok(reached)
     }
@@ -1191,7 +1193,7 @@ impl World {
         }
     }
 
-    fn apply(cache: Option<&mut Cache>, op: &Op<'_>, remote: bool) {
+    fn apply(cache: Option<&mut Cache>, op: &Op<'_>, remote: bool, counted: bool) {
         let Some(cache) = cache else { return };
         match op {
             Op::Put(k, v) => {
@@ -1199,12 +1201,12 @@ impl World {
                     r.written_live.insert((*k).clone());
                 }
                 Arc::make_mut(&mut cache.entries).insert((*k).clone(), (*v).clone());
-                cache.counters.stores += 1;
+                cache.counters.stores += u64::from(counted);
             }
             Op::Delete(k) => {
                 if cache.entries.contains_key(*k) {
                     Arc::make_mut(&mut cache.entries).remove(*k);
-                    cache.counters.remove_hits += 1;
+                    cache.counters.remove_hits += u64::from(counted);
                 }
             }
             Op::Clear => cache.entries = Arc::default(),

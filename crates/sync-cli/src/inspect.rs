@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ispn_xsite::{BackupStatus, CacheName, CacheStats, Client, ContainerInfo, PushStatus, SiteApi, SiteName};
 use serde::Serialize;
-use sync_core::direction::{CacheReading, Context, judge};
+use sync_core::direction::{CacheReading, Context, Counting, judge};
 use sync_core::ports::{Keycloak, KeycloakHealth, KeycloakState};
 use sync_core::vocabulary::{DirectionRecord, DirectionVerdict, WriteSample, human_duration};
 
@@ -26,6 +26,9 @@ pub struct SiteView {
     pub sites_view: Option<Vec<String>>,
     /// Why it could not be read.
     pub error: Option<String>,
+    /// Whose writes its counters hold.
+    #[serde(skip)]
+    pub counting: Counting,
 }
 
 /// One cache on both sites.
@@ -133,6 +136,8 @@ pub async fn activity(view: &PairView, (first, second): (&Client, &Client), wind
     let context = Context {
         active: view.first.name.clone(),
         offline: view.second.name.clone(),
+        active_counting: view.first.counting,
+        offline_counting: view.second.counting,
         window: elapsed,
         offline_lb_check: None,
         manages_offline_keycloak: true,
@@ -192,6 +197,7 @@ async fn site_view(site: Reach<'_>, budget: Duration) -> SiteView {
         local_site: None,
         sites_view: None,
         error: None,
+        counting: Counting::ONE_NODE,
     };
     let client = match site.client {
         Ok(client) => client,
@@ -201,7 +207,8 @@ async fn site_view(site: Reach<'_>, budget: Duration) -> SiteView {
         }
     };
     match first_answer(site.name, site.endpoint, client, budget).await {
-        Ok(ContainerInfo { version, local_site, sites_view, relay_node, .. }) => {
+        Ok(ContainerInfo { version, local_site, sites_view, relay_node, cluster_members, .. }) => {
+            view.counting = Counting { nodes: cluster_members.len().max(1), site_master: relay_node };
             view.version = Some(version);
             view.local_site = local_site;
             view.sites_view = (relay_node || !sites_view.is_empty()).then_some(sites_view);

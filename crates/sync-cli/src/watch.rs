@@ -495,6 +495,8 @@ impl Watcher<'_> {
         let context = Context {
             active: view.first.name.clone(),
             offline: view.second.name.clone(),
+            active_counting: view.first.counting,
+            offline_counting: view.second.counting,
             window: at.duration_since(then),
             offline_lb_check: None,
             manages_offline_keycloak: true,

@@ -14,9 +14,9 @@ use std::time::Duration;
 use ispn_xsite::{BackupStatus, CacheName, PushStatus, PushStatusReport, SiteName};
 
 use crate::decision::{Decision, Ending, Note, Wait};
-use crate::direction::{CacheReading, Context, judge};
+use crate::direction::{CacheReading, Context, Counting, judge};
 use crate::journal::{CacheProgress, Journal};
-use crate::observe::{ContentCheck, Observation, Sizes};
+use crate::observe::{ContentCheck, Observation, SiteFacts, Sizes};
 use crate::outcome::{Failure, Refusal};
 use crate::plan::{CacheSelection, Plan, keycloak_line};
 use crate::vocabulary::{
@@ -230,6 +230,7 @@ fn direction_guard(plan: &Plan, journal: &Journal, obs: &Observation) -> Option<
         wanted.push(Probe::Status { side: Side::Offline, cache: cache.clone() });
     }
     wanted.push(Probe::KeycloakHealth);
+    wanted.extend([Side::Active, Side::Offline].map(|side| Probe::Site { side }));
     let missing = obs.missing(wanted);
     if !missing.is_empty() {
         return Some(Decision::Observe(missing));
@@ -251,9 +252,12 @@ fn direction_guard(plan: &Plan, journal: &Journal, obs: &Observation) -> Option<
         })
         .collect();
     let lb_check = obs.keycloak_health.as_ref().and_then(|h| h.as_ref()?.lb_check.as_ref()?.status);
+    let counting = |side: Side| obs.sites.get(&side).map_or(Counting::ONE_NODE, SiteFacts::counting);
     let context = Context {
         active: plan.active.name.clone(),
         offline: plan.offline.name.clone(),
+        active_counting: counting(Side::Active),
+        offline_counting: counting(Side::Offline),
         window: Duration::from_millis(obs.now_ms - started_at),
         offline_lb_check: lb_check,
         manages_offline_keycloak: plan.settings.manage_keycloak,

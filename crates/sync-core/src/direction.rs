@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use ispn_xsite::{CacheName, SiteName};
 
+pub use crate::vocabulary::Counting;
 use crate::vocabulary::{DirectionRecord, DirectionVerdict, SiteActivity, WriteSample, human_duration};
 
 /// Caches Keycloak writes to on its own while no user does anything (cluster-wide tasks and
@@ -36,6 +37,10 @@ pub struct Context {
     pub active: SiteName,
     /// The offline site.
     pub offline: SiteName,
+    /// How the active site's counters count.
+    pub active_counting: Counting,
+    /// How the offline site's.
+    pub offline_counting: Counting,
     /// The window between the two readings.
     pub window: Duration,
     /// The offline site's Keycloak's `/lb-check` answer, when configured.
@@ -79,6 +84,22 @@ fn writes(first: WriteSample, second: WriteSample) -> Result<(u64, Option<&'stat
     }
 }
 
+/// A site's own writes out of `counted`, when `other_wrote` writes were replicated towards it:
+/// only its site master receives them, and they can only be taken out when `other`'s count is
+/// its whole site's.
+fn own_writes(counted: u64, other_wrote: u64, me: Counting, other: Counting, other_site: &SiteName) -> Result<u64, String> {
+    if !me.site_master {
+        Ok(counted)
+    } else if other.is_whole_site() {
+        Ok(counted.saturating_sub(other_wrote))
+    } else {
+        Err(format!(
+            "the writes {other_site} replicated into it cannot be told from its own: {other_site}'s counters are those of one of its {} nodes",
+            other.nodes
+        ))
+    }
+}
+
 /// Judges the readings: see [`DirectionVerdict`].
 pub fn judge(context: &Context, readings: &[CacheReading]) -> DirectionRecord {
     let mut active = SiteActivity { site: context.active.clone(), writes: Vec::new(), unknown: Vec::new() };
@@ -102,10 +123,34 @@ pub fn judge(context: &Context, readings: &[CacheReading]) -> DirectionRecord {
                 }
                 (Some(0), Some(0))
             }
-            (Ok((a, _)), Ok((o, _))) if reading.active_replicates => (Some(*a), Some(o.saturating_sub(*a))),
-            (Ok((a, _)), Ok((o, _))) if reading.offline_replicates => (Some(a.saturating_sub(*o)), Some(*o)),
+            (Ok((a, _)), Ok((o, _))) if reading.active_replicates => {
+                match own_writes(*o, *a, context.offline_counting, context.active_counting, &context.active) {
+                    Ok(o) => (Some(*a), Some(o)),
+                    Err(why) => {
+                        offline.unknown.push((cache.clone(), why));
+                        (Some(*a), None)
+                    }
+                }
+            }
+            (Ok((a, _)), Ok((o, _))) if reading.offline_replicates => {
+                match own_writes(*a, *o, context.active_counting, context.offline_counting, &context.offline) {
+                    Ok(a) => (Some(a), Some(*o)),
+                    Err(why) => {
+                        active.unknown.push((cache.clone(), why));
+                        (None, Some(*o))
+                    }
+                }
+            }
             (a, o) => (a.as_ref().ok().map(|(n, _)| *n), o.as_ref().ok().map(|(n, _)| *n)),
         };
+        // A quiet node of several is no evidence that its site is quiet.
+        if own_offline == Some(0) && !context.offline_counting.is_whole_site() {
+            let why = format!(
+                "its counters are those of the node that answers, one of {}: writes through the others are not seen",
+                context.offline_counting.nodes
+            );
+            offline.unknown.push((cache.clone(), why));
+        }
         for (site, counted, own) in [(&mut active, &on_active, own_active), (&mut offline, &on_offline, own_offline)] {
             match (counted, own) {
                 (Err(why), _) => site.unknown.push((cache.clone(), (*why).to_owned())),

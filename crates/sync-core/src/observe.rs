@@ -11,7 +11,7 @@ use ispn_xsite::{BackupStatus, CacheName, ContainerInfo, NodeStatuses, PushStatu
 use serde::{Deserialize, Serialize};
 
 use crate::port_types::{KeycloakHealth, KeycloakState};
-use crate::vocabulary::{Probe, Side, VerifyLevel, WriteSample};
+use crate::vocabulary::{Counting, Probe, Side, VerifyLevel, WriteSample};
 
 /// A site's identity and view, from its container info.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,15 +24,33 @@ pub struct SiteFacts {
     pub relay_node: bool,
     /// Raw server version.
     pub version: String,
+    /// Nodes in the site's cluster.
+    #[serde(default = "one")]
+    pub nodes: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl From<ContainerInfo> for SiteFacts {
     fn from(info: ContainerInfo) -> Self {
-        Self { local_site: info.local_site, sites_view: info.sites_view, relay_node: info.relay_node, version: info.version }
+        Self {
+            local_site: info.local_site,
+            sites_view: info.sites_view,
+            relay_node: info.relay_node,
+            version: info.version,
+            nodes: info.cluster_members.len().max(1),
+        }
     }
 }
 
 impl SiteFacts {
+    /// Whose writes its counters hold.
+    pub fn counting(&self) -> Counting {
+        Counting { nodes: self.nodes, site_master: self.relay_node }
+    }
+
     /// Whether this site sees `other` across the bridge: `Some(true|false)` from a site master,
     /// `None` when the answering node cannot know.
     pub fn sees(&self, other: &SiteName) -> Option<bool> {

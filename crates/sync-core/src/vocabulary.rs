@@ -103,6 +103,27 @@ pub struct WriteSample {
     pub size: u64,
 }
 
+/// Whose writes a site's counters hold. Infinispan counts a write on the node it went through
+/// only, and a write another site replicated in on the site master that received it: on a site
+/// of several nodes, the counters read are one node's share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counting {
+    /// Nodes in the site's cluster.
+    pub nodes: usize,
+    /// Whether the node that answers is the site master, where replicated writes arrive.
+    pub site_master: bool,
+}
+
+impl Counting {
+    /// A site of one node: its counters are the whole site's.
+    pub const ONE_NODE: Self = Self { nodes: 1, site_master: true };
+
+    /// Whether its counters are the whole site's.
+    pub fn is_whole_site(self) -> bool {
+        self.nodes <= 1
+    }
+}
+
 /// What one site did during the evidence window.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SiteActivity {

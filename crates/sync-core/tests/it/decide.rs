@@ -25,6 +25,7 @@ fn facts(local: &str, view: &[&str], relay: bool) -> SiteFacts {
         sites_view: view.iter().map(|s| (*s).to_owned()).collect(),
         relay_node: relay,
         version: "15.0.21.Final".to_owned(),
+        nodes: 1,
     }
 }
 

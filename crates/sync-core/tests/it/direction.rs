@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use sync_core::direction::{CacheReading, Context, judge};
+use sync_core::direction::{CacheReading, Context, Counting, judge};
 use sync_core::vocabulary::{DirectionVerdict, WriteSample};
 
 use crate::support::{cache, site};
@@ -13,6 +13,8 @@ fn context() -> Context {
     Context {
         active: site("site-a"),
         offline: site("site-b"),
+        active_counting: Counting::ONE_NODE,
+        offline_counting: Counting::ONE_NODE,
         window: Duration::from_secs(2),
         offline_lb_check: None,
         manages_offline_keycloak: true,
@@ -46,6 +48,39 @@ fn writes_replicated_from_the_other_site_are_not_the_receivers_own() {
     let record = judge(&context(), &[r]);
     assert_eq!(record.offline.writes, vec![(cache("authenticationSessions"), 5)]);
     assert!(matches!(record.verdict, DirectionVerdict::Against { active_quiet: false, .. }));
+}
+
+#[test]
+fn on_sites_of_several_nodes_only_what_one_node_counted_is_evidence() {
+    // Counters are the answering node's: writes through the other nodes are not counted, and
+    // replicated ones only on the site master that received them.
+    let two_nodes = |site_master| Counting { nodes: 2, site_master };
+    let mut r = reading(steady(30), steady(30));
+    r.active_replicates = true;
+    // site-b's answering node is not its site master: all 30 it counted went through it.
+    let mut context = context();
+    context.offline_counting = two_nodes(false);
+    let record = judge(&context, &[r.clone()]);
+    assert_eq!(record.offline.writes, vec![(cache("authenticationSessions"), 30)]);
+    assert!(matches!(record.verdict, DirectionVerdict::Against { .. }), "{record:?}");
+    // Its site master, beside a one-node site-a: site-a's 30 are the whole site's, taken out.
+    context.offline_counting = two_nodes(true);
+    let record = judge(&context, &[r.clone()]);
+    assert!(record.offline.writes.is_empty(), "{record:?}");
+    // A quiet node of two says nothing about the other: not an agreement.
+    assert!(
+        matches!(&record.verdict, DirectionVerdict::Inconclusive { reason } if reason.contains("one of 2: writes through the others are not seen")),
+        "{record:?}"
+    );
+    // Its site master, beside a site-a of two whose node counted 10 of its writes: the 30 site-b
+    // counted may all be site-a's. Never refused on that.
+    context.active_counting = two_nodes(true);
+    r.active = steady(10);
+    let record = judge(&context, &[r]);
+    assert!(
+        matches!(&record.verdict, DirectionVerdict::Inconclusive { reason } if reason.contains("cannot be told from its own: site-a's counters are those of one of its 2 nodes")),
+        "{record:?}"
+    );
 }
 
 #[test]
