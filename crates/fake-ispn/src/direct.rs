@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use bytes::Bytes;
 use ispn_xsite::requests::HttpRequest;
 use ispn_xsite::{
     BackupStatus, CacheName, CacheResults, CacheStats, ClearScope, ContainerInfo, ContainerSiteStatus, Entry, Error, Health,
@@ -240,6 +241,13 @@ impl SiteApi for ModelSite {
 
     async fn get(&self, cache: &CacheName, key: &str) -> Result<Option<String>> {
         self.call(self.requests.get(cache, key), cache_subject(cache), |w, s| w.get(s, cache.as_str(), key)).await
+    }
+
+    async fn stored_value(&self, cache: &CacheName, key: &str) -> Result<Option<Bytes>> {
+        let value = self
+            .call(self.requests.stored_value(cache, key), cache_subject(cache), |w, s| w.stored(s, cache.as_str(), key))
+            .await?;
+        Ok(value.map(|v| Bytes::from(crate::http::stored_form(&v))))
     }
 
     async fn put(&self, cache: &CacheName, key: &str, value: &str) -> Result<()> {

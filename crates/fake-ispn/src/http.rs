@@ -60,7 +60,8 @@ enum Reply {
     Json(StatusCode, serde_json::Value),
     Text(StatusCode, String),
     Empty(StatusCode),
-    Value(String, bool),
+    /// One value: as JSON (the default), as text, or in its stored form.
+    Value(String, ValueForm),
     /// A listing: the cache's map and how long the answer takes to start.
     Keys(Arc<Entries>, Duration),
     Entries(Arc<Entries>, Duration),
@@ -321,6 +322,33 @@ async fn stall(service: &SiteService) {
     }
 }
 
+/// How a value is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ValueForm {
+    Json,
+    Text,
+    Stored,
+}
+
+/// A string value in a protostream-like stored form (a tag, the varint length, the UTF-8): equal
+/// values are equal bytes and the string is in them, which is what the contract suite pins of
+/// the real server's `application/x-protostream` form (a `WrappedMessage`).
+pub(crate) fn stored_form(value: &str) -> Vec<u8> {
+    let mut bytes = vec![0x0a];
+    let mut length = value.len();
+    loop {
+        let low = (length & 0x7f) as u8;
+        length >>= 7;
+        if length == 0 {
+            bytes.push(low);
+            break;
+        }
+        bytes.push(low | 0x80);
+    }
+    bytes.extend_from_slice(value.as_bytes());
+    bytes
+}
+
 fn dispatch(
     service: &SiteService,
     method: &Method,
@@ -486,9 +514,21 @@ fn cache_resource(
             Err(reply) => reply,
         },
         ([key], &Method::GET) => {
-            let plain = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/plain"));
-            Reply::from(world.get(site, cache.as_str(), key), |value| match value {
-                Some(v) => Reply::Value(v, plain),
+            let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
+            let form = if accept.contains("text/plain") {
+                ValueForm::Text
+            } else if accept.contains(ispn_xsite::requests::STORED_MEDIA_TYPE) {
+                ValueForm::Stored
+            } else {
+                ValueForm::Json
+            };
+            let read = if form == ValueForm::Stored {
+                world.stored(site, cache.as_str(), key)
+            } else {
+                world.get(site, cache.as_str(), key)
+            };
+            Reply::from(read, |value| match value {
+                Some(v) => Reply::Value(v, form),
                 None => Reply::Empty(StatusCode::NOT_FOUND),
             })
         }
@@ -508,12 +548,12 @@ fn respond(reply: Reply) -> Response {
         Reply::Json(status, value) => (status, Some("application/json"), Body::from(value.to_string())),
         Reply::Text(status, text) => (status, Some("text/plain"), Body::from(text)),
         Reply::Empty(status) => (status, None, Body::empty()),
-        Reply::Value(value, plain) => {
-            if plain {
-                (StatusCode::OK, Some("text/plain"), Body::from(value))
-            } else {
-                (StatusCode::OK, Some("application/json"), Body::from(wrapped(&value).to_string()))
-            }
+        Reply::Value(value, ValueForm::Text) => (StatusCode::OK, Some("text/plain"), Body::from(value)),
+        Reply::Value(value, ValueForm::Json) => {
+            (StatusCode::OK, Some("application/json"), Body::from(wrapped(&value).to_string()))
+        }
+        Reply::Value(value, ValueForm::Stored) => {
+            (StatusCode::OK, Some(ispn_xsite::requests::STORED_MEDIA_TYPE), Body::from(stored_form(&value)))
         }
         Reply::Keys(keys, delay) => (
             StatusCode::OK,

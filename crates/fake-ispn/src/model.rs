@@ -113,6 +113,9 @@ pub struct CacheFaults {
     /// The server cannot stream the values (`?action=entries` fails) while it lists the keys, as
     /// 16.0.7 does with Keycloak 26.5's authentication sessions.
     pub values_unreadable: bool,
+    /// Nor can it serve one value as stored (a key-by-key read of a value answers 500): only the
+    /// keys can be read.
+    pub stored_values_unreadable: bool,
     /// Statistics are off for the cache: its counters read -1, as on a real server.
     pub statistics_disabled: bool,
     /// Writes the counters show per second without any write (a server whose statistics lie).
@@ -1073,6 +1076,15 @@ impl World {
     /// One value.
     pub fn get(&self, site: usize, cache: &str, key: &str) -> Outcome<Option<String>> {
         Ok(self.cache(site, cache)?.entries.get(key).map(|v| v.to_string()))
+    }
+
+    /// One value as the server stores it (the fake keeps strings; see `stored_form`).
+    pub fn stored(&self, site: usize, cache: &str, key: &str) -> Outcome<Option<String>> {
+        let c = self.cache(site, cache)?;
+        if c.faults.stored_values_unreadable {
+            return Err(Failure::http(500, "Cannot convert the stored value to application/x-protostream"));
+        }
+        Ok(c.entries.get(key).map(|v| v.to_string()))
     }
 
     /// Every key: the map itself, shared (a listing reads it; a write meanwhile copies it).

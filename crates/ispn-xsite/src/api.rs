@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 
+use bytes::Bytes;
 use futures::Stream;
 
 use crate::error::Result;
@@ -101,6 +102,9 @@ pub trait SiteApi: Send + Sync {
 
     /// One value, or `None` when the key is absent.
     fn get(&self, cache: &CacheName, key: &str) -> impl Future<Output = Result<Option<String>>> + Send;
+
+    /// One entry's value as the server stores it, or `None` when the key is absent.
+    fn stored_value(&self, cache: &CacheName, key: &str) -> impl Future<Output = Result<Option<Bytes>>> + Send;
 
     /// Writes one value.
     fn put(&self, cache: &CacheName, key: &str, value: &str) -> impl Future<Output = Result<()>> + Send;

@@ -581,6 +581,15 @@ impl SiteApi for Client {
         }
     }
 
+    async fn stored_value(&self, cache: &CacheName, key: &str) -> Result<Option<Bytes>> {
+        let request = self.requests().await?.stored_value(cache, key);
+        match self.send_ok(request, Subject { cache: Some(cache), site: None }).await {
+            Ok(body) => Ok(Some(body)),
+            Err(e) if e.is_plain_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn put(&self, cache: &CacheName, key: &str, value: &str) -> Result<()> {
         let request = self.requests().await?.put(cache, key, value);
         self.send_ok(request, Subject { cache: Some(cache), site: None }).await.map(drop)

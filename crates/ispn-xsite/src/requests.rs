@@ -30,6 +30,9 @@ pub enum ClearScope {
     Replicated,
 }
 
+/// The media type Keycloak's caches store their values in.
+pub const STORED_MEDIA_TYPE: &str = "application/x-protostream";
+
 /// Builds requests for one site.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Requests {
@@ -220,6 +223,12 @@ impl Requests {
     /// Reads one entry as text.
     pub fn get(&self, cache: &CacheName, key: &str) -> HttpRequest {
         self.build(Method::GET, &Self::entry_path(cache, key), &[], Some("text/plain"))
+    }
+
+    /// One entry's value as the server stores it (`application/x-protostream` for Keycloak's
+    /// caches): bytes that need no rendering, where a listing must render every value as JSON.
+    pub fn stored_value(&self, cache: &CacheName, key: &str) -> HttpRequest {
+        self.build(Method::GET, &Self::entry_path(cache, key), &[], Some(STORED_MEDIA_TYPE))
     }
 
     /// Writes one entry as text.

@@ -113,6 +113,10 @@ pub struct Change {
     /// Force-delete Keycloak pods stuck in Terminating after the scale-down timeout.
     #[arg(long)]
     pub force_delete_stuck_pods: bool,
+    /// Fail the verification of a cache whose values could not be read (only its keys compared),
+    /// instead of passing it with a warning (overrides `settings.require_values`).
+    #[arg(long)]
+    pub require_values: bool,
     /// Go on when the direction guard finds the offline site serving users (taking writes, or in
     /// the load balancer): it is cleared all the same, and what it took is lost.
     #[arg(long)]
@@ -148,6 +152,10 @@ pub enum Command {
         /// What to compare: entries (keys and values), keys, or sizes (default: `settings.verify`).
         #[arg(long, value_parser = verify_level)]
         level: Option<VerifyLevel>,
+        /// No verdict (exit 3) for a cache whose values could not be read, where only its keys
+        /// were compared (default: `settings.require_values`).
+        #[arg(long)]
+        require_values: bool,
     },
     /// Poll both sites and serve Prometheus metrics and a health check (changes nothing).
     Watch {

@@ -1,13 +1,14 @@
 //! The commands. Each returns the exit code; errors carry theirs.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 
 use futures::StreamExt;
 use ispn_xsite::{CacheName, SiteApi, SiteName};
 use serde_json::json;
-use sync_core::compare::{CompareLimits, CompareMode, check_content, compare};
+use sync_core::compare::{CompareLimits, CompareMode, Compared, check_content, compare, compare_values};
 use sync_core::decide::{content_verdict, sizes_verdict};
 use sync_core::observe::Sizes;
 use sync_core::ports::{JournalStore, Keycloak};
@@ -34,6 +35,7 @@ pub fn load(cli: &Cli, change: Option<Change>) -> Result<Resolved, CliError> {
         verify: change.and_then(|c| c.verify),
         force_delete_stuck_pods: change.is_some_and(|c| c.force_delete_stuck_pods),
         discard_offline_writes: change.is_some_and(|c| c.discard_offline_writes),
+        require_values: change.is_some_and(|c| c.require_values),
     };
     Config::load(&cli.config)?.resolve(&cli.config, &overrides)
 }
@@ -385,22 +387,41 @@ pub async fn diff(format: Format, resolved: &Resolved, values: bool, sample: usi
     let connected = connect(resolved).await?;
     let caches = caches_of(resolved, &connected).await?;
     let (active, offline) = (&connected.ports.active, &connected.ports.offline);
-    let mode = if values { CompareMode::Entries } else { CompareMode::Keys };
     let mut differ = false;
+    let mut how: BTreeMap<VerifyLevel, usize> = BTreeMap::new();
     if format == Format::Text {
         println!("Comparing {} (active) with {} (offline), {} cache(s):", resolved.active, resolved.offline, caches.len());
     }
     for cache in &caches {
-        let comparison = compare(active, offline, cache, mode, CompareLimits { sample, ..CompareLimits::default() })
-            .await
-            .map_err(|e| site_error(resolved, e))?;
+        let limits = CompareLimits { sample, ..CompareLimits::default() };
+        let compared = if values {
+            compare_values(active, offline, cache, limits).await
+        } else {
+            compare(active, offline, cache, CompareMode::Keys, limits).await.map(|comparison| Compared {
+                level: VerifyLevel::Keys,
+                comparison,
+                unreadable: None,
+            })
+        };
+        let Compared { level, comparison, unreadable } = compared.map_err(|e| site_error(resolved, e))?;
+        *how.entry(level).or_default() += 1;
         differ |= !comparison.is_equal();
         if format == Format::Json {
-            json_line(json!({"type": "diff", "cache": cache, "comparison": comparison}));
+            json_line(json!({
+                "type": "diff", "cache": cache, "compared": level, "comparison": comparison, "values_unreadable": unreadable,
+            }));
             continue;
         }
+        let values_part = match (values, level) {
+            (false, _) => String::new(),
+            (true, VerifyLevel::KeysOnly) => ", values not compared".to_owned(),
+            (true, VerifyLevel::StoredEntries) => {
+                format!(", {} with different values (read key by key as stored)", comparison.different_values)
+            }
+            (true, _) => format!(", {} with different values", comparison.different_values),
+        };
         println!(
-            "  {:<24} {} keys on {}, {} on {}: {} only on {}, {} only on {}{}",
+            "  {:<24} {} keys on {}, {} on {}: {} only on {}, {} only on {}{values_part}",
             cache.as_str(),
             comparison.active,
             resolved.active,
@@ -410,8 +431,10 @@ pub async fn diff(format: Format, resolved: &Resolved, values: bool, sample: usi
             resolved.active,
             comparison.only_offline,
             resolved.offline,
-            if values { format!(", {} with different values", comparison.different_values) } else { String::new() }
         );
+        if let Some(reason) = &unreadable {
+            println!("      its values could not be read: {reason}");
+        }
         for (label, keys) in [
             (format!("only on {}", resolved.active), &comparison.sample_only_active),
             (format!("only on {}", resolved.offline), &comparison.sample_only_offline),
@@ -428,17 +451,37 @@ pub async fn diff(format: Format, resolved: &Resolved, values: bool, sample: usi
     if format == Format::Json {
         json_line(json!({
             "type": "diff_summary", "equal": !differ, "compared": compared,
+            "compared_as": how.iter().map(|(l, n)| (l.as_str().to_owned(), *n)).collect::<BTreeMap<_, _>>(),
             "caches": {a.as_str(): caches.len(), o.as_str(): caches.len()}, "exit_code": exit.code(),
         }));
     } else {
         let verdict = if differ { "the sites differ" } else { "the sites hold the same" };
-        println!("Compared {} cache(s) on {a} and {} on {o} ({compared}): {verdict}.", caches.len(), caches.len());
+        println!(
+            "Compared {} cache(s) on {a} and {} on {o} ({}): {verdict}.",
+            caches.len(),
+            caches.len(),
+            ways_compared(&how, compared)
+        );
     }
     Ok(exit)
 }
 
+/// How the caches were compared, in words: one way for all, or how many each way.
+fn ways_compared(how: &BTreeMap<VerifyLevel, usize>, asked: &str) -> String {
+    match how.len() {
+        0 => asked.to_owned(),
+        1 => how.keys().next().map_or(asked, |l| l.compared()).to_owned(),
+        _ => how.iter().map(|(l, n)| format!("{n} by {}", l.compared())).collect::<Vec<_>>().join(", "),
+    }
+}
+
 /// `verify`.
-pub async fn verify(format: Format, resolved: &Resolved, level: Option<VerifyLevel>) -> Result<Exit, CliError> {
+pub async fn verify(
+    format: Format,
+    resolved: &Resolved,
+    level: Option<VerifyLevel>,
+    require_values: bool,
+) -> Result<Exit, CliError> {
     let connected = connect(resolved).await?;
     let caches = caches_of(resolved, &connected).await?;
     let (active, offline) = (&connected.ports.active, &connected.ports.offline);
@@ -447,21 +490,25 @@ pub async fn verify(format: Format, resolved: &Resolved, level: Option<VerifyLev
     // Caches are compared side by side, as the run's verify step does.
     let checks = futures::stream::iter(&caches)
         .map(|cache| async move {
-            let checked = match level {
-                VerifyLevel::Sizes => {
-                    let on = |side: Side| move |e| site_error(resolved, (side, e));
-                    let sizes = Sizes {
-                        active_before: active.size(cache).await.map_err(on(Side::Active))?,
-                        offline: offline.size(cache).await.map_err(on(Side::Offline))?,
-                        active_after: active.size(cache).await.map_err(on(Side::Active))?,
-                    };
-                    (sizes_verdict(&sizes, settings.drift_tolerance), None)
+            let checked = if level.reads_keys() {
+                let pause = tokio::time::sleep(settings.poll_interval);
+                let check = check_content(active, offline, cache, level, pause).await.map_err(|e| site_error(resolved, e))?;
+                if let (true, Some(reason)) = (require_values, &check.unreadable) {
+                    // Only the keys could be compared: with --require-values that is no verdict.
+                    return Err(CliError::new(
+                        Exit::Refused,
+                        format!("cache '{cache}': only its keys could be compared, its values could not be read ({reason}); values are required (--require-values or settings.require_values): find why the server cannot serve them"),
+                    ));
                 }
-                VerifyLevel::Keys | VerifyLevel::Entries => {
-                    let pause = tokio::time::sleep(settings.poll_interval);
-                    let check = check_content(active, offline, cache, level, pause).await.map_err(|e| site_error(resolved, e))?;
-                    (content_verdict(&check, settings.drift_tolerance), Some(check))
-                }
+                (content_verdict(&check, settings.drift_tolerance), Some(check))
+            } else {
+                let on = |side: Side| move |e| site_error(resolved, (side, e));
+                let sizes = Sizes {
+                    active_before: active.size(cache).await.map_err(on(Side::Active))?,
+                    offline: offline.size(cache).await.map_err(on(Side::Offline))?,
+                    active_after: active.size(cache).await.map_err(on(Side::Active))?,
+                };
+                (sizes_verdict(&sizes, settings.drift_tolerance), None)
             };
             Ok::<_, CliError>((cache, checked))
         })
@@ -469,9 +516,12 @@ pub async fn verify(format: Format, resolved: &Resolved, level: Option<VerifyLev
         .collect::<Vec<_>>()
         .await;
     let mut failed = false;
+    // How each cache was compared: a listing's values, stored bytes key by key, or keys only.
+    let mut how: BTreeMap<VerifyLevel, usize> = BTreeMap::new();
     for checked in checks {
         let (cache, (verdict, check)) = checked?;
         failed |= matches!(verdict, Verdict::Mismatch { .. });
+        *how.entry(check.as_ref().map_or(level, |c| c.level)).or_default() += 1;
         if format == Format::Json {
             json_line(json!({"type": "verified", "cache": cache, "verdict": verdict, "content": check}));
         } else {
@@ -483,10 +533,13 @@ pub async fn verify(format: Format, resolved: &Resolved, level: Option<VerifyLev
     if format == Format::Json {
         json_line(json!({
             "type": "verify_summary", "passed": !failed, "compared": level,
-            "caches": {a.as_str(): caches.len(), o.as_str(): caches.len()}, "exit_code": exit.code(),
+            "caches": {a.as_str(): caches.len(), o.as_str(): caches.len()},
+            "compared_as": how.iter().map(|(l, n)| (l.as_str().to_owned(), *n)).collect::<BTreeMap<_, _>>(),
+            "exit_code": exit.code(),
         }));
     } else {
-        let counted = format!("{} cache(s) on {a} and {} on {o}, {}", caches.len(), caches.len(), level.compared());
+        let counted =
+            format!("{} cache(s) on {a} and {} on {o}, {}", caches.len(), caches.len(), ways_compared(&how, level.compared()));
         if failed {
             println!("Verification FAILED ({counted}): the offline site does not match.");
         } else {

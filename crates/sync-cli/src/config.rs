@@ -220,6 +220,8 @@ pub struct SettingsConfig {
     pub drift_tolerance: Option<u64>,
     /// Force-delete Keycloak pods stuck in Terminating.
     pub force_delete_stuck_pods: Option<bool>,
+    /// Fail a cache whose values could not be read instead of passing it on its keys.
+    pub require_values: Option<bool>,
     /// How long the direction guard watches both sites' writes.
     #[serde(default, deserialize_with = "duration")]
     pub direction_window: Option<Duration>,
@@ -244,6 +246,7 @@ impl SettingsConfig {
             manage_keycloak,
             direction_window: self.direction_window.unwrap_or(defaults.direction_window),
             discard_offline_writes: false,
+            require_values: self.require_values.unwrap_or(false),
             direction_guard: true,
         };
         settings.check().map_err(|e| config_error(e.to_string()))?;
@@ -290,6 +293,8 @@ pub struct Overrides {
     pub force_delete_stuck_pods: bool,
     /// `--discard-offline-writes`.
     pub discard_offline_writes: bool,
+    /// `--require-values`.
+    pub require_values: bool,
 }
 
 /// A configuration with its roles resolved and checked.
@@ -510,6 +515,7 @@ impl Config {
         let manage_keycloak = self.sites[offline.as_str()].keycloak_mode() != Some(KeycloakMode::AlreadyStopped);
         let mut settings = self.settings.resolve(manage_keycloak)?;
         settings.discard_offline_writes = overrides.discard_offline_writes;
+        settings.require_values |= overrides.require_values;
         let directory = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let base = std::path::absolute(directory).unwrap_or_else(|_| directory.to_path_buf());
         self.resolve_paths(&base);

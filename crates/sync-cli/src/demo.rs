@@ -99,7 +99,7 @@ pub async fn demo(format: Format, entries: usize) -> Result<Exit, CliError> {
         return Ok(exit);
     }
     say(format, "`site-sync verify` on its own (keys and values):");
-    let verified = verify(format, &resolved, None).await?;
+    let verified = verify(format, &resolved, None, false).await?;
     say(format, "status after the run:");
     status(format, &resolved).await?;
 

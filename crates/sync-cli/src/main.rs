@@ -112,7 +112,11 @@ async fn dispatch(cli: &Cli) -> Result<Exit, CliError> {
         Command::Resume(change) => commands::run(format, &commands::load(cli, Some(*change))?, *change, true).await,
         Command::Status => commands::status(format, &commands::load(cli, None)?).await,
         Command::Diff { values, sample } => commands::diff(format, &commands::load(cli, None)?, *values, *sample).await,
-        Command::Verify { level } => commands::verify(format, &commands::load(cli, None)?, *level).await,
+        Command::Verify { level, require_values } => {
+            let resolved = commands::load(cli, None)?;
+            let require = *require_values || resolved.settings.require_values;
+            commands::verify(format, &resolved, *level, require).await
+        }
         Command::Watch { listen, interval, once, heal, heal_hold, heal_interval } => {
             let heal = heal.then(|| watch::Heal::new(cli, *heal_hold, *heal_interval));
             let options = watch::Options { listen: *listen, interval: *interval, once: *once, heal };

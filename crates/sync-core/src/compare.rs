@@ -39,6 +39,18 @@ pub enum CompareMode {
     Keys,
     /// Keys and values (`?action=entries`).
     Entries,
+    /// Keys (`?action=keys`), then each value as the server stores it, key by key: for caches
+    /// whose values the server cannot render in a listing.
+    StoredEntries,
+}
+
+/// Stored values read at once, per site, in [`CompareMode::StoredEntries`].
+const STORED_READS_IN_FLIGHT: usize = 32;
+
+fn fingerprint_bytes(bytes: &[u8]) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// How a key differs between the sites.
@@ -279,16 +291,29 @@ impl ActiveShare {
 }
 
 /// Streams `cache` as (key, value fingerprint) pairs; keys mode has no values.
-async fn stream_of<S: SiteApi>(
-    site: &S,
-    cache: &CacheName,
+async fn stream_of<'a, S: SiteApi>(
+    site: &'a S,
+    cache: &'a CacheName,
     mode: CompareMode,
-) -> Result<futures::stream::BoxStream<'static, Result<(String, u64), Error>>, Error> {
+) -> Result<futures::stream::BoxStream<'a, Result<(String, u64), Error>>, Error> {
     Ok(match mode {
         CompareMode::Keys => site.keys(cache).await?.map(|k| k.map(|k| (k, 0))).boxed(),
         CompareMode::Entries => {
             site.entries(cache).await?.map(|e| e.map(|Entry { key, value }| (key, fingerprint(&value)))).boxed()
         }
+        // A key listed and gone before its value is read was removed meanwhile: it is left out,
+        // as a listing a moment later would have; a second read tells such traffic apart.
+        CompareMode::StoredEntries => site
+            .keys(cache)
+            .await?
+            .map(move |key| async move {
+                let key = key?;
+                let stored = site.stored_value(cache, &key).await?;
+                Ok(stored.map(|bytes| (key, fingerprint_bytes(&bytes))))
+            })
+            .buffer_unordered(STORED_READS_IN_FLIGHT)
+            .filter_map(|read: Result<Option<(String, u64)>, Error>| async move { read.transpose() })
+            .boxed(),
     })
 }
 
@@ -501,6 +526,45 @@ fn remember(differing: &mut Vec<(u64, Difference)>, key: u64, kind: Difference) 
     }
 }
 
+/// A comparison and how it was made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compared {
+    /// What was compared: [`VerifyLevel::Entries`], or what it fell back to.
+    pub level: VerifyLevel,
+    /// The comparison.
+    pub comparison: Comparison,
+    /// Why the values could not be read, when only the keys were compared.
+    pub unreadable: Option<String>,
+}
+
+/// Compares `cache`'s keys and values. A server that cannot render some values in a listing
+/// (16.0.x cuts the listing of Keycloak's authentication sessions) still serves each value as it
+/// stores it: those bytes are compared, key by key; failing that, the keys, saying why.
+pub async fn compare_values<S: SiteApi>(
+    active: &S,
+    offline: &S,
+    cache: &CacheName,
+    limits: CompareLimits,
+) -> Result<Compared, (Side, Error)> {
+    let (side, error) = match compare(active, offline, cache, CompareMode::Entries, limits).await {
+        Ok(comparison) => return Ok(Compared { level: VerifyLevel::Entries, comparison, unreadable: None }),
+        Err(failed) => failed,
+    };
+    let (stored_side, stored_error) = match compare(active, offline, cache, CompareMode::StoredEntries, limits).await {
+        Ok(comparison) => return Ok(Compared { level: VerifyLevel::StoredEntries, comparison, unreadable: None }),
+        Err(failed) => failed,
+    };
+    match compare(active, offline, cache, CompareMode::Keys, limits).await {
+        Ok(comparison) => Ok(Compared {
+            level: VerifyLevel::KeysOnly,
+            comparison,
+            unreadable: Some(format!("{side} site: {error}; read key by key: {stored_side} site: {stored_error}")),
+        }),
+        // The keys cannot be read either: the first failure is the one to report.
+        Err(_) => Err((side, error)),
+    }
+}
+
 /// Compares `cache` at `level` (keys, or keys and values) and, when the sites differ, once more
 /// after `pause`: only differences both reads show count (see [`content_check`]).
 pub async fn check_content<S: SiteApi>(
@@ -512,19 +576,15 @@ pub async fn check_content<S: SiteApi>(
 ) -> Result<ContentCheck, (Side, Error)> {
     // A verdict counts differences; it names no keys.
     let limits = CompareLimits { sample: 0, ..CompareLimits::default() };
-    let (level, first, unreadable) = match level {
-        VerifyLevel::Entries => match compare(active, offline, cache, CompareMode::Entries, limits).await {
-            Ok(first) => (level, first, None),
-            // A server that cannot render some values (16.0.7 and Keycloak's authentication
-            // sessions) still lists the keys: compare those, and say why.
-            Err((side, error)) => match compare(active, offline, cache, CompareMode::Keys, limits).await {
-                Ok(first) => (VerifyLevel::Keys, first, Some(format!("{side} site: {error}"))),
-                Err(_) => return Err((side, error)),
-            },
-        },
-        _ => (level, compare(active, offline, cache, CompareMode::Keys, limits).await?, None),
+    let Compared { level, comparison: first, unreadable } = match level {
+        VerifyLevel::Entries => compare_values(active, offline, cache, limits).await?,
+        _ => Compared { level, comparison: compare(active, offline, cache, CompareMode::Keys, limits).await?, unreadable: None },
     };
-    let mode = if level == VerifyLevel::Entries { CompareMode::Entries } else { CompareMode::Keys };
+    let mode = match level {
+        VerifyLevel::Entries => CompareMode::Entries,
+        VerifyLevel::StoredEntries => CompareMode::StoredEntries,
+        _ => CompareMode::Keys,
+    };
     let mut check = if first.is_equal() {
         content_check(level, &first, None)
     } else {

@@ -776,10 +776,7 @@ fn verify(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
     }
     let level = plan.settings.verify;
     let mut wanted = link_probes();
-    wanted.extend(probes_for(&open, |cache| match level {
-        VerifyLevel::Sizes => Probe::Sizes { cache },
-        VerifyLevel::Keys | VerifyLevel::Entries => Probe::Content { cache },
-    }));
+    wanted.extend(probes_for(&open, |cache| if level.reads_keys() { Probe::Content { cache } } else { Probe::Sizes { cache } }));
     let missing = obs.missing(wanted);
     if !missing.is_empty() {
         return Decision::Observe(missing);
@@ -793,11 +790,15 @@ fn verify(plan: &Plan, journal: &Journal, obs: &Observation) -> Decision {
     }
     let mut notes = Vec::new();
     for cache in open {
-        let verdict = match level {
-            VerifyLevel::Sizes => sizes_verdict(&obs.sizes[&cache], plan.settings.drift_tolerance),
-            VerifyLevel::Keys | VerifyLevel::Entries => content_verdict(&obs.content[&cache], plan.settings.drift_tolerance),
+        let verdict = if level.reads_keys() {
+            content_verdict(&obs.content[&cache], plan.settings.drift_tolerance)
+        } else {
+            sizes_verdict(&obs.sizes[&cache], plan.settings.drift_tolerance)
         };
         if let Some(reason) = obs.content.get(&cache).and_then(|c| c.unreadable.as_ref()) {
+            if plan.settings.require_values {
+                return Decision::Finish(Ending::Failed(Failure::ValuesNotCompared { cache, reason: reason.clone() }));
+            }
             notes.push(Note::Warning(format!(
                 "cache '{cache}': its values could not be read, so only its keys were compared ({reason})"
             )));

@@ -173,6 +173,17 @@ pub enum Refusal {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[serde(tag = "failure", rename_all = "kebab-case")]
 pub enum Failure {
+    /// `require_values` is set and a cache's values could be read neither in a listing nor one by
+    /// one: only its keys were compared.
+    #[error(
+        "cache '{cache}': only its keys could be compared, its values could not be read ({reason}); require_values asks for both: find why the server cannot serve them, or drop require_values to accept keys"
+    )]
+    ValuesNotCompared {
+        /// The cache.
+        cache: CacheName,
+        /// Why the values could not be read.
+        reason: String,
+    },
     /// A site call failed in a way retrying cannot fix.
     #[error("{side} site: {message}")]
     Site {

@@ -88,6 +88,9 @@ pub struct Settings {
     /// Go on when the evidence says the offline site is serving users, losing what it took
     /// (`--discard-offline-writes`).
     pub discard_offline_writes: bool,
+    /// Whether a cache whose values could not be read (only its keys compared) fails the
+    /// verification instead of passing with a warning.
+    pub require_values: bool,
     /// Whether the preflight judges the direction at all (`config check` checks the configuration
     /// and the sites, not who serves users).
     pub direction_guard: bool,
@@ -116,6 +119,7 @@ impl Default for Settings {
             // stay a small part of a run (budget: 3 s).
             direction_window: Duration::from_secs(2),
             discard_offline_writes: false,
+            require_values: false,
             direction_guard: true,
         }
     }
@@ -195,6 +199,9 @@ impl Settings {
                 return Err(PlanError::OutOfRange { range: *range, value });
             }
         }
+        if !VerifyLevel::ALL.contains(&self.verify) {
+            return Err(PlanError::ReportedLevel(self.verify));
+        }
         Ok(())
     }
 }
@@ -221,6 +228,11 @@ pub enum PlanError {
     /// An explicit cache list is empty or repeats a cache.
     #[error("the cache list {0}")]
     BadCacheList(String),
+    /// A verification level that is only ever reported (what `entries` fell back to).
+    #[error(
+        "settings.verify: {0} is what a verification reports when it falls back, not a level to ask for; use one of: sizes, keys, entries"
+    )]
+    ReportedLevel(VerifyLevel),
     /// A setting outside the range that makes sense.
     #[error("settings.{}: {value} is out of range; allowed: {} to {}", range.name, range.min, range.max)]
     OutOfRange {

@@ -351,6 +351,15 @@ pub enum VerifyLevel {
     Keys,
     /// Keys and a digest of every value (the default).
     Entries,
+    /// What `entries` compared where the server could not render a cache's values in a listing
+    /// (16.0.x and Keycloak's authentication sessions): keys and a digest of each value as the
+    /// server stores it, read key by key. Never asked for; only reported.
+    #[serde(rename = "entries-stored")]
+    StoredEntries,
+    /// What `entries` compared where the values could be read neither way: keys only. Never
+    /// asked for; only reported, and a failure with `require_values`.
+    #[serde(rename = "keys-only")]
+    KeysOnly,
 }
 
 impl VerifyLevel {
@@ -363,6 +372,8 @@ impl VerifyLevel {
             Self::Sizes => "sizes",
             Self::Keys => "keys",
             Self::Entries => "entries",
+            Self::StoredEntries => "entries-stored",
+            Self::KeysOnly => "keys-only",
         }
     }
 
@@ -372,7 +383,14 @@ impl VerifyLevel {
             Self::Sizes => "sizes",
             Self::Keys => "keys",
             Self::Entries => "keys and values",
+            Self::StoredEntries => "keys and stored values",
+            Self::KeysOnly => "keys (values unread)",
         }
+    }
+
+    /// Whether keys (and maybe values) are compared, rather than sizes.
+    pub fn reads_keys(self) -> bool {
+        self != Self::Sizes
     }
 
     /// Verdicts written before levels existed compared sizes.

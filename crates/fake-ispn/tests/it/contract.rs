@@ -356,6 +356,19 @@ contract! {
         assert_eq!(pair.b.size(pair.work()).await.unwrap(), 1);
     };
 
+    a_stored_value_is_the_same_bytes_on_both_sites_and_another_value_is_other_bytes => |pair| async move {
+        let work = pair.work();
+        pair.a.put(work, "k1", "naïve value").await.unwrap();
+        pair.a.put(work, "k2", "another value").await.unwrap();
+        let on_a = pair.a.stored_value(work, "k1").await.unwrap().expect("k1 on the writing site");
+        let on_b = pair.b.stored_value(work, "k1").await.unwrap().expect("k1 replicated");
+        assert_eq!(on_a, on_b, "a replicated value is stored as the same bytes");
+        let needle = "naïve value".as_bytes();
+        assert!(on_a.windows(needle.len()).any(|w| w == needle), "the string is in its stored form: {on_a:?}");
+        assert_ne!(pair.b.stored_value(work, "k2").await.unwrap().unwrap(), on_b);
+        assert_eq!(pair.a.stored_value(work, "absent").await.unwrap(), None);
+    };
+
     missing_key_reads_none_and_delete_reports_absent => |pair| async move {
         assert_eq!(pair.a.get(pair.work(), "absent").await.unwrap(), None);
         assert!(!pair.a.delete(pair.work(), "absent").await.unwrap());

@@ -53,6 +53,7 @@ fn every_request(flavor: ApiFlavor) -> String {
         r.keys(&work, 1000),
         r.entries(&work, 1000),
         r.get(&work, "user:42"),
+        r.stored_value(&work, "user:42"),
         r.put(&work, "user:42", "{\"name\":\"é\"}"),
         r.delete(&work, "user:42"),
         r.size(&odd),

@@ -228,6 +228,24 @@ async fn only_a_404_without_a_body_means_a_missing_key() {
     assert!(matches!(client.delete(&work(), "k").await, Err(Error::UnknownCache { .. })));
 }
 
+#[tokio::test]
+async fn a_stored_value_is_its_bytes_as_sent_and_an_absent_key_is_none() {
+    // Protostream is binary: the bytes come back as sent, never decoded or re-encoded as text.
+    let peer = Peer::start(vec![
+        PROBE,
+        Answer::Whole { status: 200, body: "\n\u{5}caf\u{e9}\u{ff}" },
+        Answer::Whole { status: 404, body: "" },
+        Answer::Whole { status: 500, body: "ISPN000495: cannot convert" },
+    ])
+    .await;
+    let client = peer.client(Duration::from_secs(5));
+    let stored = client.stored_value(&work(), "k").await.unwrap().unwrap();
+    assert_eq!(&stored[..], "\n\u{5}caf\u{e9}\u{ff}".as_bytes());
+    assert_eq!(client.stored_value(&work(), "k").await.unwrap(), None);
+    let error = client.stored_value(&work(), "k").await.unwrap_err().to_string();
+    assert!(error.contains("500") && error.contains("cannot convert"), "{error}");
+}
+
 #[test]
 fn the_client_names_its_endpoint_and_keeps_the_password_and_the_ca_out_of_debug_output() {
     let mut config = ClientConfig::new("https://infinispan.example:11222/", Some(Credentials::new("admin", "secret-password")));

@@ -95,6 +95,13 @@ case!(
     USAGE,
     "unknown field `poll_every`"
 );
+case!(
+    verify_level_that_is_only_reported,
+    edited("  poll_interval: 50ms", "  poll_interval: 50ms\n  verify: entries-stored").await,
+    &["plan"],
+    USAGE,
+    "settings.verify: entries-stored is what a verification reports"
+);
 case!(bad_duration, edited("poll_interval: 50ms", "poll_interval: soon").await, &["plan"], USAGE, "is not a duration");
 case!(
     malformed_yaml_names_field_and_line,

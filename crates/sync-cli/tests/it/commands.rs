@@ -152,3 +152,38 @@ async fn the_demo_runs_without_any_setup() {
     assert!(stderr.contains("site-b equals site-a key by key and value by value"), "{stderr}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("Diagnosis: healthy"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_a_listing_cannot_render_are_verified_by_their_stored_bytes_and_never_passed_on_keys_when_required() {
+    let env = Env::start().await;
+    env.split_brain(20).await;
+    assert_eq!(env.run(&["run", "--yes"]).await.code, 0);
+    let sessions = cache("authenticationSessions");
+    // 16.0.x cuts the listing of Keycloak's authentication sessions; a value differs between the
+    // sites, as after a write lost on its way.
+    env.ispn.world().set_cache_faults(0, &sessions, fake_ispn::CacheFaults { values_unreadable: true, ..Default::default() });
+    env.ispn.world().load(1, &sessions, [("key-00003".to_owned(), "changed on site-b alone".to_owned())]);
+    let verify = env.run(&["verify"]).await;
+    assert_eq!(verify.code, 5, "the different value is found: {}\n{}", verify.stdout, verify.stderr);
+    insta::assert_snapshot!("verify_stored_bytes", normalize(&verify.stdout, &env));
+    let diff = env.run(&["diff", "--values"]).await;
+    assert_eq!(diff.code, 5, "{}\n{}", diff.stdout, diff.stderr);
+    insta::assert_snapshot!("diff_stored_bytes", normalize(&diff.stdout, &env));
+
+    // Now no value of the cache can be read at all: the keys agree, and that is all that is known.
+    let unreadable = fake_ispn::CacheFaults { values_unreadable: true, stored_values_unreadable: true, ..Default::default() };
+    env.ispn.world().set_cache_faults(0, &sessions, unreadable);
+    let keys_only = env.run(&["-o", "json", "verify"]).await;
+    assert_eq!(keys_only.code, 0, "{}\n{}", keys_only.stdout, keys_only.stderr);
+    let summary: serde_json::Value = serde_json::from_str(keys_only.stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["compared_as"], serde_json::json!({"entries": 3, "keys-only": 1}), "{summary}");
+    let required = env.run(&["verify", "--require-values"]).await;
+    assert_eq!(required.code, 3, "no verdict without the values: {}\n{}", required.stdout, required.stderr);
+    assert!(
+        required.stderr.contains(
+            "cache 'authenticationSessions': only its keys could be compared, its values could not be read (active site: "
+        ) && required.stderr.lines().count() == 1,
+        "{}",
+        required.stderr
+    );
+}

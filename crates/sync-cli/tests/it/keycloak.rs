@@ -424,6 +424,21 @@ async fn synchronized_stale_site_serves_the_active_sites_login_state() {
     assert!(back > pushes_ok, "Keycloak answered before every push read OK");
     let report = &events.last().unwrap().1;
     assert_eq!(report["detail"]["keycloak_health"]["lb_check"]["status"], 200, "{report}");
+    // Every cache was verified by its values: from a listing where the server can render them,
+    // as stored bytes key by key where it cannot (16.0.x and authentication sessions).
+    let compared: BTreeMap<String, String> = report["detail"]["caches"]
+        .as_array()
+        .expect("the report lists its caches")
+        .iter()
+        .map(|c| (c["cache"].as_str().unwrap().to_owned(), c["verdict"]["compared"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(compared.len(), CACHES.len(), "{report}");
+    assert!(
+        compared.values().all(|how| how == "entries" || how == "entries-stored"),
+        "a cache was not compared by value: {compared:?}"
+    );
+    assert_eq!(report["detail"]["warnings"], json!([]), "{report}");
+    println!("compared: {compared:?}");
 
     // Through the stale site's Keycloak: the active site's state, and none of its own.
     let realm = &state.realm;
@@ -437,7 +452,63 @@ async fn synchronized_stale_site_serves_the_active_sites_login_state() {
     assert_eq!(b.exchange(realm, &state.code).await, 400, "a code is single-use");
     assert_eq!(a.exchange(realm, &state.code).await, 400, "a code used on one site is used on both");
     assert_eq!((a.lb_check().await, b.lb_check().await), (Some(200), Some(200)));
+    a_planted_session_value_is_found_by_verify(&servers, dir.path()).await;
     servers.passed("synchronized_stale_site_serves_the_active_sites_login_state");
+}
+
+/// After a sync: one authentication session on the offline site given another session's stored
+/// value (a write lost on its way, as the server would hold it) is a value difference `verify`
+/// finds, with the keys on both sites the same; put back, the sites verify equal again.
+async fn a_planted_session_value_is_found_by_verify(servers: &Servers, dir: &std::path::Path) {
+    let sessions = cache("authenticationSessions");
+    let realm = format!("plant-{}", std::process::id());
+    let a = &servers.keycloak[0];
+    a.create_realm(&realm).await;
+    a.start_login(&realm).await;
+    a.start_login(&realm).await;
+    let site_a = SiteName::new("site-a").unwrap();
+    servers.infinispan[1].cache_site_action(&sessions, &site_a, SiteAction::TakeOffline).await.unwrap();
+    let keys: Vec<String> = {
+        use futures::TryStreamExt;
+        servers.infinispan[1].keys(&sessions).await.unwrap().try_collect().await.unwrap()
+    };
+    assert!(keys.len() >= 2, "two logins in progress: {keys:?}");
+    let site_b = &servers.infinispan[1];
+    let original = site_b.stored_value(&sessions, &keys[0]).await.unwrap().expect("the key is there");
+    let other = site_b.stored_value(&sessions, &keys[1]).await.unwrap().expect("the key is there");
+    assert_ne!(original, other);
+    put_stored(&servers.infinispan_urls[1], &sessions, &keys[0], other).await;
+    let verify = site_sync(dir, &["verify"]).output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&verify.stdout);
+    assert_eq!(verify.status.code(), Some(5), "{stdout}\n{}", String::from_utf8_lossy(&verify.stderr));
+    let line = stdout.lines().find(|l| l.trim_start().starts_with("authenticationSessions")).expect("a line for the sessions");
+    assert!(
+        line.contains("MISMATCH")
+            && line.contains("0 keys only on the active site, 0 only on the offline site, 1 with different values"),
+        "{stdout}"
+    );
+    println!("{stdout}");
+    put_stored(&servers.infinispan_urls[1], &sessions, &keys[0], original).await;
+    let verify = site_sync(dir, &["verify"]).output().await.unwrap();
+    assert_eq!(verify.status.code(), Some(0), "{}", String::from_utf8_lossy(&verify.stdout));
+    servers.infinispan[1].cache_site_action(&sessions, &site_a, SiteAction::BringOnline).await.unwrap();
+}
+
+/// Writes `bytes` as one entry's stored value, as Keycloak's own client would.
+async fn put_stored(url: &str, cache: &CacheName, key: &str, bytes: impl Into<reqwest::Body>) {
+    let user = env("SITE_SYNC_CONTRACT_USER").unwrap();
+    let password = env("SITE_SYNC_CONTRACT_PASSWORD").unwrap();
+    let mut entry = url::Url::parse(url).unwrap();
+    entry.path_segments_mut().unwrap().pop_if_empty().extend(["rest", "v2", "caches", cache.as_str(), key]);
+    let response = reqwest::Client::new()
+        .put(entry)
+        .basic_auth(user, Some(password))
+        .header("content-type", ispn_xsite::requests::STORED_MEDIA_TYPE)
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
 }
 
 /// What the seed procedure warns about, shown rather than claimed: clearing the stale site while

@@ -261,19 +261,38 @@ fn fifty_thousand_differences_with_one_value_are_told_apart_by_the_sketch() {
     assert_eq!(result.passes, 1, "two differing pairs shared a check hash");
 }
 
-#[test]
-fn values_a_server_cannot_render_fall_back_to_keys_and_say_why() {
+/// Two sites whose `authenticationSessions` share keys and differ in one value, with `faults` on
+/// the active site's copy; what `entries` compares there.
+fn content_check_with_faults(faults: fake_ispn::CacheFaults) -> sync_core::observe::ContentCheck {
     use sync_core::compare::check_content;
     let cache = CacheName::new("authenticationSessions").unwrap();
     let fake = FakeCluster::model(ClusterSpec::two_sites("site-a", "site-b"));
     load(&fake, 0, &cache, &[("k1", "v"), ("k2", "v")]);
     load(&fake, 1, &cache, &[("k1", "other"), ("k2", "v")]);
-    fake.world().set_cache_faults(0, &cache, fake_ispn::CacheFaults { values_unreadable: true, ..Default::default() });
-    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    fake.world().set_cache_faults(0, &cache, faults);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
     let (a, b) = (fake.site("site-a"), fake.site("site-b"));
-    let check = runtime.block_on(check_content(&a, &b, &cache, VerifyLevel::Entries, async {})).unwrap();
-    assert_eq!(check.level, VerifyLevel::Keys, "the keys were compared instead");
+    runtime.block_on(check_content(&a, &b, &cache, VerifyLevel::Entries, async {})).unwrap()
+}
+
+#[test]
+fn values_a_listing_cannot_render_are_compared_as_stored_key_by_key() {
+    let check = content_check_with_faults(fake_ispn::CacheFaults { values_unreadable: true, ..Default::default() });
+    assert_eq!(check.level, VerifyLevel::StoredEntries, "the stored bytes were compared");
+    assert_eq!((check.active, check.offline, check.different_values), (2, 2, 1), "the differing value is found: {check:?}");
+    assert_eq!(check.unreadable, None);
+}
+
+#[test]
+fn values_a_server_cannot_serve_at_all_fall_back_to_keys_and_say_why() {
+    let check = content_check_with_faults(fake_ispn::CacheFaults {
+        values_unreadable: true,
+        stored_values_unreadable: true,
+        ..Default::default()
+    });
+    assert_eq!(check.level, VerifyLevel::KeysOnly, "only the keys were compared: {check:?}");
     assert_eq!(check.persistent(), 0, "the keys agree (the values, unread, do not)");
     let reason = check.unreadable.unwrap();
     assert!(reason.starts_with("active site: ") && reason.contains("Maps only have nested objects for values"), "{reason}");
+    assert!(reason.contains("read key by key: active site: ") && reason.contains("x-protostream"), "{reason}");
 }

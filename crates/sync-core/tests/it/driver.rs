@@ -759,9 +759,10 @@ async fn a_push_start_cut_short_by_a_timeout_is_retried_with_that_as_its_reason(
 }
 
 /// A run on a split pair where, as each verification of `work` starts (every one, or only the
-/// first), the offline site loses that cache's entries, as a restarted node would.
+/// first), the offline site loses that cache's entries, as a restarted node would; `faults` are
+/// on the active site's `work`, whose entries every verification reads.
 async fn verification_losing_work(every_time: bool, faults: fake_ispn::CacheFaults) -> (ModelPorts, Events, RunOutcome) {
-    let (fake, ports) = split_pair_with_faults_on_work(1, faults).await;
+    let (fake, ports) = split_pair_with_faults_on_work(0, faults).await;
     let events = Events::default();
     let lost_once = std::sync::atomic::AtomicBool::new(false);
     let sink = |event: &Event| {
@@ -796,7 +797,7 @@ async fn a_mismatch_that_survives_its_re_push_ends_the_run() {
 
 #[tokio::test(start_paused = true)]
 async fn a_mismatch_its_re_push_repairs_ends_well_and_a_repeated_warning_is_kept_once() {
-    let unreadable = fake_ispn::CacheFaults { values_unreadable: true, ..Default::default() };
+    let unreadable = fake_ispn::CacheFaults { values_unreadable: true, stored_values_unreadable: true, ..Default::default() };
     let (ports, events, outcome) = verification_losing_work(false, unreadable).await;
     assert!(matches!(outcome, RunOutcome::Succeeded(_)), "{outcome:?}\n{}", events.timeline());
     assert_eq!(pushes_of_work(&events), 2, "{}", events.timeline());
@@ -809,6 +810,30 @@ async fn a_mismatch_its_re_push_repairs_ends_well_and_a_repeated_warning_is_kept
     let journal = ports.journal.journal().unwrap();
     let kept: Vec<&String> = journal.warnings.iter().filter(|w| w.contains("could not be read")).collect();
     assert_eq!(kept.len(), 1, "{kept:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn values_that_cannot_be_read_fail_the_run_when_they_are_required_and_its_journal_says_so() {
+    let unreadable = fake_ispn::CacheFaults { values_unreadable: true, stored_values_unreadable: true, ..Default::default() };
+    let (_fake, ports) = split_pair_with_faults_on_work(1, unreadable).await;
+    let mut plan = plan();
+    plan.settings.require_values = true;
+    let events = Events::default();
+    let outcome = Driver::new(&plan, &ports, &events).run("strict".to_owned()).await;
+    let RunOutcome::Failed(Failure::ValuesNotCompared { cache: failed, reason }) = &outcome else {
+        panic!("{outcome:?}\n{}", events.timeline())
+    };
+    assert_eq!(*failed, cache("work"));
+    assert!(reason.starts_with("offline site: "), "{reason}");
+    let message = Failure::ValuesNotCompared { cache: cache("work"), reason: reason.clone() }.to_string();
+    assert!(message.contains("require_values"), "the message names the setting: {message}");
+    // Every other cache was compared by value and the sync itself is complete: only the verdict
+    // on 'work' is missing.
+    let journal = ports.journal.journal().unwrap();
+    assert!(
+        KEYCLOAK_26_CACHES.iter().all(|c| journal.cache(&cache(c)).push == sync_core::vocabulary::PushPhase::Done),
+        "{journal:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
