@@ -390,6 +390,7 @@ fn first_event(events: &[(Instant, Value)], what: impl Fn(&Value) -> bool) -> In
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::print_stderr)] // how each cache was compared on real servers, for the record (`--nocapture`)
 async fn synchronized_stale_site_serves_the_active_sites_login_state() {
     let Some(servers) = Servers::from_env() else { return };
     let _serial = SERIAL.lock().await;
@@ -438,7 +439,7 @@ async fn synchronized_stale_site_serves_the_active_sites_login_state() {
         "a cache was not compared by value: {compared:?}"
     );
     assert_eq!(report["detail"]["warnings"], json!([]), "{report}");
-    println!("compared: {compared:?}");
+    eprintln!("compared on the real pair: {compared:?}");
 
     // Through the stale site's Keycloak: the active site's state, and none of its own.
     let realm = &state.realm;
@@ -459,6 +460,7 @@ async fn synchronized_stale_site_serves_the_active_sites_login_state() {
 /// After a sync: one authentication session on the offline site given another session's stored
 /// value (a write lost on its way, as the server would hold it) is a value difference `verify`
 /// finds, with the keys on both sites the same; put back, the sites verify equal again.
+#[allow(clippy::print_stderr)] // what verify said on real servers, for the record (`--nocapture`)
 async fn a_planted_session_value_is_found_by_verify(servers: &Servers, dir: &std::path::Path) {
     let sessions = cache("authenticationSessions");
     let realm = format!("plant-{}", std::process::id());
@@ -487,7 +489,7 @@ async fn a_planted_session_value_is_found_by_verify(servers: &Servers, dir: &std
             && line.contains("0 keys only on the active site, 0 only on the offline site, 1 with different values"),
         "{stdout}"
     );
-    println!("{stdout}");
+    eprintln!("verify of a planted value on the real pair:\n{stdout}");
     put_stored(&servers.infinispan_urls[1], &sessions, &keys[0], original).await;
     let verify = site_sync(dir, &["verify"]).output().await.unwrap();
     assert_eq!(verify.status.code(), Some(0), "{}", String::from_utf8_lossy(&verify.stdout));
