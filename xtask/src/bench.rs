@@ -210,6 +210,31 @@ fn on_caches(pair: &RunningPair, command: &str, password: &Path, caches: &[&str]
     )
 }
 
+/// Seconds to read every value of `caches` on both sites by `how` (`listing` or `stored`),
+/// checked against the number of values expected.
+fn read_values(pair: &RunningPair, password: &Path, how: &str, caches: &[&str], expected: usize) -> Result<f64> {
+    let (seconds, values) = read_values_counted(pair, password, how, caches)?;
+    if values != expected {
+        bail!("read-values {how} read {values} values, not {expected}");
+    }
+    Ok(seconds)
+}
+
+/// Seconds to read every value of `caches` on both sites by `how`, and how many values.
+fn read_values_counted(pair: &RunningPair, password: &Path, how: &str, caches: &[&str]) -> Result<(f64, usize)> {
+    let printed = output(
+        Command::new(example("bench_tool"))
+            .arg("read-values")
+            .args([pair.url("site-a"), pair.url("site-b")])
+            .arg(ADMIN.0)
+            .arg(password)
+            .arg(how)
+            .args(caches),
+    )?;
+    let (seconds, values) = printed.trim().split_once(' ').context("read-values output")?;
+    Ok((seconds.parse().context("read-values seconds")?, values.parse().context("read-values count")?))
+}
+
 /// The seconds site-sync's JSON events report for `steps`, summed.
 fn seconds_in_steps<'a>(events: impl IntoIterator<Item = &'a Value>, steps: &[&str]) -> f64 {
     let ms: u64 = events
@@ -343,6 +368,21 @@ fn real(entries_p1: usize, entries_p2: usize) -> Result<(Measured, Measured)> {
     let reads = (0..ROUNDS).map(|_| read_everything(&pair, &CACHES)).collect::<Result<Vec<f64>>>()?;
     let read_floor = median(reads.clone());
     eprintln!("P2: the servers' read of every entry (curl): {read_floor:.2} s");
+    // The fallback for values a listing cannot render (16.0.x and Keycloak's authentication
+    // sessions): every value read key by key as stored, against the listing, alternating.
+    let mut by_listing = Vec::new();
+    let mut by_key = Vec::new();
+    for _ in 0..ROUNDS {
+        for (how, runs) in [("listing", &mut by_listing), ("stored", &mut by_key)] {
+            runs.push(read_values(&pair, &password, how, &CACHES, 2 * CACHES.len() * entries_p2)?);
+        }
+        eprintln!(
+            "P2: every value read by listing {:.2} s, key by key {:.2} s",
+            by_listing[by_listing.len() - 1],
+            by_key[by_key.len() - 1]
+        );
+    }
+    let (listing_read, stored_read) = (median(by_listing.clone()), median(by_key.clone()));
     let (floor, phase) = (median(floors.clone()), median(phases.clone()));
     let shares: Vec<f64> = verifies.iter().zip(&wholes).map(|(v, w)| v / w).collect();
     let (verify, whole, share) = (median(verifies.clone()), median(wholes.clone()), median(shares));
@@ -354,6 +394,8 @@ fn real(entries_p1: usize, entries_p2: usize) -> Result<(Measured, Measured)> {
             "verify_seconds": verify, "run_seconds": whole, "verify_share": share,
             "verify_runs": verifies, "run_runs": wholes,
             "read_floor_seconds": read_floor, "read_floor_runs": reads,
+            "read_by_listing_seconds": listing_read, "read_by_listing_runs": by_listing,
+            "read_key_by_key_seconds": stored_read, "read_key_by_key_runs": by_key,
         }),
         rows: vec![
             format!(
@@ -370,6 +412,14 @@ fn real(entries_p1: usize, entries_p2: usize) -> Result<(Measured, Measured)> {
                 CACHES.len(),
                 read_floor / whole * 100.0,
                 share * 100.0
+            ),
+            format!(
+                "| P2 values read key by key as stored (the fallback where a listing cannot render them), {} caches x \
+                 {entries_p2} entries, real Infinispan {version} | none set: reported | listing {listing_read:.2} s, key by key \
+                 {stored_read:.2} s | x{:.1} | `bench_tool read-values listing` vs `bench_tool read-values stored` (32 reads in \
+                 flight per site) |",
+                CACHES.len(),
+                stored_read / listing_read
             ),
         ],
     };
@@ -587,6 +637,21 @@ fn keycloak_downtime(sessions: usize) -> Result<Measured> {
             same_sessions().context("P5 run left the sites different")?;
         }
     }
+    // Keycloak's real authentication sessions, as equal on both sites as the last run left them,
+    // read as a verification reads them: from a listing (which 16.0.x cuts), or key by key as
+    // stored (what it falls back to there).
+    let (mut session_listings, mut session_keys) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let (listing, listed) = read_values_counted(&pair, &password, "listing", &["authenticationSessions"])?;
+        let (by_key, stored) = read_values_counted(&pair, &password, "stored", &["authenticationSessions"])?;
+        if listed != stored || listed < sessions {
+            bail!("authentication sessions: {listed} values listed, {stored} read key by key, {sessions} logins started");
+        }
+        eprintln!("P5: {listed} authentication sessions read by listing {listing:.3} s, key by key {by_key:.3} s");
+        session_listings.push(listing);
+        session_keys.push(by_key);
+    }
+    let (session_listing, session_by_key) = (median(session_listings.clone()), median(session_keys.clone()));
     let (stop, transfer, start) = (median(stops.clone()), median(transfers.clone()), median(starts.clone()));
     let floor = stop + transfer + start;
     let (downtime, outage) = (median(downtimes.clone()), median(outages.clone()));
@@ -605,16 +670,26 @@ fn keycloak_downtime(sessions: usize) -> Result<Measured> {
             "downtime_runs": downtimes, "lb_check_refused_runs": outages, "stop_runs": tool_stops, "work_runs": works,
             "start_runs": tool_starts, "floor_stop_runs": stops, "floor_transfer_runs": transfers, "floor_start_runs": starts,
             "jvm_memory": memory,
+            "sessions_read_by_listing_seconds": session_listing, "sessions_read_key_by_key_seconds": session_by_key,
+            "sessions_read_by_listing_runs": session_listings, "sessions_read_key_by_key_runs": session_keys,
         }),
-        rows: vec![format!(
-            "| P5 stale site's Keycloak down (stop until ready), Keycloak {} on real Infinispan {version}, {sessions} logins in progress | \
+        rows: vec![
+            format!(
+                "| P5 stale site's Keycloak down (stop until ready), Keycloak {} on real Infinispan {version}, {sessions} logins in progress | \
              the floor: stop + server-side transfer + start | site-sync {downtime:.1} s = stop {tool_stop:.1} + Infinispan work {work:.2} + \
              start {tool_start:.1} (`/lb-check` refused {outage:.1} s); floor {floor:.1} s = stop {stop:.1} + transfer {transfer:.2} + \
              start {start:.1} | {:.2} | `site-sync -o json run --yes` (`commands` backend) vs `keycloak.sh stop`, `bench_tool push-floor`, \
              `keycloak.sh start` until ready |",
-            keycloaks_version,
-            downtime / floor
-        )],
+                keycloaks_version,
+                downtime / floor
+            ),
+            format!(
+                "| P5 Keycloak's authentication sessions read as a verification reads them, {sessions} logins in progress per site, \
+                 Keycloak {keycloaks_version} on real Infinispan {version} | none set: reported | listing {session_listing:.3} s, \
+                 key by key as stored {session_by_key:.3} s | x{:.1} | `bench_tool read-values listing|stored authenticationSessions` |",
+                session_by_key / session_listing
+            ),
+        ],
     })
 }
 

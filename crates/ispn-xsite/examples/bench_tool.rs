@@ -9,6 +9,11 @@
 //! - `push-floor <url-a> <url-b> <user> <password-file> <cache>...`: the server-side floor of a
 //!   push: prepares site-b (offline, cleared, online), starts site-a's pushes one cache after the
 //!   other, polls every 10 ms, and prints the seconds from the first start to the last OK.
+//! - `read-values <url-a> <url-b> <user> <password-file> listing|stored <cache>...`: reads every
+//!   value of the caches on both sites at once, as a verification does, and prints the seconds:
+//!   `listing` streams `?action=entries`; `stored` lists the keys and reads each value as stored
+//!   (`application/x-protostream`), 32 reads in flight per site, as the fallback for values a
+//!   listing cannot render does. Prints the seconds, then the values read.
 //! - `same <url-a> <url-b> <user> <password-file> <cache>...`: fails unless every cache holds
 //!   the same number of entries on both sites, more than zero (a benchmark run that did not
 //!   synchronize does not count).
@@ -99,6 +104,38 @@ async fn main() {
             for cache in &caches {
                 ca.clear_push_state_status(cache).await.expect("clear status");
             }
+        }
+        [command, url_a, url_b, user, password, how, caches @ ..] if command == "read-values" => {
+            assert!(how == "listing" || how == "stored", "read-values reads by listing or stored, not {how}");
+            let (ca, cb) = (client(url_a, user, password), client(url_b, user, password));
+            let caches = names(caches);
+            let started = Instant::now();
+            let per_site = |site: &'static str, client: Client| {
+                let caches = caches.clone();
+                let how = how.clone();
+                async move {
+                    let mut values = 0usize;
+                    for cache in &caches {
+                        values += if how == "listing" {
+                            let entries = client.entries(cache).await.unwrap_or_else(|e| panic!("{site} {cache}: {e}"));
+                            entries.map(|e| e.expect("entry")).count().await
+                        } else {
+                            let keys = client.keys(cache).await.unwrap_or_else(|e| panic!("{site} {cache}: {e}"));
+                            keys.map(|key| {
+                                let (client, cache) = (&client, cache);
+                                async move { client.stored_value(cache, &key.expect("key")).await.expect("stored value") }
+                            })
+                            .buffer_unordered(32)
+                            .filter(|v| std::future::ready(v.is_some()))
+                            .count()
+                            .await
+                        };
+                    }
+                    values
+                }
+            };
+            let (on_a, on_b) = futures::join!(per_site("site-a", ca), per_site("site-b", cb));
+            println!("{:.3} {}", started.elapsed().as_secs_f64(), on_a + on_b);
         }
         [command, url_a, url_b, user, password, caches @ ..] if command == "same" => {
             let (ca, cb) = (client(url_a, user, password), client(url_b, user, password));

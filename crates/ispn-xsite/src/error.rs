@@ -163,6 +163,18 @@ impl Error {
         }
     }
 
+    /// Whether the server took the request and failed to produce its answer (a 5xx other than
+    /// "busy", an answer cut off, one that does not parse): what a server does when it cannot
+    /// render what it holds, so that another form of the same data may still be read. Not when
+    /// the server is out of reach, slow, or refuses the caller.
+    pub fn is_failed_answer(&self) -> bool {
+        match self {
+            Self::Interrupted { .. } | Self::Protocol { .. } => true,
+            Self::Server { status, .. } => *status >= 500 && !matches!(status, 502..=504),
+            _ => false,
+        }
+    }
+
     /// The HTTP status, when the server answered.
     pub fn status(&self) -> Option<u16> {
         match self {

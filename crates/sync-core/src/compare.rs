@@ -546,12 +546,16 @@ pub async fn compare_values<S: SiteApi>(
     cache: &CacheName,
     limits: CompareLimits,
 ) -> Result<Compared, (Side, Error)> {
+    // Only a server that failed to produce the answer may serve another form of the data; one
+    // out of reach, too slow or refusing the caller is reported as it is, at once.
     let (side, error) = match compare(active, offline, cache, CompareMode::Entries, limits).await {
         Ok(comparison) => return Ok(Compared { level: VerifyLevel::Entries, comparison, unreadable: None }),
+        Err(failed) if !failed.1.is_failed_answer() => return Err(failed),
         Err(failed) => failed,
     };
     let (stored_side, stored_error) = match compare(active, offline, cache, CompareMode::StoredEntries, limits).await {
         Ok(comparison) => return Ok(Compared { level: VerifyLevel::StoredEntries, comparison, unreadable: None }),
+        Err(failed) if !failed.1.is_failed_answer() => return Err(failed),
         Err(failed) => failed,
     };
     match compare(active, offline, cache, CompareMode::Keys, limits).await {
