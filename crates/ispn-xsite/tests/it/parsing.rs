@@ -156,6 +156,20 @@ fn error_answers_are_classified_by_their_body() {
 }
 
 #[test]
+fn only_an_answer_the_server_failed_to_produce_is_worth_reading_another_way() {
+    let classify = |status, body| Error::from_answer("http://h", "GET /x", "admin", status, body, Subject::default());
+    let cut = Error::Interrupted { endpoint: "http://h".into(), what: "GET /x".into(), detail: "closed".into() };
+    assert!(cut.is_failed_answer());
+    assert!(classify(500, "Cannot convert the stored value").is_failed_answer());
+    for status in [401, 403, 404, 502, 503, 504] {
+        assert!(!classify(status, "").is_failed_answer(), "{status}");
+    }
+    assert!(!Error::Unreachable { endpoint: "http://h".into(), detail: "refused".into() }.is_failed_answer());
+    let slow = Error::Timeout { endpoint: "http://h".into(), what: "GET /x".into(), after: std::time::Duration::from_secs(1) };
+    assert!(!slow.is_failed_answer());
+}
+
+#[test]
 fn every_error_message_says_what_to_do_and_names_the_endpoint() {
     let cache = CacheName::new("work").unwrap();
     let errors = [

@@ -296,3 +296,21 @@ fn values_a_server_cannot_serve_at_all_fall_back_to_keys_and_say_why() {
     assert!(reason.starts_with("active site: ") && reason.contains("Maps only have nested objects for values"), "{reason}");
     assert!(reason.contains("read key by key: active site: ") && reason.contains("x-protostream"), "{reason}");
 }
+
+#[test]
+fn a_site_that_refuses_the_caller_is_an_error_at_once_never_read_another_way() {
+    use sync_core::compare::check_content;
+    let cache = CacheName::new("authenticationSessions").unwrap();
+    let fake = FakeCluster::model(ClusterSpec::two_sites("site-a", "site-b"));
+    load(&fake, 0, &cache, &[("k1", "v")]);
+    load(&fake, 1, &cache, &[("k1", "v")]);
+    // One refusal: were it taken for a server unable to render the values, the next way of
+    // reading them would succeed and hide it.
+    fake.world().inject_request_faults(0, [fake_ispn::RequestFault::Unauthorized]);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let (a, b) = (fake.site("site-a"), fake.site("site-b"));
+    let failed = runtime.block_on(check_content(&a, &b, &cache, VerifyLevel::Entries, async {}));
+    let (side, error) = failed.expect_err("a refused read is an error");
+    assert_eq!(side, sync_core::Side::Active);
+    assert_eq!(error.status(), Some(401), "{error}");
+}
