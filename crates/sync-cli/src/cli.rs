@@ -179,6 +179,17 @@ pub enum Command {
         #[arg(long, default_value = "1h", value_parser = duration)]
         heal_interval: Duration,
     },
+    /// A run's report from its journal alone (no site is read): what was done and when, Keycloak's
+    /// downtime, link outages, what was verified; with a timeline picture in HTML and SVG.
+    Report {
+        /// text, markdown, html (with the timeline inline), svg (the timeline alone) or json
+        /// (default: text, or json under `-o json`).
+        #[arg(long, value_enum)]
+        format: Option<crate::report::ReportFormat>,
+        /// The run the journal must hold (refused when it holds another).
+        #[arg(long)]
+        run_id: Option<String>,
+    },
     /// Run the whole procedure against an embedded simulated pair (no setup needed).
     Demo {
         /// Entries per cache on the active site.

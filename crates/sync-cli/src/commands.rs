@@ -13,7 +13,7 @@ use sync_core::decide::{content_verdict, sizes_verdict};
 use sync_core::observe::Sizes;
 use sync_core::ports::{JournalStore, Keycloak};
 use sync_core::vocabulary::{Verdict, VerifyLevel};
-use sync_core::{Driver, PreflightReport, RunOutcome, Side, Step};
+use sync_core::{Driver, Journal, PreflightReport, RunOutcome, Side, Step};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
@@ -23,6 +23,7 @@ use crate::connect::{Connected, Site, connect, connect_each, first_answer_budget
 use crate::exit::{CliError, Exit, both};
 use crate::inspect::{Diagnosis, KeycloakView, Reach, activity, diagnose, look, recommend, render, replicated_caches};
 use crate::output::{Format, Renderer, finish, json_line};
+use crate::report::{ReportFiles, ReportFormat, render as render_report};
 
 /// Reads and resolves the configuration named on the command line.
 pub fn load(cli: &Cli, change: Option<Change>) -> Result<Resolved, CliError> {
@@ -38,6 +39,38 @@ pub fn load(cli: &Cli, change: Option<Change>) -> Result<Resolved, CliError> {
         require_values: change.is_some_and(|c| c.require_values),
     };
     Config::load(&cli.config)?.resolve(&cli.config, &overrides)
+}
+
+/// `site-sync report`: the journal given with `--journal` (a copy from a pod needs no
+/// configuration), or the configured one.
+pub fn report(cli: &Cli, format: ReportFormat, run_id: Option<&str>) -> Result<Exit, CliError> {
+    let path = match &cli.journal {
+        Some(path) => path.clone(),
+        None => load(cli, None)?.journal,
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        let fix = if e.kind() == std::io::ErrorKind::NotFound {
+            "no run has written it yet; pass the journal with --journal PATH"
+        } else {
+            "check its permissions, or pass another with --journal PATH"
+        };
+        CliError::new(Exit::Usage, format!("cannot read the journal {}: {e}; {fix}", path.display()))
+    })?;
+    let journal =
+        Journal::from_json(&path.display().to_string(), &text).map_err(|e| CliError::new(Exit::Usage, e.to_string()))?;
+    if let Some(wanted) = run_id.filter(|id| *id != journal.run_id) {
+        return Err(CliError::new(
+            Exit::Usage,
+            format!(
+                "the journal {} holds run {}, not {wanted}; pass the journal of that run with --journal PATH",
+                path.display(),
+                journal.run_id
+            ),
+        ));
+    }
+    let picture = ReportFiles::beside(&path).svg.file_name().map(|n| n.to_string_lossy().into_owned());
+    print!("{}", render_report(&journal, format, picture.as_deref()));
+    Ok(Exit::Success)
 }
 
 fn exit_for(outcome: &RunOutcome) -> Exit {
@@ -183,8 +216,33 @@ pub async fn run(format: Format, resolved: &Resolved, change: Change, resume: bo
             }
         }
     }
+    let report = write_report(resolved, &connected).await;
+    if let (Format::Json, Some(Ok(files))) = (format, &report) {
+        json_line(json!({"type": "report", "markdown": files.markdown, "html": files.html, "svg": files.svg}));
+    }
     finish(format, &outcome, exit, note.as_deref());
+    match (format, report) {
+        (Format::Text, Some(Ok(files))) => {
+            println!("Report: {} (with the timeline: {})", files.markdown.display(), files.html.display());
+        }
+        (_, Some(Err(why))) => eprintln!("warning: {why}"),
+        _ => {}
+    }
     Ok(exit)
+}
+
+/// Writes the run's report next to its journal; `None` when no journal was written (refused
+/// before anything started).
+async fn write_report(resolved: &Resolved, connected: &Connected) -> Option<Result<ReportFiles, String>> {
+    let journal = connected.ports.journal.load().await.ok().flatten()?;
+    let files = ReportFiles::beside(&resolved.journal);
+    Some(match files.write(&journal) {
+        Ok(()) => Ok(files),
+        Err(e) => Err(format!(
+            "the report could not be written next to the journal ({}): {e}; `site-sync report` renders it from the journal",
+            files.markdown.display()
+        )),
+    })
 }
 
 /// The read-only checks alone, their progress as text on stderr whatever `-o` says: stdout

@@ -98,6 +98,16 @@ pub async fn demo(format: Format, entries: usize) -> Result<Exit, CliError> {
     if exit != Exit::Success {
         return Ok(exit);
     }
+    if format == Format::Text {
+        say(
+            format,
+            "the run's report, from its journal alone (what `site-sync report` prints; the files above go with the demo's temporary directory):",
+        );
+        let journal = std::fs::read_to_string(&resolved.journal).map_err(io)?;
+        let journal = sync_core::Journal::from_json("journal.json", &journal)
+            .map_err(|e| CliError::new(Exit::Failed, format!("demo: {e}")))?;
+        print!("{}", crate::report::render(&journal, crate::report::ReportFormat::Text, None));
+    }
     say(format, "`site-sync verify` on its own (keys and values):");
     let verified = verify(format, &resolved, None, false).await?;
     say(format, "status after the run:");

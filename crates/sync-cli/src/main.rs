@@ -10,6 +10,7 @@ mod demo;
 mod exit;
 mod inspect;
 mod output;
+mod report;
 mod watch;
 
 use std::process::ExitCode;
@@ -104,6 +105,14 @@ async fn dispatch(cli: &Cli) -> Result<Exit, CliError> {
     let format = cli.output;
     match &cli.command {
         Command::Demo { entries } => demo::demo(format, *entries).await,
+        Command::Report { format: report_format, run_id } => {
+            let report_format = report_format.unwrap_or(if format == Format::Json {
+                report::ReportFormat::Json
+            } else {
+                report::ReportFormat::Text
+            });
+            commands::report(cli, report_format, run_id.as_deref())
+        }
         Command::Plan { discard_offline_writes } => {
             let change = cli::Change { discard_offline_writes: *discard_offline_writes, ..cli::Change::default() };
             commands::plan(format, &commands::load(cli, Some(change))?).await

@@ -15,7 +15,7 @@ use crate::compare::check_content;
 use crate::decide::decide;
 use crate::decision::{Decision, Ending, Note};
 use crate::event::Event;
-use crate::journal::{ActionOutcome, Finished, Journal};
+use crate::journal::{ActionOutcome, Finished, Happening, Journal, Moment};
 use crate::observe::{ContentCheck, Observation, Sizes};
 use crate::outcome::{CacheReport, Failure, Refusal, Report, RunOutcome};
 use crate::plan::Plan;
@@ -49,8 +49,7 @@ pub struct PreflightReport {
 /// answering the confirmation): older, the run watches again.
 pub const EVIDENCE_STANDS_MS: u64 = 30_000;
 
-/// The manual step that follows a successful run.
-pub const NEXT_STEP: &str = "add the offline site back to the load balancer (AWS Global Accelerator: the \"Bring site online\" guide); site-sync does not touch it";
+pub use crate::vocabulary::NEXT_STEP;
 
 /// Everything a run talks to.
 #[derive(Debug)]
@@ -78,6 +77,62 @@ pub struct Driver<'a, S, K, J, L, C> {
     /// The last wait announced (what, when in ms), so that a wait that goes on is announced
     /// every [`ANNOUNCE_EVERY`] rather than at every poll.
     announced: Mutex<Option<(String, u64)>>,
+    /// What happened since the journal was last saved.
+    history: Mutex<History>,
+}
+
+/// Moments on their way into the journal (kept at its next save), with what tells a new wait or
+/// a new link loss from one announced again.
+#[derive(Default)]
+struct History {
+    pending: Vec<Moment>,
+    last_wait: Option<(Step, String)>,
+    link_down: bool,
+}
+
+impl History {
+    fn remember(&mut self, at_ms: u64, what: Happening) {
+        match &what {
+            // The same wait goes on while what it names changes (the pushes still running).
+            Happening::Waiting { step, why, .. } if self.last_wait.as_ref() == Some(&(*step, why.clone())) => return,
+            Happening::Waiting { step, why, .. } => self.last_wait = Some((*step, why.clone())),
+            Happening::StepStarted { .. } | Happening::Action { .. } => self.last_wait = None,
+            Happening::LinkDown { .. } if self.link_down => return,
+            Happening::LinkDown { .. } => self.link_down = true,
+            Happening::LinkUp { .. } => self.link_down = false,
+            _ => {}
+        }
+        self.pending.push(Moment { at_ms, what });
+    }
+}
+
+/// The moment the journal keeps of `event`, if any (progress is left to the terminal).
+fn happening(event: &Event) -> Option<Happening> {
+    Some(match event {
+        Event::RunStarted { resumed, from, .. } => Happening::RunStarted { resumed: *resumed, from: *from },
+        Event::StepFinished { step, .. } => Happening::StepFinished { step: *step },
+        Event::Action { step, action, side, cache } => {
+            Happening::Action { step: *step, action: action.clone(), side: *side, cache: cache.clone() }
+        }
+        Event::Retry { step, cache, attempt, reason } => {
+            Happening::Retry { step: *step, cache: cache.clone(), attempt: *attempt, reason: reason.clone() }
+        }
+        Event::InterlockRefused { step, cache, reason } => {
+            Happening::InterlockRefused { step: *step, cache: cache.clone(), reason: reason.clone() }
+        }
+        Event::Verified { cache, verdict } => Happening::Verified { cache: cache.clone(), verdict: verdict.clone() },
+        Event::Waiting { step, what, why, until_ms } => {
+            Happening::Waiting { step: *step, what: what.clone(), why: why.clone(), until_ms: *until_ms }
+        }
+        Event::LinkDown { loss, .. } => Happening::LinkDown { loss: loss.to_string() },
+        Event::LinkUp { since_ms, .. } => Happening::LinkUp { since_ms: *since_ms },
+        Event::Warning { message } => Happening::Warning { message: message.clone() },
+        // Kept where they happen, with what the journal needs of them.
+        Event::Keycloak { .. } | Event::RunFinished { .. } => return None,
+        // Kept with the save that makes the step the journal's.
+        Event::StepStarted { .. } => return None,
+        Event::CachesResolved { .. } | Event::PushProgress { .. } | Event::Direction(_) => return None,
+    })
 }
 
 impl<S, K, J, L, C> std::fmt::Debug for Driver<'_, S, K, J, L, C> {
@@ -132,7 +187,7 @@ where
 {
     /// A driver for `plan` over `ports`, reporting to `events`.
     pub fn new(plan: &'a Plan, ports: &'a Ports<S, K, J, L, C>, events: &'a dyn EventSink) -> Self {
-        Self { plan, ports, events, stop: None, announced: Mutex::new(None) }
+        Self { plan, ports, events, stop: None, announced: Mutex::new(None), history: Mutex::default() }
     }
 
     /// Stops at the next safe point (between two actions) once `stop` reads true.
@@ -142,7 +197,15 @@ where
     }
 
     fn emit(&self, event: Event) {
+        if let Some(what) = happening(&event) {
+            self.remember(what);
+        }
         self.events.emit(&event);
+    }
+
+    fn remember(&self, what: Happening) {
+        let at_ms = self.ports.clock.now_ms();
+        self.history.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remember(at_ms, what);
     }
 
     /// Announces a wait: at once when it is new, then every [`ANNOUNCE_EVERY`] while it goes on.
@@ -351,6 +414,8 @@ where
                 LockError::Store(text) => Refusal::SiteUnusable { side: Side::Offline, message: format!("run lock: {text}") },
             });
         }
+        // What a preflight before the run saw is not the run's.
+        *self.history.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = History::default();
         self.emit(Event::RunStarted {
             run_id: run_id.clone(),
             active: self.plan.active.name.clone(),
@@ -383,6 +448,7 @@ where
 
     async fn save(&self, journal: &mut Journal) -> Result<(), RunOutcome> {
         journal.updated_at_ms = self.ports.clock.now_ms();
+        journal.record(std::mem::take(&mut self.history.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pending));
         self.ports.journal.save(journal).await.map_err(|e| RunOutcome::Failed(Failure::Journal(e)))
     }
 
@@ -393,6 +459,9 @@ where
             RunOutcome::Failed(f) => Finished::Failed { reason: f.to_string() },
             RunOutcome::Interrupted => Finished::Interrupted,
         });
+        if let Some(finished) = journal.finished.clone() {
+            self.remember(Happening::RunFinished { finished });
+        }
         match self.save(journal).await {
             // A journal that cannot be written is worse news than anything else.
             Err(failure) if !matches!(outcome, RunOutcome::Failed(Failure::Journal(_))) => failure,
@@ -401,6 +470,8 @@ where
     }
 
     async fn drive(&self, journal: &mut Journal) -> RunOutcome {
+        // Kept with the save that makes the step the journal's, so that a kill leaves no gap.
+        self.remember(Happening::StepStarted { step: journal.step });
         if let Err(failure) = self.save(journal).await {
             return failure;
         }
@@ -424,6 +495,9 @@ where
                     for note in &notes {
                         journal.note(note);
                         self.announce(note);
+                    }
+                    if journal.step != before {
+                        self.remember(Happening::StepStarted { step: journal.step });
                     }
                     if let Err(failure) = self.save(journal).await {
                         return failure;
@@ -464,6 +538,7 @@ where
                     let done = journal.step;
                     self.emit(Event::StepFinished { step: done, elapsed: step_clock.elapsed() });
                     journal.advance(self.ports.clock.now_ms());
+                    self.remember(Happening::StepStarted { step: journal.step });
                     if let Err(failure) = self.save(journal).await {
                         return failure;
                     }
@@ -758,10 +833,12 @@ where
             journal.after(action, &outcome, now);
             match result {
                 Ok(ActionOutcome::ScaledDownFrom(original)) => {
+                    self.remember(Happening::KeycloakStopped { was: *original });
                     self.emit(Event::Keycloak { message: format!("scaled to 0 (was {original} instances); pods are gone") });
                 }
                 Ok(_) => {
                     if let Action::ScaleUp(n) = action {
+                        self.remember(Happening::KeycloakReady { instances: *n });
                         self.emit(Event::Keycloak { message: format!("restored to {n} instances; ready") });
                     }
                 }

@@ -87,6 +87,122 @@ pub enum Finished {
     Interrupted,
 }
 
+/// Moments a journal keeps at most: a run writes a few dozen; a long outage's retries and waits
+/// stop being recorded past this, and the report says how many were left out.
+pub const HISTORY_LIMIT: usize = 2000;
+
+/// Something that happened during a run, and when (ms since the epoch): the report's timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Moment {
+    /// When.
+    pub at_ms: u64,
+    /// What.
+    #[serde(flatten)]
+    pub what: Happening,
+}
+
+/// What a [`Moment`] records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Happening {
+    /// A run or a resume began here.
+    RunStarted {
+        /// Whether it continued a journal.
+        resumed: bool,
+        /// The step it started from.
+        from: Step,
+    },
+    /// A step began.
+    StepStarted {
+        /// The step.
+        step: Step,
+    },
+    /// A step was proven done.
+    StepFinished {
+        /// The step.
+        step: Step,
+    },
+    /// An action was sent.
+    Action {
+        /// The step.
+        step: Step,
+        /// Its verb (`take-offline`, `clear`, ...).
+        action: String,
+        /// The site it was sent to.
+        side: Side,
+        /// The cache, for per-cache actions.
+        cache: Option<CacheName>,
+    },
+    /// Something was tried again.
+    Retry {
+        /// The step.
+        step: Step,
+        /// The cache, if per cache.
+        cache: Option<CacheName>,
+        /// Attempt number (the first retry is 2).
+        attempt: u32,
+        /// Why.
+        reason: String,
+    },
+    /// An interlock held an action back.
+    InterlockRefused {
+        /// The step.
+        step: Step,
+        /// The cache.
+        cache: Option<CacheName>,
+        /// Why.
+        reason: String,
+    },
+    /// A cache's verification verdict.
+    Verified {
+        /// The cache.
+        cache: CacheName,
+        /// The verdict.
+        verdict: Verdict,
+    },
+    /// A wait began (one moment per wait, however often it was announced).
+    Waiting {
+        /// The step.
+        step: Step,
+        /// What was awaited.
+        what: String,
+        /// Why.
+        why: String,
+        /// Its deadline (ms since the epoch).
+        until_ms: u64,
+    },
+    /// The cross-site link was seen lost.
+    LinkDown {
+        /// How it was seen.
+        loss: String,
+    },
+    /// The lost link was seen back.
+    LinkUp {
+        /// Since when it had been lost (ms since the epoch).
+        since_ms: u64,
+    },
+    /// The offline site's Keycloak was scaled to 0 and its pods were gone.
+    KeycloakStopped {
+        /// Its instance count before.
+        was: u32,
+    },
+    /// The offline site's Keycloak was restored and ready.
+    KeycloakReady {
+        /// Its instance count.
+        instances: u32,
+    },
+    /// A warning.
+    Warning {
+        /// The text.
+        message: String,
+    },
+    /// The run (or this resume) ended.
+    RunFinished {
+        /// How.
+        finished: Finished,
+    },
+}
+
 /// The direction guard's first reading: when (ms since the epoch), and each site's counters per
 /// cache.
 pub type EvidenceStart = (u64, Vec<((Side, CacheName), WriteSample)>);
@@ -138,6 +254,12 @@ pub struct Journal {
     pub evidence_retries: u32,
     /// How the last attempt ended; `None` while running.
     pub finished: Option<Finished>,
+    /// What happened, in order, across the run and its resumes (at most [`HISTORY_LIMIT`]).
+    #[serde(default)]
+    pub history: Vec<Moment>,
+    /// Moments left out of `history` past its limit.
+    #[serde(default)]
+    pub history_left_out: u64,
 }
 
 impl Journal {
@@ -162,6 +284,8 @@ impl Journal {
             direction: None,
             evidence_retries: 0,
             finished: None,
+            history: Vec::new(),
+            history_left_out: 0,
         }
     }
 
@@ -191,6 +315,18 @@ impl Journal {
     /// Whether this journal belongs to the pair in `plan` (same names in the same roles).
     pub fn belongs_to(&self, plan: &Plan) -> bool {
         self.active.name == plan.active.name && self.offline.name == plan.offline.name
+    }
+
+    /// Keeps `moments`, up to [`HISTORY_LIMIT`]; the end of a run is always kept.
+    pub fn record(&mut self, moments: impl IntoIterator<Item = Moment>) {
+        for moment in moments {
+            let last_word = matches!(moment.what, Happening::RunFinished { .. });
+            if self.history.len() < HISTORY_LIMIT || last_word {
+                self.history.push(moment);
+            } else {
+                self.history_left_out += 1;
+            }
+        }
     }
 
     /// Progress of one cache.

@@ -11,7 +11,8 @@
 //! - [`decision`]: what `decide` answers: [`Decision`], [`Note`], [`Ending`].
 //! - [`observe`]: what the driver read since its last action.
 //! - [`direction`]: the direction guard's judgement: which site is serving users.
-//! - [`journal`]: the journal that records a run's progress.
+//! - [`journal`]: the journal that records a run's progress, and what happened when.
+//! - [`account`]: a run's account for the incident, read from its journal alone.
 //! - [`event`]: what the driver reports while it works.
 //! - [`ports`]: the traits the driver works through, and in-memory implementations.
 //! - [`compare`]: key-by-key comparison of a cache on two sites in bounded memory.
@@ -40,6 +41,8 @@ pub mod observe;
 pub mod direction;
 
 pub mod journal;
+
+pub mod account;
 
 pub mod event;
 

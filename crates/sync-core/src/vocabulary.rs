@@ -226,6 +226,9 @@ impl DirectionRecord {
     }
 }
 
+/// The manual step that follows a successful run.
+pub const NEXT_STEP: &str = "add the offline site back to the load balancer (AWS Global Accelerator: the \"Bring site online\" guide); site-sync does not touch it";
+
 /// The steps, in the order of Keycloak's "Synchronize Sites" guide, plus the checks around them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -11,6 +11,7 @@ mod link;
 mod no_verdict;
 mod prometheus;
 mod rbac;
+mod report;
 mod resume;
 mod scenarios;
 mod support;
