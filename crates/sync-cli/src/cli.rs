@@ -178,6 +178,9 @@ pub enum Command {
         /// The least time between two heals' starts.
         #[arg(long, default_value = "1h", value_parser = duration)]
         heal_interval: Duration,
+        /// How many heals' journals and reports to keep (in `heals/` next to the journal).
+        #[arg(long, default_value_t = 10)]
+        heal_keep: usize,
     },
     /// A run's report from its journal alone (no site is read): what was done and when, Keycloak's
     /// downtime, link outages, what was verified; with a timeline picture in HTML and SVG.

@@ -126,8 +126,8 @@ async fn dispatch(cli: &Cli) -> Result<Exit, CliError> {
             let require = *require_values || resolved.settings.require_values;
             commands::verify(format, &resolved, *level, require).await
         }
-        Command::Watch { listen, interval, once, heal, heal_hold, heal_interval } => {
-            let heal = heal.then(|| watch::Heal::new(cli, *heal_hold, *heal_interval));
+        Command::Watch { listen, interval, once, heal, heal_hold, heal_interval, heal_keep } => {
+            let heal = heal.then(|| watch::Heal::new(cli, *heal_hold, *heal_interval, *heal_keep));
             let options = watch::Options { listen: *listen, interval: *interval, once: *once, heal };
             watch::watch(&commands::load(cli, None)?, options).await
         }

@@ -28,7 +28,7 @@ pub enum ReportFormat {
 }
 
 /// `2026-12-03T09:14:05Z`.
-fn wall_clock(ms: u64) -> String {
+pub fn wall_clock(ms: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 

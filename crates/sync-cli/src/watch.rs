@@ -8,6 +8,7 @@
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,7 @@ use crate::config::Resolved;
 use crate::connect::{FileJournal, Site, first_answer_budget, site};
 use crate::exit::{CliError, Exit};
 use crate::inspect::{Diagnosis, PairView, Reach, diagnose, look, stats_of, write_sample};
+use crate::report::ReportFiles;
 
 /// Every diagnosis, as the `state` label of `site_sync_diagnosis`.
 pub const DIAGNOSES: [&str; 7] = ["unreachable", "link-down", "split-brain", "one-sided", "syncing", "healthy", "diverged"];
@@ -302,6 +304,15 @@ struct Shared {
     /// When the last poll completed, for `/healthz`.
     last_poll: Mutex<Option<Instant>>,
     interval: Duration,
+    /// The last heal's line (run, outcome, report), for `/`.
+    last_heal: Mutex<Option<String>>,
+}
+
+/// `/`: where the metrics and health are, and the last heal with its report.
+async fn index(State(shared): State<Arc<Shared>>) -> Response {
+    let heal = shared.last_heal.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let heal = heal.unwrap_or_else(|| "last heal: none by this watcher".to_owned());
+    format!("site-sync watch\nmetrics: /metrics\nhealth: /healthz\n{heal}\n").into_response()
 }
 
 fn encode(registry: &Registry) -> String {
@@ -337,11 +348,24 @@ pub struct Heal {
     memory: HealMemory,
     child: Option<tokio::process::Child>,
     last_said: Option<String>,
+    /// Where each heal's journal, report and output are kept, one directory per run.
+    dir: PathBuf,
+    /// The journal heals write (the watcher's).
+    journal: PathBuf,
+    /// How many heals' directories are kept.
+    keep: usize,
+    /// When the running heal started (ms since the epoch), and where its output goes.
+    started: Option<(u64, PathBuf)>,
+}
+
+/// How a heal ended, as one line for the log and `/`.
+struct HealRecord {
+    line: String,
 }
 
 impl Heal {
     /// A heal runs this process's binary with the same configuration and overrides.
-    pub fn new(cli: &Cli, hold: Duration, interval: Duration) -> Self {
+    pub fn new(cli: &Cli, hold: Duration, interval: Duration, keep: usize) -> Self {
         let mut args: Vec<OsString> = vec!["--config".into(), cli.config.clone().into()];
         for (flag, value) in [("--active", &cli.active), ("--offline", &cli.offline)] {
             if let Some(value) = value {
@@ -365,19 +389,90 @@ impl Heal {
             memory: HealMemory::default(),
             child: None,
             last_said: None,
+            dir: PathBuf::new(),
+            journal: PathBuf::new(),
+            keep: keep.max(1),
+            started: None,
         }
     }
 
-    /// Reaps a finished heal; whether one is still running.
-    fn running(&mut self, metrics: &Metrics) -> bool {
+    /// Heals keep their files in `heals/` next to `journal`.
+    fn place(&mut self, journal: &Path) {
+        self.journal = journal.to_path_buf();
+        self.dir = journal.parent().unwrap_or(Path::new(".")).join("heals");
+    }
+
+    /// Files the heal that just ended: its journal, report and output in `heals/<run id>/`; the
+    /// oldest heals' directories beyond `keep` go.
+    fn file(&mut self, status: std::process::ExitStatus) -> HealRecord {
+        let (started_ms, log) = self.started.take().unwrap_or_default();
+        let journal = std::fs::read_to_string(&self.journal)
+            .ok()
+            .and_then(|text| Journal::from_json(&self.journal.display().to_string(), &text).ok())
+            // A journal older than the heal is another run's: this heal stopped before writing one.
+            .filter(|j| j.started_at_ms + 1000 >= started_ms);
+        let outcome = match journal.as_ref().and_then(|j| j.finished.as_ref()) {
+            Some(Finished::Succeeded) => "succeeded".to_owned(),
+            Some(Finished::Refused { reason }) => format!("refused ({reason})"),
+            Some(Finished::Failed { reason }) => format!("failed ({reason})"),
+            Some(Finished::Interrupted) => "interrupted".to_owned(),
+            None => format!("ended without a finished journal ({status})"),
+        };
+        let name = journal.as_ref().map_or_else(|| format!("heal-{started_ms}"), |j| j.run_id.clone());
+        let here = self.dir.join(&name);
+        let filed = std::fs::create_dir_all(&here).and_then(|()| {
+            if log.exists() {
+                std::fs::rename(&log, here.join("output.log"))?;
+            }
+            let Some(journal) = &journal else { return Ok(None) };
+            let copy = here.join("journal.json");
+            std::fs::write(&copy, journal.to_json())?;
+            let files = ReportFiles::beside(&copy);
+            files.write(journal)?;
+            Ok(Some(files.markdown))
+        });
+        self.prune();
+        let report = match filed {
+            Ok(Some(path)) => format!("report={}", path.display()),
+            Ok(None) => format!("output={}", here.join("output.log").display()),
+            Err(e) => format!("report-error=\"cannot write under {}: {e}\"", here.display()),
+        };
+        let ended = crate::report::wall_clock(now_ms_since_epoch());
+        let line = format!(
+            "heal run={name} started={} ended={ended} outcome=\"{}\" {report}",
+            crate::report::wall_clock(started_ms),
+            outcome.replace('"', "'")
+        );
+        HealRecord { line }
+    }
+
+    /// Keeps the newest `keep` heals' directories (run ids begin with the start time).
+    fn prune(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
+        let mut dirs: Vec<(std::time::SystemTime, PathBuf)> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+            .collect();
+        dirs.sort();
+        let excess = dirs.len().saturating_sub(self.keep);
+        for (_, dir) in dirs.into_iter().take(excess) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+
+    /// Reaps a finished heal (filed, and its line logged); whether one is still running.
+    fn running(&mut self, metrics: &Metrics, last_heal: &Mutex<Option<String>>) -> bool {
         let Some(child) = &mut self.child else { return false };
         match child.try_wait() {
             Ok(None) => true,
             Ok(Some(status)) => {
                 let outcome = if status.success() { "succeeded" } else { "failed" };
                 metrics.heals.get_or_create(&StatusLabels { status: outcome.to_owned() }).inc();
-                eprintln!("site-sync watch: heal {outcome} ({status})");
                 self.child = None;
+                let record = self.file(status);
+                eprintln!("site-sync watch: {}", record.line);
+                *last_heal.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(format!("last {}", record.line));
                 false
             }
             Err(e) => {
@@ -388,8 +483,8 @@ impl Heal {
     }
 
     /// After a poll: decides, and starts a run when the policy says so.
-    fn step(&mut self, metrics: &Metrics, now_ms: u64, pair: PairState, last: LastRun) {
-        let running = self.running(metrics);
+    fn step(&mut self, metrics: &Metrics, now_ms: u64, pair: PairState, last: LastRun, last_heal: &Mutex<Option<String>>) {
+        let running = self.running(metrics, last_heal);
         let verdict = heal_verdict(self.policy, &mut self.memory, now_ms, pair, last, running);
         metrics.heal_blocked.set(i64::from(matches!(verdict, HealVerdict::Blocked(_))));
         let said = match &verdict {
@@ -403,10 +498,36 @@ impl Heal {
         }
         if verdict == HealVerdict::Heal {
             let program = std::env::current_exe().unwrap_or_else(|_| "site-sync".into());
-            match tokio::process::Command::new(program).args(&self.args).stdin(std::process::Stdio::null()).spawn() {
+            // The heal's own output goes to a file of its own, filed with its report.
+            let started_ms = now_ms_since_epoch();
+            let log = self.dir.join(format!("heal-{started_ms}.log"));
+            let output = std::fs::create_dir_all(&self.dir).and_then(|()| std::fs::File::create(&log));
+            let (out, err) = match output.and_then(|f| Ok((f.try_clone()?, f))) {
+                Ok((out, err)) => (std::process::Stdio::from(out), std::process::Stdio::from(err)),
+                Err(e) => {
+                    eprintln!(
+                        "site-sync watch: cannot write the heal's output under {}: {e}; it goes to this log",
+                        self.dir.display()
+                    );
+                    (std::process::Stdio::inherit(), std::process::Stdio::inherit())
+                }
+            };
+            match tokio::process::Command::new(program)
+                .args(&self.args)
+                .stdin(std::process::Stdio::null())
+                .stdout(out)
+                .stderr(err)
+                .spawn()
+            {
                 Ok(child) => {
                     metrics.heals.get_or_create(&StatusLabels { status: "started".to_owned() }).inc();
-                    eprintln!("site-sync watch: heal started (pid {})", child.id().unwrap_or_default());
+                    eprintln!(
+                        "site-sync watch: heal started pid={} started={} output={}",
+                        child.id().unwrap_or_default(),
+                        crate::report::wall_clock(started_ms),
+                        log.display()
+                    );
+                    self.started = Some((started_ms, log));
                     self.child = Some(child);
                 }
                 Err(e) => {
@@ -616,6 +737,11 @@ impl Watcher<'_> {
     }
 }
 
+fn now_ms_since_epoch() -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(now.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// `watch`: polls every `interval` and serves `/metrics` and `/healthz` on `listen` until
 /// Ctrl-C or SIGTERM; with `once`, polls once and prints the metrics instead.
 pub async fn watch(resolved: &Resolved, options: Options) -> Result<Exit, CliError> {
@@ -649,8 +775,12 @@ pub async fn watch(resolved: &Resolved, options: Options) -> Result<Exit, CliErr
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| CliError::new(Exit::Usage, format!("--listen {listen}: {e}; choose a free address")))?;
-    let shared = Arc::new(Shared { registry, last_poll: Mutex::new(None), interval });
-    let app = Router::new().route("/metrics", get(serve_metrics)).route("/healthz", get(healthz)).with_state(shared.clone());
+    let shared = Arc::new(Shared { registry, last_poll: Mutex::new(None), interval, last_heal: Mutex::new(None) });
+    let app = Router::new()
+        .route("/", get(index))
+        .route("/metrics", get(serve_metrics))
+        .route("/healthz", get(healthz))
+        .with_state(shared.clone());
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     eprintln!(
         "site-sync watch: polling {} and {} every {}; metrics on http://{listen}/metrics, health on /healthz; Ctrl-C stops",
@@ -661,12 +791,15 @@ pub async fn watch(resolved: &Resolved, options: Options) -> Result<Exit, CliErr
     let mut stop = crate::commands::stop_on_signal();
     let mut previous: Option<&'static str> = None;
     let began = Instant::now();
-    if let Some(heal) = &heal {
+    if let Some(heal) = &mut heal {
+        heal.place(&resolved.journal);
         eprintln!(
-            "site-sync watch: --heal is on: a split brain that lasts {} with the link up is synchronized from {} (at most once per {})",
+            "site-sync watch: --heal is on: a split brain that lasts {} with the link up is synchronized from {} (at most once per {}); each heal's journal and report go to {} (the last {} kept)",
             humantime::format_duration(Duration::from_millis(heal.policy.hold_ms)),
             resolved.active,
             humantime::format_duration(Duration::from_millis(heal.policy.min_interval_ms)),
+            heal.dir.display(),
+            heal.keep,
         );
     }
     loop {
@@ -674,7 +807,7 @@ pub async fn watch(resolved: &Resolved, options: Options) -> Result<Exit, CliErr
         *shared.last_poll.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
         if let Some(heal) = &mut heal {
             let now_ms = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
-            heal.step(&watcher.metrics, now_ms, pair, watcher.last_run);
+            heal.step(&watcher.metrics, now_ms, pair, watcher.last_run, &shared.last_heal);
         }
         let state = diagnosis_state(&diagnosis);
         // The diagnosis on stderr when it changes: what the metrics say, for whoever reads the log.

@@ -360,6 +360,8 @@ async fn heal_synchronizes_a_held_split_brain_once() {
     assert_eq!(value(&metrics, "site_sync_heal_running").as_deref(), Some("0"));
     assert_eq!(env.entries("site-b"), active, "site-b holds the active site's data");
     assert_eq!(env.kube_b.keycloak_state(NS, "keycloak"), Some((3, 3, 3, None)));
+    let index = reqwest::get(format!("http://{listen}/")).await.unwrap().text().await.unwrap();
+    assert!(index.contains("last heal run=") && index.contains("report=") && index.contains("journal.report.md"), "{index}");
 
     // Split again within the interval: waits, does not heal twice.
     env.split_brain(40).await;
@@ -374,8 +376,22 @@ async fn heal_synchronizes_a_held_split_brain_once() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     let said: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("site-sync watch: heal")).collect();
     assert!(said.iter().any(|l| l.contains("waiting: split brain, holding before a heal")), "{said:#?}");
-    assert!(said.iter().any(|l| l.contains("heal succeeded")), "{said:#?}");
+    let ended = said.iter().find(|l| l.contains(r#" outcome="succeeded" report="#)).unwrap_or_else(|| panic!("{said:#?}"));
     assert!(said.iter().any(|l| l.contains("waiting: split brain, but the last heal is too recent")), "{said:#?}");
+    // The heal left its journal, its report and its own output in a directory of its own.
+    let run_id = ended.split("run=").nth(1).unwrap().split(' ').next().unwrap();
+    let filed = env.path("heals").join(run_id);
+    for file in ["journal.json", "journal.report.md", "journal.report.html", "journal.timeline.svg", "output.log"] {
+        assert!(filed.join(file).is_file(), "{} missing: {ended}", filed.join(file).display());
+    }
+    let report = std::fs::read_to_string(filed.join("journal.report.md")).unwrap();
+    assert!(
+        report.contains(&format!("## site-sync run {run_id}: site-a → site-b")) && report.contains("**Outcome:** succeeded"),
+        "{report}"
+    );
+    let output = std::fs::read_to_string(filed.join("output.log")).unwrap();
+    assert!(output.contains("synchronized 4 caches from site-a to site-b"), "the heal's own output: {output}");
+    assert!(!out.stdout.contains("synchronized 4 caches"), "the heal's output stays out of the watcher's: {}", out.stdout);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
