@@ -163,7 +163,16 @@ async fn a_real_split_brain_sets_the_alert_and_the_watchers_heal_clears_it() {
     let out = Output::of_terminated(watch).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stderr.contains("split brain: site-a and site-b"), "watch logged the change: {}", out.stderr);
-    assert!(out.stderr.contains("site-sync watch: heal succeeded"), "{}", out.stderr);
+    // The heal on the real pair left its report, with the real servers' numbers.
+    let ended =
+        out.stderr.lines().find(|l| l.contains(r#" outcome="succeeded" report="#)).unwrap_or_else(|| panic!("{}", out.stderr));
+    let report = std::path::PathBuf::from(ended.split("report=").nth(1).unwrap());
+    assert!(report.starts_with(dir.path().join("heals")), "{ended}");
+    let markdown = std::fs::read_to_string(&report).unwrap();
+    assert!(markdown.contains("**Outcome:** succeeded") && markdown.contains("| work | yes |"), "{markdown}");
+    for file in ["journal.report.html", "journal.timeline.svg", "journal.json", "output.log"] {
+        assert!(report.with_file_name(file).is_file(), "{file} missing beside {}", report.display());
+    }
     println!(
         "alert timeline: first healthy scrape {:.1} s after start; after the split brain started: {alert} pending at {:.1} s, firing at {:.1} s, inactive at {:.1} s (watch --heal, hold 135 s, ran the procedure), heal succeeded as Prometheus saw at {:.1} s",
         scraped.as_secs_f64(),

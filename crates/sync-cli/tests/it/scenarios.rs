@@ -372,6 +372,23 @@ async fn the_offline_site_dying_mid_push_stops_the_run_and_resume_completes_afte
     assert_eq!(pair.data(&pair.b).await, expected);
     assert_eq!(pair.data(&pair.a).await, expected);
     assert_eq!(pair.kube.keycloak_b().await, Some((3, 3, 3, None)));
+
+    // The report tells the story from the journal alone: two attempts, the first failed in the
+    // push, Keycloak down across both, every cache verified.
+    let report = pair.run(&["report", "--format", "json"]).await;
+    assert_eq!(report.code, 0, "{}", report.stderr);
+    let account: serde_json::Value = serde_json::from_str(&report.stdout).unwrap();
+    assert_eq!(account["attempts"], 2, "{account}");
+    assert_eq!(account["finished"]["outcome"], "succeeded");
+    let steps = account["steps"].as_array().unwrap();
+    assert!(steps.iter().any(|s| s["outcome"] == "failed"), "{account}");
+    let down = &account["keycloak_down"];
+    assert!(down["to_ms"].as_u64() > down["from_ms"].as_u64(), "{account}");
+    for cache in account["caches"].as_array().unwrap() {
+        assert_eq!(cache["verdict"]["verdict"], "equal", "{cache}");
+    }
+    let markdown = pair.run(&["report", "--format", "markdown"]).await;
+    println!("{}", markdown.stdout);
 }
 
 /// A split brain whose sites end up with equal sizes but different content: as many keys only on
