@@ -111,7 +111,9 @@ pub struct CacheFaults {
     /// server).
     pub push_reads_ok_early: bool,
     /// The server cannot stream the values (`?action=entries` fails) while it lists the keys, as
-    /// 16.0.7 does with Keycloak 26.5's authentication sessions.
+    /// 16.0.7 does with Keycloak 26.5's authentication sessions: its protostream 6.0.4 JSON writer
+    /// throws ("Maps only have nested objects for values") on a map whose values hold maps of
+    /// their own, after the 200 was sent, so the stream is cut.
     pub values_unreadable: bool,
     /// Nor can it serve one value as stored (a key-by-key read of a value answers 500): only the
     /// keys can be read.
