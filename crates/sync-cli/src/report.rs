@@ -8,6 +8,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use svg::Document;
 use svg::node::element::{Group, Line, Rectangle, Text, Title};
+use sync_core::Side;
 use sync_core::account::{Account, Span};
 use sync_core::journal::{Finished, Journal};
 use sync_core::vocabulary::{Verdict, human_duration};
@@ -77,12 +78,21 @@ fn outage_lines(account: &Account) -> Vec<String> {
     account.link_outages.iter().map(|span| format!("lost {}", took(*span, account.end_ms()))).collect()
 }
 
+/// `site-b (http://...), Infinispan 16.0.7, 2 nodes`.
+fn site_line(account: &Account, side: Side) -> String {
+    let site = if side == Side::Active { &account.active } else { &account.offline };
+    match account.servers.iter().find(|(s, ..)| *s == side) {
+        Some((_, version, nodes)) => format!("{site}, Infinispan {version}, {nodes} node(s)"),
+        None => site.to_string(),
+    }
+}
+
 /// The facts every format shows, as (label, text) pairs.
 fn header(account: &Account) -> Vec<(&'static str, String)> {
     let mut lines = vec![
         ("Run", account.run_id.clone()),
-        ("Active site", account.active.to_string()),
-        ("Offline site", account.offline.to_string()),
+        ("Active site", site_line(account, Side::Active)),
+        ("Offline site", site_line(account, Side::Offline)),
         (
             "When",
             format!(

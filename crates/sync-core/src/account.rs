@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::journal::{Finished, Happening, Journal, Moment};
 use crate::plan::SiteRef;
-use crate::vocabulary::{DirectionRecord, NEXT_STEP, Step, Verdict};
+use crate::vocabulary::{DirectionRecord, NEXT_STEP, Side, Step, Verdict};
 
 /// A stretch of time (ms since the epoch); `to_ms` is `None` while it had not ended when the
 /// journal was last written.
@@ -94,6 +94,8 @@ pub struct Account {
     pub offline: SiteRef,
     /// When it started and when its journal was last written.
     pub span: Span,
+    /// Each site's server as last read: version and nodes (active first).
+    pub servers: Vec<(Side, String, usize)>,
     /// How its last attempt ended (`None`: still running, or cut off).
     pub finished: Option<Finished>,
     /// Attempts: the run and each resume.
@@ -311,8 +313,17 @@ impl Account {
             }
             None => "the run is still going, or its process ended without a word: `site-sync resume` continues it".to_owned(),
         };
+        let mut servers: Vec<(Side, String, usize)> = Vec::new();
+        for moment in history {
+            if let Happening::SiteSeen { side, version, nodes } = &moment.what {
+                servers.retain(|(s, ..)| s != side);
+                servers.push((*side, version.clone(), *nodes));
+            }
+        }
+        servers.sort_by_key(|(side, ..)| *side != Side::Active);
         Self {
             run_id: journal.run_id.clone(),
+            servers,
             active: journal.active.clone(),
             offline: journal.offline.clone(),
             span: Span { from_ms: journal.started_at_ms, to_ms: Some(end_ms) },

@@ -88,6 +88,8 @@ struct History {
     pending: Vec<Moment>,
     last_wait: Option<(Step, String)>,
     link_down: bool,
+    /// Each site's server as last recorded (version, nodes).
+    seen: BTreeMap<Side, (String, usize)>,
 }
 
 impl History {
@@ -100,6 +102,12 @@ impl History {
             Happening::LinkDown { .. } if self.link_down => return,
             Happening::LinkDown { .. } => self.link_down = true,
             Happening::LinkUp { .. } => self.link_down = false,
+            Happening::SiteSeen { side, version, nodes } => {
+                if self.seen.get(side) == Some(&(version.clone(), *nodes)) {
+                    return;
+                }
+                self.seen.insert(*side, (version.clone(), *nodes));
+            }
             _ => {}
         }
         self.pending.push(Moment { at_ms, what });
@@ -640,6 +648,9 @@ where
         let results = self.announced(journal.step, SLOW_CALLS, (&what, why, until), reads).await;
         let mut transient = None;
         for (probe, result) in results {
+            if let (Probe::Site { side }, Ok(Fact::Site(facts))) = (&probe, &result) {
+                self.remember(Happening::SiteSeen { side: *side, version: facts.version.clone(), nodes: facts.nodes });
+            }
             match result {
                 Ok(Fact::Sizes(sizes)) if journal.step == Step::AwaitPush => {
                     if let Probe::Sizes { cache } = &probe {

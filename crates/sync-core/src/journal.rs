@@ -112,6 +112,15 @@ pub enum Happening {
         /// The step it started from.
         from: Step,
     },
+    /// A site's server, as read (recorded again only when it changes).
+    SiteSeen {
+        /// Which site.
+        side: Side,
+        /// Its version (`15.0.21.Final`).
+        version: String,
+        /// Nodes in its cluster.
+        nodes: usize,
+    },
     /// A step began.
     StepStarted {
         /// The step.
