@@ -342,6 +342,7 @@ async fn killed_at_every_step_boundary_and_mid_push_then_resumed_ends_consistent
     assert_eq!(pair.kube.keycloak_b().await, Some((3, 3, 3, None)));
 }
 
+#[allow(clippy::print_stderr)] // the report of a real run, for the record (`--nocapture`)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_offline_site_dying_mid_push_stops_the_run_and_resume_completes_after_its_restart() {
     let _serial = SERIAL.lock().await;
@@ -388,7 +389,7 @@ async fn the_offline_site_dying_mid_push_stops_the_run_and_resume_completes_afte
         assert_eq!(cache["verdict"]["verdict"], "equal", "{cache}");
     }
     let markdown = pair.run(&["report", "--format", "markdown"]).await;
-    println!("{}", markdown.stdout);
+    eprintln!("{}", markdown.stdout);
 }
 
 /// A split brain whose sites end up with equal sizes but different content: as many keys only on
