@@ -1032,6 +1032,24 @@ fn report_checks_once_more_and_repushes_a_cache_that_lost_entries() {
 }
 
 #[test]
+fn report_leaves_the_restarted_keycloaks_own_bookkeeping_on_the_offline_site_alone() {
+    let mut journal = journal_at(Step::Report);
+    let mut obs = verify_obs(Sizes { active_before: 3, offline: 3, active_after: 3 });
+    obs.sizes.insert(cache("work"), Sizes { active_before: 3, offline: 7, active_after: 3 });
+    let Decision::Note(notes) = decide(&plan(), &journal, &obs) else { panic!("a note first") };
+    let [Note::Warning(warning)] = notes.as_slice() else { panic!("{notes:?}") };
+    assert!(
+        warning.contains("cache 'work' holds more entries on site-b than on site-a") && warning.contains("not users' data"),
+        "{warning}"
+    );
+    journal.warnings.push(warning.clone());
+    assert_eq!(decide(&plan(), &journal, &obs), Decision::Finish(Ending::Succeeded));
+    // More entries on the offline site of a cache users write to is no bookkeeping: a failure.
+    obs.sizes.insert(cache("loginFailures"), Sizes { active_before: 3, offline: 7, active_after: 3 });
+    assert!(matches!(failed(decide(&plan(), &journal, &obs)), Failure::VerifyMismatch { .. }));
+}
+
+#[test]
 fn a_step_reaching_its_deadline_goes_on_and_fails_only_past_it() {
     let deadline = NOW + plan().settings.step_deadline.as_millis() as u64;
     let journal = journal_at(Step::ClearCaches);
