@@ -86,7 +86,7 @@ pub struct Driver<'a, S, K, J, L, C> {
 #[derive(Default)]
 struct History {
     pending: Vec<Moment>,
-    last_wait: Option<(Step, String)>,
+    waits: std::collections::BTreeSet<(Step, String, u64)>,
     link_down: bool,
     /// Each site's server as last recorded (version, nodes).
     seen: BTreeMap<Side, (String, usize)>,
@@ -95,10 +95,13 @@ struct History {
 impl History {
     fn remember(&mut self, at_ms: u64, what: Happening) {
         match &what {
-            // The same wait goes on while what it names changes (the pushes still running).
-            Happening::Waiting { step, why, .. } if self.last_wait.as_ref() == Some(&(*step, why.clone())) => return,
-            Happening::Waiting { step, why, .. } => self.last_wait = Some((*step, why.clone())),
-            Happening::StepStarted { .. } | Happening::Action { .. } => self.last_wait = None,
+            // A wait is announced again while it lasts, and what it names may change (the pushes
+            // still running): the same step, reason and deadline are the same wait.
+            Happening::Waiting { step, why, until_ms, .. } => {
+                if !self.waits.insert((*step, why.clone(), *until_ms)) {
+                    return;
+                }
+            }
             Happening::LinkDown { .. } if self.link_down => return,
             Happening::LinkDown { .. } => self.link_down = true,
             Happening::LinkUp { .. } => self.link_down = false,
