@@ -97,11 +97,7 @@ impl History {
         match &what {
             // A wait is announced again while it lasts, and what it names may change (the pushes
             // still running): the same step, reason and deadline are the same wait.
-            Happening::Waiting { step, why, until_ms, .. } => {
-                if !self.waits.insert((*step, why.clone(), *until_ms)) {
-                    return;
-                }
-            }
+            Happening::Waiting { step, why, until_ms, .. } if !self.waits.insert((*step, why.clone(), *until_ms)) => return,
             Happening::LinkDown { .. } if self.link_down => return,
             Happening::LinkDown { .. } => self.link_down = true,
             Happening::LinkUp { .. } => self.link_down = false,
