@@ -63,6 +63,17 @@ fn verdict_text(verdict: Option<&Verdict>) -> String {
 }
 
 fn keycloak_line(account: &Account) -> String {
+    let mut line = keycloak_downtime(account);
+    if let Some((lb_check, ready)) = account.keycloak_serving {
+        let said = |path: &str, status: Option<u16>| status.map(|s| format!("{path} {s}"));
+        let answers: Vec<String> = [said("/lb-check", lb_check), said("/health/ready", ready)].into_iter().flatten().collect();
+        let answers = if answers.is_empty() { "no answer".to_owned() } else { answers.join(", ") };
+        let _ = write!(line, "; at the end: {answers}");
+    }
+    line
+}
+
+fn keycloak_downtime(account: &Account) -> String {
     let offline = &account.offline.name;
     match (account.keycloak_down, account.keycloak_instances) {
         (Some(down), n) => {

@@ -114,6 +114,8 @@ pub struct Account {
     pub keycloak_down: Option<Span>,
     /// Keycloak's instance count before the run.
     pub keycloak_instances: Option<u32>,
+    /// What the offline site's Keycloak answered at the end: `/lb-check`, `/health/ready`.
+    pub keycloak_serving: Option<(Option<u16>, Option<u16>)>,
     /// Retries.
     pub retries: Vec<Entry>,
     /// Interlocks that held an action back.
@@ -336,6 +338,10 @@ impl Account {
             link_outages,
             keycloak_down,
             keycloak_instances: journal.keycloak_original_instances,
+            keycloak_serving: history.iter().rev().find_map(|m| match &m.what {
+                Happening::KeycloakServing { lb_check, ready } => Some((*lb_check, *ready)),
+                _ => None,
+            }),
             retries,
             refused_interlocks,
             warnings: journal.warnings.clone(),

@@ -564,6 +564,13 @@ where
                             journal.finished = Some(Finished::Succeeded);
                             let mut report = self.report(journal);
                             report.keycloak_health = self.ports.keycloak.health().await;
+                            if let Some(health) = &report.keycloak_health {
+                                let status = |probed: &Option<crate::port_types::Probed>| probed.as_ref().and_then(|p| p.status);
+                                self.remember(Happening::KeycloakServing {
+                                    lb_check: status(&health.lb_check),
+                                    ready: status(&health.ready),
+                                });
+                            }
                             RunOutcome::Succeeded(report)
                         }
                         Ending::Refused(r) => RunOutcome::Refused(r),

@@ -200,6 +200,14 @@ pub enum Happening {
         /// Its instance count.
         instances: u32,
     },
+    /// What the offline site's Keycloak answered once the run was done: whether it can go back
+    /// behind the load balancer (HTTP statuses; `None`: not configured or no answer).
+    KeycloakServing {
+        /// `/lb-check`.
+        lb_check: Option<u16>,
+        /// `/health/ready`.
+        ready: Option<u16>,
+    },
     /// A warning.
     Warning {
         /// The text.
