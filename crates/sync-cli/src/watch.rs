@@ -446,7 +446,7 @@ impl Heal {
         HealRecord { line }
     }
 
-    /// Keeps the newest `keep` heals' directories (run ids begin with the start time).
+    /// Keeps the `keep` heals' directories written last.
     fn prune(&self) {
         let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
         let mut dirs: Vec<(std::time::SystemTime, PathBuf)> = entries
