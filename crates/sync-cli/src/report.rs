@@ -174,12 +174,7 @@ pub fn text(account: &Account) -> String {
             let _ = writeln!(out, "    {}", phases_line(cache, end));
         }
     }
-    let lists = [
-        ("Waits", &account.waits),
-        ("Retries", &account.retries),
-        ("Interlocks that held an action back", &account.refused_interlocks),
-    ];
-    for (title, entries) in lists {
+    for (title, entries) in timed_lists(account) {
         if entries.is_empty() {
             continue;
         }
@@ -198,6 +193,15 @@ pub fn text(account: &Account) -> String {
         let _ = writeln!(out, "\n({} later moments were not kept: the journal keeps the first ones)", account.left_out);
     }
     out
+}
+
+/// The lists of timed entries every format shows, with their titles.
+fn timed_lists(account: &Account) -> [(&'static str, &[sync_core::account::Entry]); 3] {
+    [
+        ("Waits", &account.waits),
+        ("Retries", &account.retries),
+        ("Interlocks that held an action back", &account.refused_interlocks),
+    ]
 }
 
 fn entry_line(entry: &sync_core::account::Entry) -> String {
@@ -255,12 +259,7 @@ pub fn markdown(account: &Account, picture: Option<&str>) -> String {
             cell(&phases_line(cache, end))
         );
     }
-    let lists = [
-        ("Waits", &account.waits),
-        ("Retries", &account.retries),
-        ("Interlocks that held an action back", &account.refused_interlocks),
-    ];
-    for (title, entries) in lists {
+    for (title, entries) in timed_lists(account) {
         if entries.is_empty() {
             continue;
         }

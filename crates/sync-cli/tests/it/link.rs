@@ -5,9 +5,6 @@
 use std::time::{Duration, Instant};
 
 use fake_ispn::{ClusterSpec, TransferSpec};
-use ispn_xsite::SiteApi;
-use sync_core::journal::Journal;
-use sync_core::vocabulary::Step;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 use crate::support::*;
@@ -23,24 +20,6 @@ async fn slow_pair(settings: &str) -> Env {
     env.split_brain(2000).await;
     env.write_config(&env.config().replace("  request_timeout: 5s\n", &format!("  request_timeout: 5s\n{settings}")));
     env
-}
-
-fn journal(env: &Env) -> Option<Journal> {
-    let text = std::fs::read_to_string(env.path("journal.json")).ok()?;
-    Journal::from_json("journal.json", &text).ok()
-}
-
-/// Waits until the run is pushing and the offline site has received something.
-async fn pushing(env: &Env) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let in_push = journal(env).is_some_and(|j| j.step == Step::AwaitPush);
-        if in_push && env.ispn.site("site-b").size(&cache("work")).await.is_ok_and(|n| n > 0) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the run never got to pushing");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// Collects the lines `stream` prints, each with when it arrived.

@@ -3,12 +3,9 @@
 //! resumed, and a resume refused while the link is lost. Text and Markdown are snapshots; the
 //! HTML's picture is checked through a browser in the `report_picture` case.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fake_ispn::{ClusterSpec, TransferSpec};
-use ispn_xsite::SiteApi;
-use sync_core::journal::Journal;
-use sync_core::vocabulary::Step;
 
 use crate::support::*;
 
@@ -22,24 +19,6 @@ async fn slow_pair() -> Env {
     let env = Env::with(spec, |k| k).await;
     env.split_brain(1000).await;
     env
-}
-
-fn journal(env: &Env) -> Option<Journal> {
-    let text = std::fs::read_to_string(env.path("journal.json")).ok()?;
-    Journal::from_json("journal.json", &text).ok()
-}
-
-/// Waits until the run is pushing and the offline site has received something.
-async fn pushing(env: &Env) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let in_push = journal(env).is_some_and(|j| j.step == Step::AwaitPush);
-        if in_push && env.ispn.site("site-b").size(&cache("work")).await.is_ok_and(|n| n > 0) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the run never got to pushing");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// The report in `format`, with what changes from run to run replaced: wall-clock times,

@@ -4,13 +4,15 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fake_ispn::{ClusterSpec, FakeCluster, KEYCLOAK_26_CACHES, SiteSnapshot};
 use ispn_xsite::{CacheName, ClearScope, Client, SiteAction, SiteApi, SiteName};
 use keycloak_scale::fake::{FakeKube, RunningKube, Timing, kubeconfig};
 use keycloak_scale::standin::RealKube;
 use keycloak_scale::standin::operator::{Behaviour, StandInOperator};
+use sync_core::journal::Journal;
+use sync_core::vocabulary::Step;
 
 pub const NS: &str = "keycloak";
 
@@ -352,4 +354,23 @@ pub fn repoint_kubeconfig(path: &Path, to: impl Fn(usize) -> String) -> Vec<Stri
         .collect();
     std::fs::write(path, lines.join("\n") + "\n").unwrap();
     old
+}
+
+/// The run's journal as last written, if any.
+pub fn journal(env: &Env) -> Option<Journal> {
+    let text = std::fs::read_to_string(env.path("journal.json")).ok()?;
+    Journal::from_json("journal.json", &text).ok()
+}
+
+/// Waits until the run is pushing and the offline site has received something.
+pub async fn pushing(env: &Env) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let in_push = journal(env).is_some_and(|j| j.step == Step::AwaitPush);
+        if in_push && env.ispn.site("site-b").size(&cache("work")).await.is_ok_and(|n| n > 0) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the run never got to pushing");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
